@@ -1,0 +1,39 @@
+# wtpulsar: `make run` starts the whole pipeline, `make test` runs the tests.
+# Both create .venv and install everything they need on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-slow bench lint proto package deploy clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/wtpulsar up
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# Regenerate the protobuf module from our own .proto (needs the dev extra: grpcio-tools).
+proto: $(STAMP)
+	cd broker/proto && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. pulsar_wire.proto
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
