@@ -1,0 +1,382 @@
+"""Admin REST with Pulsar's path shapes (`/admin/v2/...`) for what this broker supports,
+plus `/admin/v2/brokers/health` and Prometheus text at `/metrics`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from broker.names import InvalidTopicName, TopicName
+from broker.proto import pulsar_wire_pb2 as pb
+from broker.service import BrokerService, NamespaceNotFound
+from broker.subscription import SUB_TYPE_NAMES
+from broker.topic import Topic
+
+SCHEMA_TYPES = {name.upper(): value for name, value in pb.Schema.Type.items()}
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.json_response({"reason": reason}, status=status)
+
+
+def topic_stats(topic: Topic) -> dict[str, Any]:
+    subs: dict[str, Any] = {}
+    for name, sub in topic.subscriptions.items():
+        subs[name] = {
+            "type": SUB_TYPE_NAMES.get(sub.sub_type, "?"),
+            "msgBacklog": sub.backlog(),
+            "unackedMessages": len(sub.pending),
+            "msgOutCounter": sub.msg_out_counter,
+            "msgRateExpired": 0.0,
+            "expiredMessages": sub.expired_counter,
+            "isDurable": sub.durable,
+            "markDeletePosition": "{}:{}".format(*topic.log.position_before(sub.mark_delete + 1)),
+            "consumers": [
+                {
+                    "consumerName": c.name,
+                    "availablePermits": c.permits,
+                    "unackedMessages": len(c.pending),
+                    "msgOutCounter": c.messages_out,
+                    "bytesOutCounter": c.bytes_out,
+                    "address": c.address,
+                    "connectedSince": c.connected_since,
+                    "isActive": sub.active is c if sub.sub_type in (0, 2) else True,
+                }
+                for c in sub.consumers
+            ],
+        }
+    rates = getattr(topic, "rates", {})
+    return {
+        "msgRateIn": rates.get("msg_in", 0.0),
+        "msgRateOut": rates.get("msg_out", 0.0),
+        "msgThroughputIn": rates.get("bytes_in", 0.0),
+        "msgThroughputOut": rates.get("bytes_out", 0.0),
+        "msgInCounter": topic.msg_in,
+        "bytesInCounter": topic.bytes_in,
+        "msgOutCounter": topic.msg_out,
+        "bytesOutCounter": topic.bytes_out,
+        "storageSize": topic.log.size_bytes,
+        "backlogSize": sum(s.backlog() for s in topic.subscriptions.values()),
+        "publishers": [
+            {"producerName": p.name, "accessMode": pb.ProducerAccessMode.Name(p.access_mode), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in}
+            for p in topic.producers.values()
+        ],
+        "subscriptions": subs,
+        "deduplicationStatus": "Enabled" if topic.dedup_enabled else "Disabled",
+    }
+
+
+class _Collector:
+    def __init__(self, service: BrokerService) -> None:
+        self.service = service
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        labels = ["topic"]
+        msg_in = CounterMetricFamily("pulsar_in_messages", "Messages published to the topic", labels=labels)
+        bytes_in = CounterMetricFamily("pulsar_in_bytes", "Bytes published to the topic", labels=labels)
+        msg_out = CounterMetricFamily("pulsar_out_messages", "Messages delivered from the topic", labels=labels)
+        bytes_out = CounterMetricFamily("pulsar_out_bytes", "Bytes delivered from the topic", labels=labels)
+        rate_in = GaugeMetricFamily("pulsar_rate_in", "Messages/s published (last second)", labels=labels)
+        rate_out = GaugeMetricFamily("pulsar_rate_out", "Messages/s delivered (last second)", labels=labels)
+        storage = GaugeMetricFamily("pulsar_storage_size", "Bytes stored for the topic", labels=labels)
+        producers = GaugeMetricFamily("pulsar_producers_count", "Connected producers", labels=labels)
+        consumers = GaugeMetricFamily("pulsar_consumers_count", "Connected consumers", labels=labels)
+        backlog = GaugeMetricFamily("pulsar_subscription_back_log", "Unacknowledged messages per subscription", labels=["topic", "subscription"])
+        for key, topic in self.service.topics.items():
+            rates = getattr(topic, "rates", {})
+            msg_in.add_metric([key], topic.msg_in)
+            bytes_in.add_metric([key], topic.bytes_in)
+            msg_out.add_metric([key], topic.msg_out)
+            bytes_out.add_metric([key], topic.bytes_out)
+            rate_in.add_metric([key], rates.get("msg_in", 0.0))
+            rate_out.add_metric([key], rates.get("msg_out", 0.0))
+            storage.add_metric([key], topic.log.size_bytes)
+            producers.add_metric([key], len(topic.producers))
+            consumers.add_metric([key], len(topic.consumers()))
+            for name, sub in topic.subscriptions.items():
+                backlog.add_metric([key, name], sub.backlog())
+        connections = GaugeMetricFamily("pulsar_active_connections", "Open client connections")
+        connections.add_metric([], len(self.service.connections))
+        topics = GaugeMetricFamily("pulsar_topics_count", "Loaded topics")
+        topics.add_metric([], len(self.service.topics))
+        yield from (msg_in, bytes_in, msg_out, bytes_out, rate_in, rate_out, storage, producers, consumers, backlog, connections, topics)
+
+
+def build_app(server: Any) -> web.Application:
+    service: BrokerService = server.service
+    registry = CollectorRegistry()
+    registry.register(_Collector(service))  # type: ignore[arg-type]
+    routes = web.RouteTableDef()
+
+    def topic_from(request: web.Request, domain: str | None = None) -> TopicName:
+        info = request.match_info
+        return TopicName.parse(f"{domain or info['domain']}://{info['tenant']}/{info['ns']}/{info['topic']}")
+
+    async def body_json(request: web.Request) -> Any:
+        text = await request.text()
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"reason": f"request body is not JSON: {exc}"}), content_type="application/json") from exc
+
+    @routes.get("/admin/v2/brokers/health")
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    @routes.get("/metrics")
+    @routes.get("/metrics/")
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+
+    @routes.get("/admin/v2/tenants")
+    async def tenants(request: web.Request) -> web.Response:
+        return web.json_response(sorted(service.tenants))
+
+    @routes.put("/admin/v2/tenants/{tenant}")
+    async def create_tenant(request: web.Request) -> web.Response:
+        if not service.create_tenant(request.match_info["tenant"]):
+            return _error(409, "Tenant already exists")
+        return web.Response(status=204)
+
+    @routes.delete("/admin/v2/tenants/{tenant}")
+    async def delete_tenant(request: web.Request) -> web.Response:
+        if not service.delete_tenant(request.match_info["tenant"]):
+            return _error(409, "Tenant does not exist or still has namespaces")
+        return web.Response(status=204)
+
+    @routes.get("/admin/v2/namespaces/{tenant}")
+    async def namespaces(request: web.Request) -> web.Response:
+        tenant = request.match_info["tenant"]
+        if tenant not in service.tenants:
+            return _error(404, "Tenant does not exist")
+        return web.json_response(sorted(ns for ns in service.namespaces if ns.split("/")[0] == tenant))
+
+    @routes.put("/admin/v2/namespaces/{tenant}/{ns}")
+    async def create_namespace(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        try:
+            TopicName.parse(f"persistent://{namespace}/x")
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        if request.match_info["tenant"] not in service.tenants:
+            return _error(404, "Tenant does not exist")
+        if not service.create_namespace(namespace):
+            return _error(409, "Namespace already exists")
+        return web.Response(status=204)
+
+    @routes.delete("/admin/v2/namespaces/{tenant}/{ns}")
+    async def delete_namespace(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        if namespace not in service.namespaces:
+            return _error(404, "Namespace does not exist")
+        if not service.delete_namespace(namespace):
+            return _error(409, "Cannot delete non empty namespace")
+        return web.Response(status=204)
+
+    @routes.get("/admin/v2/namespaces/{tenant}/{ns}/deduplication")
+    async def get_dedup(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        if namespace not in service.namespaces:
+            return _error(404, "Namespace does not exist")
+        return web.json_response(service.namespaces[namespace].get("deduplication"))
+
+    @routes.post("/admin/v2/namespaces/{tenant}/{ns}/deduplication")
+    async def set_dedup(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        value = await body_json(request)
+        if not isinstance(value, bool):
+            return _error(400, "body must be true or false")
+        try:
+            service.set_namespace_policy(namespace, "deduplication", value)
+        except NamespaceNotFound:
+            return _error(404, "Namespace does not exist")
+        return web.Response(status=204)
+
+    @routes.delete("/admin/v2/namespaces/{tenant}/{ns}/deduplication")
+    async def remove_dedup(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        try:
+            service.set_namespace_policy(namespace, "deduplication", None)
+        except NamespaceNotFound:
+            return _error(404, "Namespace does not exist")
+        return web.Response(status=204)
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}")
+    async def list_topics(request: web.Request) -> web.Response:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        if namespace not in service.namespaces:
+            return _error(404, "Namespace does not exist")
+        mode = 0 if request.match_info["domain"] == "persistent" else 1
+        return web.json_response(service.topics_of_namespace(namespace, mode))
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/partitioned")
+    async def list_partitioned(request: web.Request) -> web.Response:
+        prefix = f"{request.match_info['domain']}://{request.match_info['tenant']}/{request.match_info['ns']}/"
+        return web.json_response(sorted(k for k in service.partitioned if k.startswith(prefix)))
+
+    @routes.put(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitions")
+    async def create_partitioned(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        count = await body_json(request)
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > 10_000:
+            return _error(412, "number of partitions must be an integer from 1 to 10000")
+        if str(name) in service.partitioned or service.topic_exists(name):
+            return _error(409, "This topic already exists")
+        try:
+            service.create_partitioned(name, count)
+        except NamespaceNotFound as exc:
+            return _error(404, str(exc))
+        return web.Response(status=204)
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitions")
+    async def get_partitioned(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        return web.json_response({"partitions": service.partitioned.get(str(name), 0)})
+
+    @routes.delete(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitions")
+    async def delete_partitioned(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        if not service.delete_partitioned(name):
+            return _error(404, "Partitioned topic does not exist")
+        return web.Response(status=204)
+
+    @routes.put(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}")
+    async def create_topic(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        if service.topic_exists(name) or str(name) in service.partitioned:
+            return _error(409, "This topic already exists")
+        try:
+            service.get_topic(name, create=True)
+        except NamespaceNotFound as exc:
+            return _error(404, str(exc))
+        return web.Response(status=204)
+
+    @routes.delete(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}")
+    async def delete_topic(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        try:
+            deleted = service.delete_topic(name, force=request.query.get("force") == "true")
+        except RuntimeError as exc:
+            return _error(412, str(exc))
+        return web.Response(status=204) if deleted else _error(404, "Topic not found")
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/stats")
+    async def stats(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        topic = service.get_topic(name, create=False) if name.namespace_name in service.namespaces else None
+        if topic is None:
+            return _error(404, "Topic not found")
+        return web.json_response(topic_stats(topic))
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitioned-stats")
+    async def partitioned_stats(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request)
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        count = service.partitioned.get(str(name))
+        if count is None:
+            return _error(404, "Partitioned topic not found")
+        parts = {}
+        for i in range(count):
+            topic = service.get_topic(name.partition(i), create=True)
+            assert topic is not None
+            parts[str(name.partition(i))] = topic_stats(topic)
+        total = {k: sum(p[k] for p in parts.values()) for k in ("msgInCounter", "msgOutCounter", "storageSize", "msgRateIn", "msgRateOut")}
+        return web.json_response({**total, "metadata": {"partitions": count}, "partitions": parts})
+
+    @routes.get(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
+    async def get_schema(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request, "persistent")
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        latest = service.schema_registry(name).latest
+        if latest is None:
+            return _error(404, "Schema not found")
+        return web.json_response(
+            {"version": latest.version, "type": pb.Schema.Type.Name(latest.type).upper(), "data": latest.data.decode("utf-8", "replace"), "properties": dict(latest.properties)}
+        )
+
+    @routes.post(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
+    async def post_schema(request: web.Request) -> web.Response:
+        try:
+            name = topic_from(request, "persistent")
+        except InvalidTopicName as exc:
+            return _error(412, str(exc))
+        body = await body_json(request)
+        if not isinstance(body, dict) or "type" not in body:
+            return _error(400, 'body must be {"type": ..., "schema": ..., "properties": {...}}')
+        type_value = SCHEMA_TYPES.get(str(body["type"]).upper())
+        if type_value is None:
+            return _error(400, f"unknown schema type {body['type']!r}")
+        schema = pb.Schema(name=str(name), schema_data=str(body.get("schema", "")).encode(), type=type_value)
+        for key, value in (body.get("properties") or {}).items():
+            schema.properties.add(key=str(key), value=str(value))
+        from broker.schemas import IncompatibleSchema
+
+        try:
+            version, added = service.schema_registry(name).get_or_add(schema)
+        except IncompatibleSchema as exc:
+            return _error(409, str(exc))
+        if added:
+            service.save_schemas(name)
+        return web.json_response({"version": version.version})
+
+    app = web.Application()
+    app.add_routes(routes)
+    return app
+
+
+async def start_admin_http(server: Any, host: str, port: int) -> web.AppRunner:
+    app = build_app(server)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    return runner
+
+
+def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
+    """Per-topic rates over the last interval (called about once a second)."""
+    now = time.monotonic()
+    last = state.get("time")
+    state["time"] = now
+    for key, topic in service.topics.items():
+        counters = (topic.msg_in, topic.bytes_in, topic.msg_out, topic.bytes_out)
+        previous = state.get(key)
+        state[key] = counters
+        if last is None or previous is None or now <= last:
+            continue
+        span = now - last
+        topic.rates = {  # type: ignore[attr-defined]
+            "msg_in": (counters[0] - previous[0]) / span,
+            "bytes_in": (counters[1] - previous[1]) / span,
+            "msg_out": (counters[2] - previous[2]) / span,
+            "bytes_out": (counters[3] - previous[3]) / span,
+        }

@@ -1,0 +1,37 @@
+"""Broker settings, with the defaults a single-node development broker should have."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from broker.storage import DEFAULT_CACHE_BYTES, DEFAULT_LEDGER_MAX_BYTES
+from broker.wire import DEFAULT_MAX_MESSAGE_SIZE
+
+DEFAULT_NAMESPACES = ("public/default", "public/functions", "public/wtpulsar", "pulsar/system")
+
+
+@dataclass
+class BrokerConfig:
+    data_dir: Path | None = None  # None: everything in memory (tests of the core only)
+    host: str = "127.0.0.1"
+    port: int = 6650
+    http_host: str | None = None
+    http_port: int | None = None
+    advertised_host: str | None = None
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE  # bytes, advertised in CONNECTED
+    deduplication: bool = True  # broker default; namespaces may override (admin API)
+    ledger_max_bytes: int = DEFAULT_LEDGER_MAX_BYTES
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    ttl_seconds: int = 0  # 0: messages never expire
+    retention_minutes: int = 0  # keep acknowledged data this long (0: delete once acked)
+    retention_mb: int = 0  # ... or up to this size
+    auth_token_secret: bytes | None = None  # HS256 secret; None: no authentication
+    namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
+    housekeeping_interval: float = 0.1  # s: cursor persistence, delayed delivery, TTL, trimming
+    server_version: str = "wtpulsar-broker-0.1.0"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def service_url(self) -> str:
+        return f"pulsar://{self.advertised_host or self.host}:{self.port}"

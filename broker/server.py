@@ -1,0 +1,119 @@
+"""The asyncio shell around the broker core: TCP listener, group commit, housekeeping, admin HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from broker.config import BrokerConfig
+from broker.connection import ServerConnection
+from broker.service import BrokerService
+
+log = logging.getLogger("wtpulsar.broker")
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, service: BrokerService) -> None:
+        self.service = service
+        self.connection: ServerConnection | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            import socket
+
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.connection = ServerConnection(self.service, transport.write, transport.close, f"{peer[0]}:{peer[1]}" if peer else "?")
+
+    def data_received(self, data: bytes) -> None:
+        assert self.connection is not None
+        self.connection.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.connection is not None:
+            self.connection.connection_lost()
+
+
+class BrokerServer:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.service = BrokerService(config)
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._http_runner: Any = None
+        self._sync_scheduled = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def schedule_sync() -> None:
+            # Group commit: every append of this loop turn is synced together, then receipts leave.
+            if not self._sync_scheduled:
+                self._sync_scheduled = True
+                loop.call_soon(self._sync)
+
+        self.service.schedule_sync = schedule_sync
+        self._server = await loop.create_server(lambda: _Protocol(self.service), self.config.host, self.config.port, reuse_address=True)
+        if self.config.port == 0:
+            self.config.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.append(asyncio.create_task(self._housekeeping()))
+        if self.config.http_port is not None:
+            from broker.admin_http import start_admin_http
+
+            self._http_runner = await start_admin_http(self, self.config.http_host or self.config.host, self.config.http_port)
+
+    def _sync(self) -> None:
+        self._sync_scheduled = False
+        try:
+            self.service.sync()
+        except OSError:
+            log.exception("syncing the entry log failed; receipts withheld")
+
+    async def _housekeeping(self) -> None:
+        from broker.admin_http import update_rates
+
+        rate_state: dict[str, Any] = {}
+        last_rates = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.housekeeping_interval)
+            try:
+                self.service.housekeeping()
+                if loop.time() - last_rates >= 1.0:
+                    last_rates = loop.time()
+                    update_rates(self.service, rate_state)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in self._tasks:
+            task.cancel()
+        for connection in list(self.service.connections):
+            connection.abort()
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        self.service.close()
+
+
+async def serve_forever(config: BrokerConfig, ready_line: bool = True) -> None:
+    server = BrokerServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready_line:
+        http = f" admin http://{config.http_host or config.host}:{config.http_port}" if config.http_port is not None else ""
+        log.info("broker ready: %s%s data %s", config.service_url, http, config.data_dir or "(memory)")
+    await stop.wait()
+    log.info("broker stopping")
+    await server.stop()
+    log.info("broker stopped")

@@ -1,0 +1,254 @@
+"""The broker's state: namespaces, partitioned topics, loaded topics, schemas, group commit.
+
+No I/O besides the data directory: the asyncio server calls `sync()` once per event-loop turn
+after appends (so receipts leave only once entries are on disk) and `housekeeping()` on a timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from broker.config import BrokerConfig
+from broker.names import TopicName
+from broker.schemas import SchemaRegistry, SchemaVersion
+from broker.storage import LedgerIds, read_json, write_json_atomic
+from broker.topic import Topic
+
+log = logging.getLogger("wtpulsar.broker")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class NamespaceNotFound(LookupError):
+    pass
+
+
+class BrokerService:
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.data_dir = config.data_dir
+        self.topics: dict[str, Topic] = {}
+        self._dirty: set[Topic] = set()
+        self.schedule_sync: Callable[[], None] = lambda: None
+        self._schemas: dict[str, SchemaRegistry] = {}
+        self.connections: set[Any] = set()
+        self.next_connection_id = 0
+        self.started = time.time()
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ledger_ids: LedgerIds | None = LedgerIds(self.data_dir)
+        else:
+            self.ledger_ids = None
+        self._load_metadata()
+
+    # ------------------------------------------------------------------ metadata
+    def _meta_path(self, name: str) -> Path | None:
+        return self.data_dir / name if self.data_dir is not None else None
+
+    def _load_metadata(self) -> None:
+        namespaces: dict[str, dict[str, Any]] = {ns: {} for ns in self.config.namespaces}
+        tenants: set[str] = {ns.split("/")[0] for ns in namespaces}
+        partitioned: dict[str, int] = {}
+        path = self._meta_path("metadata.json")
+        if path is not None:
+            saved = read_json(path, {})
+            if isinstance(saved, dict):
+                namespaces.update(saved.get("namespaces", {}))
+                tenants.update(saved.get("tenants", []))
+                partitioned.update(saved.get("partitioned", {}))
+        self.namespaces = namespaces
+        self.tenants = tenants
+        self.partitioned = partitioned
+
+    def save_metadata(self) -> None:
+        path = self._meta_path("metadata.json")
+        if path is not None:
+            write_json_atomic(
+                path,
+                {"namespaces": self.namespaces, "tenants": sorted(self.tenants), "partitioned": self.partitioned},
+            )
+
+    def create_tenant(self, tenant: str) -> bool:
+        if tenant in self.tenants:
+            return False
+        self.tenants.add(tenant)
+        self.save_metadata()
+        return True
+
+    def delete_tenant(self, tenant: str) -> bool:
+        if tenant not in self.tenants or any(ns.split("/")[0] == tenant for ns in self.namespaces):
+            return False
+        self.tenants.discard(tenant)
+        self.save_metadata()
+        return True
+
+    def create_namespace(self, namespace: str) -> bool:
+        if namespace in self.namespaces:
+            return False
+        self.tenants.add(namespace.split("/")[0])
+        self.namespaces[namespace] = {}
+        self.save_metadata()
+        return True
+
+    def delete_namespace(self, namespace: str) -> bool:
+        if namespace not in self.namespaces or self.topics_of_namespace(namespace, mode=2):
+            return False
+        del self.namespaces[namespace]
+        self.save_metadata()
+        return True
+
+    def set_namespace_policy(self, namespace: str, key: str, value: Any) -> None:
+        if namespace not in self.namespaces:
+            raise NamespaceNotFound(namespace)
+        if value is None:
+            self.namespaces[namespace].pop(key, None)
+        else:
+            self.namespaces[namespace][key] = value
+        self.save_metadata()
+
+    def deduplication_enabled(self, name: TopicName) -> bool:
+        policy = self.namespaces.get(name.namespace_name, {}).get("deduplication")
+        return self.config.deduplication if policy is None else bool(policy)
+
+    def check_namespace(self, name: TopicName) -> None:
+        if name.namespace_name not in self.namespaces:
+            raise NamespaceNotFound(f"Namespace {name.namespace_name} does not exist")
+
+    def partitions_of(self, name: TopicName) -> int:
+        return self.partitioned.get(str(name.base if name.partition_index < 0 else name), 0)
+
+    def create_partitioned(self, name: TopicName, partitions: int) -> None:
+        self.check_namespace(name)
+        self.partitioned[str(name)] = partitions
+        self.save_metadata()
+        for i in range(partitions):
+            self.get_topic(name.partition(i), create=True)
+
+    def delete_partitioned(self, name: TopicName) -> bool:
+        count = self.partitioned.pop(str(name), None)
+        if count is None:
+            return False
+        self.save_metadata()
+        for i in range(count):
+            self.delete_topic(name.partition(i))
+        return True
+
+    # ------------------------------------------------------------------ topics
+    def topic_dir(self, name: TopicName) -> Path | None:
+        if self.data_dir is None or not name.persistent:
+            return None
+        return self.data_dir / "topics" / name.domain / name.tenant / name.namespace / urllib.parse.quote(name.local, safe="")
+
+    def topic_exists(self, name: TopicName) -> bool:
+        if str(name) in self.topics:
+            return True
+        directory = self.topic_dir(name)
+        return directory is not None and (directory / "ledgers.json").exists()
+
+    def get_topic(self, name: TopicName, create: bool = True) -> Topic | None:
+        key = str(name)
+        topic = self.topics.get(key)
+        if topic is not None:
+            return topic
+        if not create and not self.topic_exists(name):
+            return None
+        self.check_namespace(name)
+        topic = Topic(self, name, self.topic_dir(name), self.ledger_ids)
+        self.topics[key] = topic
+        return topic
+
+    def delete_topic(self, name: TopicName, force: bool = False) -> bool:
+        topic = self.get_topic(name, create=False)
+        if topic is None:
+            return False
+        if not force and (topic.producers or any(s.consumers for s in topic.subscriptions.values())):
+            raise RuntimeError(f"topic {name} has active producers or consumers")
+        for sub in list(topic.subscriptions.values()):
+            for consumer in list(sub.consumers):
+                consumer.connection.close_consumer_by_broker(consumer)
+        for producer in list(topic.producers.values()):
+            producer.connection.close_producer_by_broker(producer)
+        self.topics.pop(str(name), None)
+        self._dirty.discard(topic)
+        topic.log.delete()
+        return True
+
+    def topics_of_namespace(self, namespace: str, mode: int = 0) -> list[str]:
+        """Existing topics of a namespace (mode: 0 persistent, 1 non-persistent, 2 all) (§11)."""
+        tenant, _, ns = namespace.partition("/")
+        names: set[str] = set()
+        for key, topic in self.topics.items():
+            if topic.name.namespace_name == namespace and (mode == 2 or topic.name.persistent == (mode == 0)):
+                names.add(key)
+        if self.data_dir is not None and mode in (0, 2):
+            base = self.data_dir / "topics" / "persistent" / tenant / ns
+            if base.is_dir():
+                for child in base.iterdir():
+                    if (child / "ledgers.json").exists():
+                        names.add(f"persistent://{tenant}/{ns}/{urllib.parse.unquote(child.name)}")
+        for key in self.partitioned:
+            name = TopicName.parse(key)
+            if name.namespace_name == namespace and (mode == 2 or name.persistent == (mode == 0)):
+                names.update(str(name.partition(i)) for i in range(self.partitioned[key]))
+        return sorted(names)
+
+    # ------------------------------------------------------------------ schemas (per base topic)
+    def schema_registry(self, name: TopicName) -> SchemaRegistry:
+        base = str(name.base)
+        registry = self._schemas.get(base)
+        if registry is None:
+            path = self._schema_path(name)
+            versions = read_json(path, []) if path is not None else []
+            registry = SchemaRegistry([SchemaVersion.from_json(v) for v in versions] if isinstance(versions, list) else [])
+            self._schemas[base] = registry
+        return registry
+
+    def _schema_path(self, name: TopicName) -> Path | None:
+        if self.data_dir is None:
+            return None
+        base = name.base
+        directory = self.data_dir / "schemas" / base.domain / base.tenant / base.namespace
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory / f"{urllib.parse.quote(base.local, safe='')}.json"
+
+    def save_schemas(self, name: TopicName) -> None:
+        path = self._schema_path(name)
+        if path is not None:
+            write_json_atomic(path, [v.to_json() for v in self.schema_registry(name).versions])
+
+    # ------------------------------------------------------------------ group commit and upkeep
+    def mark_dirty(self, topic: Topic) -> None:
+        if not self._dirty:
+            self.schedule_sync()
+        self._dirty.add(topic)
+
+    def sync(self) -> None:
+        """Make every append durable, then release receipts and dispatch (once per loop turn)."""
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        for topic in dirty:
+            topic.log.sync()
+        now = now_ms()
+        for topic in dirty:
+            topic.on_synced(now)
+
+    def housekeeping(self) -> None:
+        now = now_ms()
+        retention_ms = self.config.retention_minutes * 60_000
+        retention_bytes = self.config.retention_mb * 1024 * 1024
+        for topic in list(self.topics.values()):
+            topic.housekeeping(now, self.config.ttl_seconds, retention_ms, retention_bytes)
+
+    def close(self) -> None:
+        self.sync()
+        for topic in self.topics.values():
+            topic.close()
+        self.save_metadata()

@@ -1,0 +1,311 @@
+"""Durable per-topic entry log.
+
+Layout under the broker's data dir::
+
+    ledger-id                       next ledger id (global, only grows)
+    topics/<domain>/<tenant>/<ns>/<local>/
+        ledgers.json                [[ledger_id, first_offset], ...] in order
+        <ledger_id>.log             records: len:u32 crc32c:u32 entry-bytes
+        cursors/<sub>.json          durable subscription cursors (cursor.py)
+        dedup.json, schemas.json    producer high-water marks, schema versions
+
+Each topic has a dense, persistent offset space; offset o lives in the last ledger whose
+first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
+loaded (a new "incarnation", pulsar-wire-protocol.md §6) and when the current one grows past
+`ledger_max_bytes`, so ledgers whose entries every subscription has acknowledged can be deleted
+whole. Appends are written at once and made durable by `sync()` (fdatasync), which the server
+calls once per event-loop turn before any receipt goes out (group commit). A torn record at
+the end of the last ledger (kill -9 mid-write) is cut off at load.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import crc32c
+
+log = logging.getLogger("wtpulsar.broker.storage")
+
+_RECORD = struct.Struct(">II")
+DEFAULT_LEDGER_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024  # recent entries kept in memory per topic
+
+
+def write_json_atomic(path: Path, value: object) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, default: object) -> object:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return default
+    except (OSError, ValueError) as exc:
+        log.error("ignoring unreadable %s: %s", path, exc)
+        return default
+
+
+class LedgerIds:
+    """The broker-wide ledger id counter: every ledger ever created gets a larger id."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / "ledger-id"
+        self._next = int(str(read_json(self._path, 1)))
+
+    def allocate(self) -> int:
+        value = self._next
+        self._next += 1
+        write_json_atomic(self._path, self._next)
+        return value
+
+
+@dataclass(slots=True)
+class Ledger:
+    ledger_id: int
+    first_offset: int
+    count: int
+    size: int
+    path: Path
+    fd: int = -1  # open for reads (and appends when current)
+
+
+class TopicLog:
+    """Append-only entry log of one topic. `None` directory means in memory only."""
+
+    def __init__(
+        self,
+        directory: Path | None,
+        ledger_ids: LedgerIds | None,
+        ledger_max_bytes: int = DEFAULT_LEDGER_MAX_BYTES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        self.directory = directory
+        self._ledger_ids = ledger_ids
+        self.ledger_max_bytes = ledger_max_bytes
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
+        self.ledgers: list[Ledger] = []
+        self._firsts: list[int] = []
+        self._dirty = False
+        self._memory: dict[int, bytes] = {}  # in-memory topics only
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._load()
+        self._start_ledger()
+
+    # ---- loading ----
+    def _load(self) -> None:
+        assert self.directory is not None
+        table = read_json(self.directory / "ledgers.json", [])
+        assert isinstance(table, list)
+        for ledger_id, first in table:
+            path = self.directory / f"{ledger_id}.log"
+            if not path.exists():
+                continue  # deleted after every subscription acknowledged it
+            count, size = self._scan(path)
+            fd = os.open(path, os.O_RDONLY)
+            self.ledgers.append(Ledger(ledger_id, first, count, size, path, fd))
+        self._firsts = [led.first_offset for led in self.ledgers]
+
+    @staticmethod
+    def _scan(path: Path) -> tuple[int, int]:
+        """Count whole records; cut a torn tail left by a crash."""
+        data = path.read_bytes()
+        pos = count = 0
+        while pos + 8 <= len(data):
+            length, crc = _RECORD.unpack_from(data, pos)
+            end = pos + 8 + length
+            if end > len(data) or crc32c.crc32c(data[pos + 8 : end]) != crc:
+                break
+            pos = end
+            count += 1
+        if pos != len(data):
+            log.warning("%s: cutting %d bytes of a torn record at its end", path, len(data) - pos)
+            with open(path, "r+b") as handle:
+                handle.truncate(pos)
+        return count, pos
+
+    def _start_ledger(self) -> None:
+        first = self.end_offset
+        ledger_id = self._ledger_ids.allocate() if self._ledger_ids else (self.ledgers[-1].ledger_id + 1 if self.ledgers else 1)
+        if self.directory is None:
+            self.ledgers.append(Ledger(ledger_id, first, 0, 0, Path("-")))
+        else:
+            path = self.directory / f"{ledger_id}.log"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self.ledgers.append(Ledger(ledger_id, first, 0, 0, path, fd))
+            self._write_table()
+        self._firsts.append(first)
+
+    def _write_table(self) -> None:
+        assert self.directory is not None
+        write_json_atomic(self.directory / "ledgers.json", [[led.ledger_id, led.first_offset] for led in self.ledgers])
+
+    # ---- positions ----
+    @property
+    def start_offset(self) -> int:
+        return self.ledgers[0].first_offset
+
+    @property
+    def end_offset(self) -> int:
+        """One past the last entry."""
+        if not self.ledgers:
+            return 0
+        last = self.ledgers[-1]
+        return last.first_offset + last.count
+
+    @property
+    def current_ledger_id(self) -> int:
+        return self.ledgers[-1].ledger_id
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """(ledger id, entry id) of an offset; offsets past the end map into the current ledger."""
+        index = bisect.bisect_right(self._firsts, offset) - 1
+        if index < 0:
+            index = 0
+        ledger = self.ledgers[index]
+        return ledger.ledger_id, offset - ledger.first_offset
+
+    def position_before(self, offset: int) -> tuple[int, int]:
+        """The position just before `offset` as Pulsar shows it: (ledger, entry - 1)."""
+        ledger_id, entry = self.position(offset)
+        return ledger_id, entry - 1
+
+    def offset_of(self, ledger_id: int, entry_id: int) -> int:
+        """Offset of a (ledger, entry) position; clamps to the nearest existing boundary."""
+        for ledger in self.ledgers:
+            if ledger.ledger_id == ledger_id:
+                return ledger.first_offset + max(0, min(entry_id, ledger.count))
+            if ledger.ledger_id > ledger_id:
+                return ledger.first_offset
+        return self.end_offset
+
+    # ---- entries ----
+    def append(self, entry: bytes) -> int:
+        ledger = self.ledgers[-1]
+        if ledger.size >= self.ledger_max_bytes and ledger.count:
+            self._start_ledger()
+            ledger = self.ledgers[-1]
+        offset = ledger.first_offset + ledger.count
+        if self.directory is None:
+            self._memory[offset] = entry
+        else:
+            os.write(ledger.fd, _RECORD.pack(len(entry), crc32c.crc32c(entry)) + entry)
+            self._dirty = True
+            self._remember(offset, entry)
+        ledger.count += 1
+        ledger.size += 8 + len(entry)
+        return offset
+
+    def _remember(self, offset: int, entry: bytes) -> None:
+        self._cache[offset] = entry
+        self._cache_bytes += len(entry)
+        while self._cache_bytes > self._cache_limit and self._cache:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= len(old)
+
+    def read(self, offset: int) -> bytes:
+        if self.directory is None:
+            return self._memory[offset]
+        cached = self._cache.get(offset)
+        if cached is not None:
+            return cached
+        return self._read_from_disk(offset)
+
+    def _read_from_disk(self, offset: int) -> bytes:
+        index = bisect.bisect_right(self._firsts, offset) - 1
+        ledger = self.ledgers[index]
+        wanted = offset - ledger.first_offset
+        if index < 0 or not 0 <= wanted < ledger.count:
+            raise KeyError(offset)
+        # Walk the ledger's records; sequential reads are served by the page cache.
+        pos = 0
+        with open(ledger.path, "rb") as handle:
+            data = handle.read(ledger.size)
+        for _ in range(wanted):
+            (length,) = struct.unpack_from(">I", data, pos)
+            pos += 8 + length
+        (length,) = struct.unpack_from(">I", data, pos)
+        entry = data[pos + 8 : pos + 8 + length]
+        # Fill the cache with this ledger's neighbours so a replay does not re-read the file.
+        nxt = pos + 8 + length
+        for follower in range(offset + 1, min(offset + 512, ledger.first_offset + ledger.count)):
+            (flen,) = struct.unpack_from(">I", data, nxt)
+            self._remember(follower, data[nxt + 8 : nxt + 8 + flen])
+            nxt += 8 + flen
+        return entry
+
+    def entries_from_disk(self) -> list[tuple[int, bytes]]:
+        """Every stored entry, for rebuilding in-memory indexes at load."""
+        result: list[tuple[int, bytes]] = []
+        for ledger in self.ledgers:
+            if self.directory is None or ledger.count == 0:
+                continue
+            data = ledger.path.read_bytes()[: ledger.size]
+            pos = 0
+            for i in range(ledger.count):
+                (length,) = struct.unpack_from(">I", data, pos)
+                result.append((ledger.first_offset + i, data[pos + 8 : pos + 8 + length]))
+                pos += 8 + length
+        return result
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def sync(self) -> None:
+        if self._dirty:
+            os.fdatasync(self.ledgers[-1].fd)
+            self._dirty = False
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(led.size for led in self.ledgers)
+
+    def trim(self, below_offset: int) -> int:
+        """Delete whole ledgers all of whose entries are below `below_offset`. Returns bytes freed."""
+        freed = 0
+        while len(self.ledgers) > 1 and self.ledgers[0].first_offset + self.ledgers[0].count <= below_offset:
+            ledger = self.ledgers.pop(0)
+            self._firsts.pop(0)
+            freed += ledger.size
+            for offset in range(ledger.first_offset, ledger.first_offset + ledger.count):
+                entry = self._cache.pop(offset, None) or self._memory.pop(offset, None)
+                if entry is not None and offset not in self._memory:
+                    self._cache_bytes -= len(entry)
+            if self.directory is not None:
+                os.close(ledger.fd)
+                ledger.path.unlink(missing_ok=True)
+        if freed and self.directory is not None:
+            self._write_table()
+        return freed
+
+    def roll_if_idle_and_acked(self, below_offset: int) -> None:
+        """Start a new ledger when everything in the current one is acknowledged, so it can go."""
+        current = self.ledgers[-1]
+        if current.count and current.first_offset + current.count <= below_offset and current.size > 1024 * 1024:
+            self._start_ledger()
+
+    def close(self) -> None:
+        self.sync()
+        for ledger in self.ledgers:
+            if ledger.fd >= 0:
+                os.close(ledger.fd)
+                ledger.fd = -1
+
+    def delete(self) -> None:
+        self.close()
+        if self.directory is not None:
+            for child in sorted(self.directory.rglob("*"), reverse=True):
+                child.unlink() if child.is_file() else child.rmdir()
+            self.directory.rmdir()

@@ -1,0 +1,361 @@
+"""A topic: its entry log, entry index, producers, de-duplication, schemas and subscriptions."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mmh3
+
+from broker.names import TopicName
+from broker.proto import pulsar_wire_pb2 as pb
+from broker.storage import LedgerIds, TopicLog, read_json, write_json_atomic
+from broker.subscription import HASH_RANGE, Consumer, Subscription
+from broker.wire import parse_entry_metadata
+
+log = logging.getLogger("wtpulsar.broker.topic")
+
+NONE_KEY = b"NONE_KEY"
+
+
+def sticky_slot(metadata: pb.MessageMetadata) -> int:
+    """Key_Shared hash slot of an entry (§8): ordering key, else partition key, else NONE_KEY."""
+    if metadata.HasField("ordering_key"):
+        key = bytes(metadata.ordering_key)
+    elif metadata.HasField("partition_key"):
+        key = metadata.partition_key.encode("utf-8")
+        if metadata.partition_key_b64_encoded:
+            try:
+                key = base64.b64decode(key)
+            except ValueError:
+                pass
+    else:
+        key = NONE_KEY
+    return (mmh3.hash(key, 0, signed=False) & 0x7FFFFFFF) % HASH_RANGE
+
+
+@dataclass(slots=True)
+class EntryMeta:
+    publish_time: int
+    num_messages: int
+    slot: int
+    deliver_at: int
+    size: int
+
+
+def entry_meta_of(metadata: pb.MessageMetadata, size: int) -> EntryMeta:
+    return EntryMeta(
+        publish_time=metadata.publish_time,
+        num_messages=max(1, metadata.num_messages_in_batch) if metadata.HasField("num_messages_in_batch") else 1,
+        slot=sticky_slot(metadata),
+        deliver_at=metadata.deliver_at_time if metadata.HasField("deliver_at_time") else 0,
+        size=size,
+    )
+
+
+@dataclass(eq=False)
+class Receipt:
+    sequence_id: int
+    highest_sequence_id: int
+    offset: int | None  # None: a duplicate, answered with (-1, -1)
+    done: bool
+
+
+@dataclass(eq=False)
+class Producer:
+    producer_id: int
+    name: str
+    topic: Topic
+    connection: Any
+    access_mode: int
+    epoch: int = 0
+    receipts: deque[Receipt] = field(default_factory=deque)
+    ready: bool = True
+    request_id: int = 0
+    schema_version: bytes = b""
+    messages_in: int = 0
+    bytes_in: int = 0
+
+
+class Topic:
+    def __init__(self, service: Any, name: TopicName, directory: Path | None, ledger_ids: LedgerIds | None) -> None:
+        self.service = service
+        self.name = name
+        self.directory = directory
+        self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.config.cache_bytes)
+        self._metas: list[EntryMeta] = []
+        self._meta_base = self.log.start_offset
+        self.durable_end = self.log.end_offset
+        self.producers: dict[tuple[int, int], Producer] = {}  # (connection id, producer id) -> producer
+        self.waiting_exclusive: deque[Producer] = deque()
+        self.topic_epoch = 0
+        self.subscriptions: dict[str, Subscription] = {}
+        self.dedup: dict[str, int] = {}
+        self._chunk_progress: dict[str, tuple[int, int]] = {}
+        self._pending_producers: set[Producer] = set()
+        self._dedup_dirty = False
+        self.msg_in = 0
+        self.bytes_in = 0
+        self.msg_out = 0
+        self.bytes_out = 0
+        self.created = time.time()
+        if directory is not None:
+            self._load()
+
+    # ------------------------------------------------------------------ load
+    def _load(self) -> None:
+        assert self.directory is not None
+        for _offset, entry in self.log.entries_from_disk():
+            metadata, _ = parse_entry_metadata(entry)
+            self._metas.append(entry_meta_of(metadata, len(entry)))
+            self._remember_sequence(metadata)
+        self._meta_base = self.log.start_offset
+        self.durable_end = self.log.end_offset
+        saved = read_json(self.directory / "dedup.json", {})
+        if isinstance(saved, dict):
+            for name, seq in saved.items():
+                self.dedup[name] = max(self.dedup.get(name, -1), int(seq))
+        cursors = self.directory / "cursors"
+        if cursors.is_dir():
+            for path in sorted(cursors.glob("*.json")):
+                data = read_json(path, None)
+                if not isinstance(data, dict):
+                    continue
+                name = urllib.parse.unquote(path.stem)
+                sub = Subscription(self, name, int(data.get("type", 0)), True, self.log.start_offset - 1)
+                sub.load_json(data)
+                if sub.mark_delete < self.log.start_offset - 1:
+                    sub.skip_to(self.log.start_offset)
+                self.subscriptions[name] = sub
+        meta = read_json(self.directory / "topic.json", {})
+        if isinstance(meta, dict):
+            self.topic_epoch = int(meta.get("topic_epoch", 0))
+
+    def _remember_sequence(self, metadata: pb.MessageMetadata) -> None:
+        name = metadata.producer_name
+        if metadata.HasField("num_chunks_from_msg") and metadata.chunk_id != metadata.num_chunks_from_msg - 1:
+            return
+        count = metadata.num_messages_in_batch if metadata.HasField("num_messages_in_batch") else 1
+        high = max(metadata.sequence_id + max(count, 1) - 1, metadata.highest_sequence_id)
+        if high > self.dedup.get(name, -1):
+            self.dedup[name] = high
+
+    # ------------------------------------------------------------------ entries
+    @property
+    def log_end(self) -> int:
+        return self.log.end_offset
+
+    def entry_meta(self, offset: int) -> EntryMeta:
+        return self._metas[offset - self._meta_base]
+
+    def read_entry(self, offset: int) -> bytes:
+        return self.log.read(offset)
+
+    def message_id(self, offset: int) -> pb.MessageIdData:
+        ledger_id, entry_id = self.log.position(offset)
+        return pb.MessageIdData(ledgerId=ledger_id, entryId=entry_id, partition=self.name.partition_index)
+
+    # ------------------------------------------------------------------ publishing
+    @property
+    def dedup_enabled(self) -> bool:
+        return bool(self.service.deduplication_enabled(self.name))
+
+    def publish(self, producer: Producer, send: pb.CommandSend, entry: bytes, metadata: pb.MessageMetadata) -> None:
+        """Append (or recognise a duplicate) and queue the receipt; receipts leave after sync()."""
+        name = producer.name
+        is_chunk = metadata.HasField("num_chunks_from_msg") and metadata.num_chunks_from_msg > 1
+        seq = send.sequence_id
+        if self.dedup_enabled and self._is_duplicate(name, seq, send.highest_sequence_id, is_chunk, metadata):
+            producer.receipts.append(Receipt(seq, send.highest_sequence_id, None, True))
+            self._pending_producers.add(producer)
+            self.service.mark_dirty(self)
+            return
+        if not self.name.persistent:
+            self._publish_non_persistent(producer, send, entry, metadata)
+            return
+        offset = self.log.append(entry)
+        self._metas.append(entry_meta_of(metadata, len(entry)))
+        if is_chunk:
+            if metadata.chunk_id == metadata.num_chunks_from_msg - 1:
+                self._chunk_progress.pop(name, None)
+            else:
+                self._chunk_progress[name] = (seq, metadata.chunk_id)
+        self._remember_sequence(metadata)
+        self._dedup_dirty = True
+        count = send.num_messages or 1
+        self.msg_in += count
+        self.bytes_in += len(entry)
+        producer.messages_in += count
+        producer.bytes_in += len(entry)
+        producer.receipts.append(Receipt(seq, send.highest_sequence_id, offset, False))
+        self._pending_producers.add(producer)
+        self.service.mark_dirty(self)
+
+    def _is_duplicate(self, name: str, seq: int, highest: int, is_chunk: bool, metadata: pb.MessageMetadata) -> bool:
+        hwm = self.dedup.get(name, -1)
+        if is_chunk:
+            if seq <= hwm:
+                return True
+            progress = self._chunk_progress.get(name)
+            return progress is not None and progress[0] == seq and metadata.chunk_id <= progress[1]
+        return max(seq, highest) <= hwm
+
+    def _publish_non_persistent(self, producer: Producer, send: pb.CommandSend, entry: bytes, metadata: pb.MessageMetadata) -> None:
+        """Nothing is stored: each subscription's next consumer with permits gets it, or nobody."""
+        offset = self.log.end_offset
+        self.log.append(entry)
+        self._metas.append(entry_meta_of(metadata, len(entry)))
+        meta = self._metas[-1]
+        for sub in self.subscriptions.values():
+            consumer = sub._choose(offset, meta) if sub.sub_type not in (0, 2) else sub.active
+            if consumer is not None and consumer.permits > 0:
+                consumer.permits -= meta.num_messages
+                consumer.deliver(consumer, offset, meta, entry, 0, None)
+        self.msg_in += send.num_messages or 1
+        self.bytes_in += len(entry)
+        producer.receipts.append(Receipt(send.sequence_id, send.highest_sequence_id, offset, True))
+        self._pending_producers.add(producer)
+        self.service.mark_dirty(self)
+        self.log.trim(offset + 1)
+        if len(self._metas) > 1024:  # only the id counter matters for non-persistent topics
+            self._meta_base += len(self._metas) - 1
+            self._metas = self._metas[-1:]
+
+    def on_synced(self, now_ms: int) -> None:
+        """Everything appended so far is durable: release receipts in order, then dispatch."""
+        self.durable_end = self.log.end_offset
+        for producer in list(self._pending_producers):
+            self._flush_receipts(producer)
+        self._pending_producers.clear()
+        self.dispatch(now_ms)
+
+    def _flush_receipts(self, producer: Producer) -> None:
+        receipts = producer.receipts
+        while receipts:
+            head = receipts[0]
+            if not head.done:
+                if head.offset is not None and head.offset < self.durable_end:
+                    head.done = True
+                else:
+                    break
+            receipts.popleft()
+            if head.offset is None:
+                msg_id = pb.MessageIdData(ledgerId=(1 << 64) - 1, entryId=(1 << 64) - 1)
+            else:
+                msg_id = self.message_id(head.offset)
+            producer.connection.send_receipt(producer, head.sequence_id, head.highest_sequence_id, msg_id)
+
+    def dispatch(self, now_ms: int) -> None:
+        for sub in list(self.subscriptions.values()):
+            sub.dispatch(now_ms)
+
+    # ------------------------------------------------------------------ subscriptions
+    def create_subscription(self, name: str, sub_type: int, durable: bool, initial_earliest: bool) -> Subscription:
+        start = self.log.start_offset - 1 if initial_earliest else self.log_end - 1
+        sub = Subscription(self, name, sub_type, durable, start)
+        if durable:
+            self.subscriptions[name] = sub
+            self.save_cursor(sub)
+        return sub
+
+    def attach_reader(self, name: str, start: pb.MessageIdData | None, initial_earliest: bool) -> Subscription:
+        """A non-durable cursor; the next entry delivered is the start id itself (§7)."""
+        sub = Subscription(self, name, pb.CommandSubscribe.Exclusive, False, self.log_end - 1)
+        if start is None:
+            offset = self.log.start_offset if initial_earliest else self.log_end
+        else:
+            ledger_id, entry_id = start.ledgerId, start.entryId
+            if ledger_id >= 1 << 63 and entry_id >= 1 << 63 and ledger_id != (1 << 63) - 1:
+                offset = self.log.start_offset  # earliest (-1, -1)
+            elif ledger_id == (1 << 63) - 1:
+                offset = self.log_end  # latest
+            else:
+                offset = max(self.log.start_offset, self.log.offset_of(ledger_id, entry_id))
+        sub.reset_to(offset)
+        sub.dirty = False
+        self.subscriptions[name] = sub
+        return sub
+
+    def remove_subscription(self, name: str) -> None:
+        sub = self.subscriptions.pop(name, None)
+        if sub is not None and sub.durable and self.directory is not None:
+            (self.directory / "cursors" / f"{urllib.parse.quote(name, safe='')}.json").unlink(missing_ok=True)
+
+    def save_cursor(self, sub: Subscription) -> None:
+        if not sub.durable or self.directory is None or not self.name.persistent:
+            sub.dirty = False
+            return
+        cursors = self.directory / "cursors"
+        cursors.mkdir(exist_ok=True)
+        write_json_atomic(cursors / f"{urllib.parse.quote(sub.name, safe='')}.json", sub.to_json())
+        sub.dirty = False
+
+    def consumers(self) -> list[tuple[Subscription, Consumer]]:
+        return [(sub, c) for sub in self.subscriptions.values() for c in sub.consumers]
+
+    # ------------------------------------------------------------------ upkeep
+    def housekeeping(self, now_ms: int, ttl_seconds: int, retention_ms: int, retention_bytes: int) -> None:
+        for sub in self.subscriptions.values():
+            if ttl_seconds > 0 and self.name.persistent:
+                self._expire(sub, now_ms - ttl_seconds * 1000)
+            if sub.dirty:
+                self.save_cursor(sub)
+        if self._dedup_dirty and self.directory is not None:
+            write_json_atomic(self.directory / "dedup.json", self.dedup)
+            self._dedup_dirty = False
+        self._trim(now_ms, retention_ms, retention_bytes)
+        if any(s.delayed for s in self.subscriptions.values()):
+            self.dispatch(now_ms)
+
+    def _expire(self, sub: Subscription, cutoff_ms: int) -> None:
+        offset = sub.mark_delete + 1
+        end = self.durable_end
+        while offset < end and self.entry_meta(offset).publish_time < cutoff_ms:
+            offset += 1
+        if offset > sub.mark_delete + 1:
+            sub.skip_to(offset)
+
+    def _trim(self, now_ms: int, retention_ms: int, retention_bytes: int) -> None:
+        durable = [s for s in self.subscriptions.values() if s.durable]
+        if not durable or not self.name.persistent:
+            return
+        below = min(s.mark_delete for s in durable) + 1
+        # Keep acknowledged data while retention (time and size) asks for it.
+        if retention_ms > 0 or retention_bytes > 0:
+            first = self.log.ledgers[0]
+            last_entry = first.first_offset + first.count - 1
+            if first.count and retention_ms > 0 and self.entry_meta(last_entry).publish_time >= now_ms - retention_ms:
+                return
+            if retention_bytes > 0 and self.log.size_bytes <= retention_bytes:
+                return
+        self.log.roll_if_idle_and_acked(below)
+        start_before = self.log.start_offset
+        if self.log.trim(below):
+            dropped = self.log.start_offset - start_before
+            self._metas = self._metas[dropped:]
+            self._meta_base = self.log.start_offset
+            for sub in self.subscriptions.values():
+                if sub.mark_delete < self.log.start_offset - 1:
+                    sub.skip_to(self.log.start_offset)
+
+    def close(self) -> None:
+        for sub in self.subscriptions.values():
+            if sub.dirty:
+                self.save_cursor(sub)
+        if self.directory is not None:
+            write_json_atomic(self.directory / "dedup.json", self.dedup)
+            write_json_atomic(self.directory / "topic.json", {"topic_epoch": self.topic_epoch})
+        self.log.close()
+
+    def save_meta(self) -> None:
+        if self.directory is not None:
+            write_json_atomic(self.directory / "topic.json", {"topic_epoch": self.topic_epoch})
+
+    def is_idle(self) -> bool:
+        return self.log_end == self.log.start_offset and not self.producers and not any(s.consumers for s in self.subscriptions.values())
