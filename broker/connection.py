@@ -487,6 +487,8 @@ class ServerConnection:
         )
         topic.msg_out += meta.num_messages
         topic.bytes_out += len(entry)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("MESSAGE offset %d (%d msgs) to %s redelivery %d", offset, meta.num_messages, consumer.name, redelivery_count)
         self._send(encode_payload_command(msg, entry))
 
     def _notify_active(self, consumer: Consumer, active: bool) -> None:

@@ -141,8 +141,9 @@ class Topic:
         name = metadata.producer_name
         if metadata.HasField("num_chunks_from_msg") and metadata.chunk_id != metadata.num_chunks_from_msg - 1:
             return
-        count = metadata.num_messages_in_batch if metadata.HasField("num_messages_in_batch") else 1
-        high = max(metadata.sequence_id + max(count, 1) - 1, metadata.highest_sequence_id)
+        # A batch is judged by its first sequence id (C++ clients send no highest_sequence_id, and
+        # key-based batches hold non-contiguous ids), as the real broker does.
+        high = max(metadata.sequence_id, metadata.highest_sequence_id)
         if high > self.dedup.get(name, -1):
             self.dedup[name] = high
 
