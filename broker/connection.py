@@ -526,6 +526,7 @@ class ServerConnection:
         else:
             for message_id in body.message_id:
                 sub.ack_individual(self._offset(topic, message_id), list(message_id.ack_set) or None)
+        topic.journal_acks(sub)
         if body.HasField("request_id"):
             self.write(command(T.ACK_RESPONSE, consumer_id=body.consumer_id, request_id=body.request_id))
         if sub.sub_type == KEY_SHARED:

@@ -74,6 +74,7 @@ class Subscription:
         self.properties: dict[str, str] = {}
         self.msg_out_counter = 0
         self.expired_counter = 0
+        self.journal_ops: list[list[Any]] = []  # acks applied since the last journal flush
 
     # ------------------------------------------------------------------ consumers
     def add_consumer(self, consumer: Consumer) -> None:
@@ -273,8 +274,12 @@ class Subscription:
             if any(words):
                 self.batch_acks[offset] = words
                 self.dirty = True
+                if self.durable:
+                    self.journal_ops.append(["b", offset, words])
                 return
         self._ack_whole(offset)
+        if self.durable:
+            self.journal_ops.append(["i", offset])
         self._advance()
 
     def _ack_whole(self, offset: int) -> None:
@@ -285,6 +290,8 @@ class Subscription:
         self.dirty = True
 
     def ack_cumulative(self, offset: int, ack_set: list[int] | None = None) -> None:
+        if self.durable:
+            self.journal_ops.append(["c", offset, list(ack_set or [])])
         target = min(offset, self.topic.log_end - 1)
         if ack_set and any(ack_set) and offset == target:
             target -= 1
@@ -321,6 +328,8 @@ class Subscription:
             for pending_offset in [o for o in self.pending if o < offset]:
                 self._release_pending(pending_offset)
             self.expired_counter += offset - 1 - self.mark_delete
+            if self.durable:
+                self.journal_ops.append(["c", offset - 1, []])
             self.mark_delete = offset - 1
             self._drop_below_mark()
             self._advance()
@@ -389,6 +398,18 @@ class Subscription:
             "batch": {str(k): v for k, v in self.batch_acks.items()},
             "properties": self.properties,
         }
+
+    def replay_journal(self, ops: list[list[Any]]) -> None:
+        """Re-apply acks recorded after the last snapshot (idempotent)."""
+        for op in ops:
+            kind = op[0]
+            if kind == "i":
+                self.ack_individual(int(op[1]))
+            elif kind == "b":
+                self.ack_individual(int(op[1]), [int(w) for w in op[2]])
+            elif kind == "c":
+                self.ack_cumulative(int(op[1]), [int(w) for w in op[2]] or None)
+        self.journal_ops.clear()
 
     def load_json(self, data: dict[str, Any]) -> None:
         self.mark_delete = int(data.get("mark_delete", self.mark_delete))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import os
 import time
 import urllib.parse
 from collections import deque
@@ -130,6 +132,7 @@ class Topic:
                 name = urllib.parse.unquote(path.stem)
                 sub = Subscription(self, name, int(data.get("type", 0)), True, self.log.start_offset - 1)
                 sub.load_json(data)
+                sub.replay_journal(self._read_journal(path.with_suffix(".journal")))
                 if sub.mark_delete < self.log.start_offset - 1:
                     sub.skip_to(self.log.start_offset)
                 self.subscriptions[name] = sub
@@ -286,15 +289,56 @@ class Topic:
     def remove_subscription(self, name: str) -> None:
         sub = self.subscriptions.pop(name, None)
         if sub is not None and sub.durable and self.directory is not None:
-            (self.directory / "cursors" / f"{urllib.parse.quote(name, safe='')}.json").unlink(missing_ok=True)
+            path = self._cursor_path(name)
+            path.unlink(missing_ok=True)
+            path.with_suffix(".journal").unlink(missing_ok=True)
+
+    def _cursor_path(self, sub_name: str) -> Path:
+        assert self.directory is not None
+        cursors = self.directory / "cursors"
+        cursors.mkdir(exist_ok=True)
+        return cursors / f"{urllib.parse.quote(sub_name, safe='')}.json"
+
+    @staticmethod
+    def _read_journal(path: Path) -> list[list[Any]]:
+        ops: list[list[Any]] = []
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return ops
+        for line in lines:
+            try:
+                ops.extend(json.loads(line))
+            except ValueError:
+                break  # a torn last line from a crash: the acks in it were never confirmed
+        return ops
+
+    def journal_acks(self, sub: Subscription) -> None:
+        """Append the acks just applied to the subscription's journal (one write per ACK command).
+
+        A plain write reaches the page cache, so a killed broker process loses none of them;
+        the snapshot in save_cursor() folds the journal in and empties it.
+        """
+        if not sub.journal_ops:
+            return
+        ops, sub.journal_ops = sub.journal_ops, []
+        if not sub.durable or self.directory is None or not self.name.persistent:
+            return
+        line = (json.dumps(ops, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self._cursor_path(sub.name).with_suffix(".journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
 
     def save_cursor(self, sub: Subscription) -> None:
+        sub.journal_ops.clear()
         if not sub.durable or self.directory is None or not self.name.persistent:
             sub.dirty = False
             return
-        cursors = self.directory / "cursors"
-        cursors.mkdir(exist_ok=True)
-        write_json_atomic(cursors / f"{urllib.parse.quote(sub.name, safe='')}.json", sub.to_json())
+        path = self._cursor_path(sub.name)
+        write_json_atomic(path, sub.to_json())
+        path.with_suffix(".journal").unlink(missing_ok=True)
         sub.dirty = False
 
     def consumers(self) -> list[tuple[Subscription, Consumer]]:
