@@ -124,6 +124,8 @@ class ServerConnection:
             return
         handler = self._HANDLERS.get(kind)
         body = sub_command(cmd)
+        if kind not in (T.SEND, T.ACK, T.FLOW) and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s", self.peer, str(cmd).replace("\n", " "))
         if handler is None or body is None:
             self._unsupported(cmd)
             return

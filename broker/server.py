@@ -59,14 +59,14 @@ class BrokerServer:
                 loop.call_soon(self._sync)
 
         self.service.schedule_sync = schedule_sync
+        if self.config.http_port is not None:  # admin first: once the binary port answers, all is up
+            from broker.admin_http import start_admin_http
+
+            self._http_runner = await start_admin_http(self, self.config.http_host or self.config.host, self.config.http_port)
         self._server = await loop.create_server(lambda: _Protocol(self.service), self.config.host, self.config.port, reuse_address=True)
         if self.config.port == 0:
             self.config.port = self._server.sockets[0].getsockname()[1]
         self._tasks.append(asyncio.create_task(self._housekeeping()))
-        if self.config.http_port is not None:
-            from broker.admin_http import start_admin_http
-
-            self._http_runner = await start_admin_http(self, self.config.http_host or self.config.host, self.config.http_port)
 
     def _sync(self) -> None:
         self._sync_scheduled = False

@@ -74,3 +74,13 @@ def admin(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]
             return exc.code, json.loads(text)
         except ValueError:
             return exc.code, text
+
+
+def read_all(reader: pulsar.Reader, expected: int, timeout_ms: int = 10_000) -> list[pulsar.Message]:
+    got: list[pulsar.Message] = []
+    while len(got) < expected:
+        try:
+            got.append(reader.read_next(timeout_ms))
+        except pulsar.Timeout:
+            break
+    return got
