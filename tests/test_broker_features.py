@@ -277,8 +277,8 @@ def test_exclusive_producer_modes(broker) -> None:
             c.create_producer(topic)
         fencer = c.create_producer(topic, access_mode=pulsar.ProducerAccessMode.ExclusiveWithFencing)
         fencer.send(b"mine")
-        with pytest.raises(Exception):
-            owner.send(b"fenced", )
+        with pytest.raises(pulsar.ProducerFenced):
+            owner.send(b"fenced")
         with pytest.raises(pulsar.ProducerBusy):
             c.create_producer(topic, producer_name=fencer.producer_name())
 
