@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import crc32c
 
@@ -21,6 +22,7 @@ MAGIC_BROKER_ENTRY_METADATA = 0x0E02
 DEFAULT_MAX_MESSAGE_SIZE = 5 * 1024 * 1024  # bytes; Pulsar's maxMessageSize default
 FRAME_PADDING = 10 * 1024  # bytes the real broker allows on top of maxMessageSize for headers
 
+_HOT_COMMANDS = frozenset({6, 10, 11})  # SEND, ACK, FLOW: no string fields, checked by nothing costly
 _U32 = struct.Struct(">I")
 _U16 = struct.Struct(">H")
 _HEADER = struct.Struct(">II")
@@ -81,6 +83,8 @@ def parse_frame(body: bytes) -> Frame:
         raise FrameError(f"undecodable command: {exc}") from exc
     if not command.IsInitialized():
         raise FrameError("command is missing required fields: " + ", ".join(command.FindInitializationErrors()))
+    if command.type not in _HOT_COMMANDS and not strings_are_text(command):
+        raise FrameError("command holds a string field that is not valid UTF-8")
     rest = 4 + cmd_size
     if rest == len(body):
         return Frame(command)
@@ -110,7 +114,23 @@ def _parse_payload(command: pb.BaseCommand, entry: bytes) -> Frame:
             raise FrameError(f"undecodable message metadata: {exc}") from exc
         if not metadata.IsInitialized():
             raise FrameError("message metadata is missing required fields")
+        if not strings_are_text(metadata):
+            raise FrameError("message metadata holds a string field that is not valid UTF-8")
     return Frame(command, entry, checksum_ok, metadata, pos + meta_size)
+
+
+def strings_are_text(message: Any) -> bool:
+    """protobuf hands back `bytes` for a proto2 string field holding invalid UTF-8: refuse those."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_STRING:
+            values = value if field.is_repeated else (value,)
+            if any(not isinstance(v, str) for v in values):
+                return False
+        elif field.type == field.TYPE_MESSAGE:
+            values = value if field.is_repeated else (value,)
+            if not all(strings_are_text(v) for v in values):
+                return False
+    return True
 
 
 def encode_command(command: pb.BaseCommand) -> bytes:
