@@ -1,0 +1,142 @@
+"""`wtpulsar up`: the whole pipeline on one machine — broker, every function, ingress — in the foreground.
+
+Each part runs as its own child process with the same CLI a user would type, so `up` shows
+exactly how to run them separately. Ctrl-C (SIGINT) or SIGTERM stops them all, in reverse order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "up",
+        help="run the whole pipeline locally (broker, functions, ingress)",
+        description=(
+            "Start the embedded broker (unless PULSAR_URL or --broker-service-url names one), every "
+            "function in deploy/functions/ under the local runtime, and the WebTransport ingress with "
+            "the browser page. Prints the page URL and a development token. Ctrl-C stops everything."
+        ),
+    )
+    p.add_argument("--broker-service-url", default=os.environ.get("PULSAR_URL"), help="use this Pulsar instead of starting the embedded broker (default: $PULSAR_URL)")
+    p.add_argument("--state", default=".wtpulsar", metavar="DIR", help="where broker data, function state and certificates live (default %(default)s)")
+    p.add_argument("--broker-listen", default="127.0.0.1:6650", metavar="HOST:PORT")
+    p.add_argument("--broker-http", default="127.0.0.1:8080", metavar="HOST:PORT", help="broker admin REST and /metrics")
+    p.add_argument("--ingress-listen", default="0.0.0.0:4433", metavar="HOST:PORT", help="WebTransport (UDP)")
+    p.add_argument("--ingress-http", default="127.0.0.1:8000", metavar="HOST:PORT", help="page, /health, /metrics, WebSocket fallback")
+    p.add_argument("--functions", default=str(REPO / "deploy" / "functions"), metavar="DIR", help="FunctionConfig files to run (default deploy/functions)")
+    p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
+    p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
+    p.set_defaults(func=run)
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {proc.returncode} before it was ready")
+        try:
+            with socket.create_connection((host if host != "0.0.0.0" else "127.0.0.1", port), timeout=0.3):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host, int(port)
+
+
+def run(args: argparse.Namespace) -> int:
+    state = Path(args.state)
+    state.mkdir(parents=True, exist_ok=True)
+    cli = [sys.executable, "-m", "wtpulsar.cli"]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop_all(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+
+    def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        print(f"[up] starting {name}: wtpulsar {' '.join(argv)}", flush=True)
+        proc = subprocess.Popen(cli + argv, start_new_session=True)
+        children.append((name, proc))
+        return proc
+
+    try:
+        service_url = args.broker_service_url
+        admin_url = None
+        if not service_url:
+            host, port = _split(args.broker_listen)
+            proc = start("broker", ["broker", "--listen", args.broker_listen, "--http", args.broker_http, "--data", str(state / "broker")])
+            _wait_port(host, port, proc, "the broker")
+            service_url = f"pulsar://{host}:{port}"
+            admin_url = f"http://{args.broker_http}"
+        configs = sorted(Path(args.functions).glob("*.yaml"))
+        if not configs:
+            print(f"[up] no FunctionConfig files in {args.functions}", file=sys.stderr)
+        for config in configs:
+            start(
+                f"function {config.stem}",
+                [
+                    "functions", "localrun", "--function-config-file", str(config), "--broker-service-url", service_url,
+                    "--state-dir", str(state / "functions"), "--nack-delay-ms", str(args.nack_delay_ms),
+                ],
+            )
+        ihost, iport = _split(args.ingress_http)
+        ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url, "--state-dir", str(state / "ingress")])
+        _wait_port(ihost, iport, ingress, "the ingress")
+        tokens = {
+            role: subprocess.run(
+                cli + ["token", "--room", args.room, "--user", f"dev-{role}", "--role", role, "--state-dir", str(state / "ingress")],
+                capture_output=True, text=True, check=True,
+            ).stdout.strip()
+            for role in ("publisher", "viewer")
+        }
+        print("", flush=True)
+        print("wtpulsar is up", flush=True)
+        print(f"  broker      {service_url}" + (f"   admin {admin_url}/admin/v2   metrics {admin_url}/metrics" if admin_url else " (external)"))
+        print(f"  functions   {', '.join(c.stem for c in configs)} (localrun, state in {state / 'functions'})")
+        print(f"  ingress     https://{args.ingress_listen.replace('0.0.0.0', 'localhost')}/wt (WebTransport)   http://{args.ingress_http}/health   /metrics")
+        print(f"  page        http://{args.ingress_http}/?room={args.room}&token={tokens['publisher']}")
+        print(f"  viewer      http://{args.ingress_http}/?room={args.room}&token={tokens['viewer']}&mode=view")
+        print(f"  consume     wtpulsar consume {args.room} --kind chat")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    print(f"[up] {name} exited with status {proc.returncode}; stopping the pipeline", file=sys.stderr, flush=True)
+                    stopping = True
+                    break
+            time.sleep(0.2)
+        return 0
+    except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or ""
+        print(f"[up] {exc} {detail}".strip(), file=sys.stderr)
+        return 1
+    finally:
+        for _name, proc in reversed(children):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for name, proc in reversed(children):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                print(f"[up] {name} did not stop in 15 s; killing it", file=sys.stderr)
+                os.killpg(proc.pid, signal.SIGKILL)
+        print("[up] stopped", flush=True)
