@@ -67,7 +67,10 @@ def admin(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
-            return response.status, json.loads(text) if text and text[0] in "[{\"tn0123456789" else text
+            try:
+                return response.status, json.loads(text)
+            except ValueError:
+                return response.status, text
     except urllib.error.HTTPError as exc:
         text = exc.read().decode()
         try:
