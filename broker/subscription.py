@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from sortedcontainers import SortedSet
+
 from broker.proto import pulsar_wire_pb2 as pb
 
 if TYPE_CHECKING:
@@ -63,8 +65,12 @@ class Subscription:
         self.read_pos = mark_delete + 1
         self.consumers: list[Consumer] = []
         self.pending: dict[int, Consumer] = {}
-        self.replay: list[int] = []  # heap of offsets to deliver again
-        self._replay_set: set[int] = set()
+        self.replay: SortedSet = SortedSet()  # offsets to deliver (again) before new entries
+        self._ranked: list[Consumer] | None = None  # Key_Shared AUTO_SPLIT order, rebuilt on change
+        # Key_Shared: parked entries bucketed by the consumer their key maps to (None: no owner),
+        # so a consumer's FLOW only walks its own backlog.
+        self.parked: dict[Consumer | None, SortedSet] = {}
+        self._parked_in: dict[int, Consumer | None] = {}
         self.delayed: list[tuple[int, int]] = []  # heap of (deliver_at ms, offset)
         self.redelivery_counts: dict[int, int] = {}
         self.slot_owner: dict[int, tuple[Consumer, int]] = {}  # Key_Shared: slot -> (consumer, pending count)
@@ -79,6 +85,8 @@ class Subscription:
     # ------------------------------------------------------------------ consumers
     def add_consumer(self, consumer: Consumer) -> None:
         self.consumers.append(consumer)
+        self._ranked = None
+        self._rebucket()
         if self.sub_type == FAILOVER:
             self._elect_active(new=consumer)
         elif self.sub_type == EXCLUSIVE:
@@ -88,6 +96,8 @@ class Subscription:
         if consumer not in self.consumers:
             return
         self.consumers.remove(consumer)
+        self._ranked = None
+        self._rebucket()
         for offset in sorted(consumer.pending):
             if self.pending.get(offset) is consumer:
                 del self.pending[offset]
@@ -146,26 +156,23 @@ class Subscription:
             self._send(consumer, offset)
 
     def _dispatch_shared(self, now_ms: int) -> None:
-        if self.replay:
-            kept: list[int] = []
-            while self.replay:
-                offset = heapq.heappop(self.replay)
-                self._replay_set.discard(offset)
+        if self.sub_type == KEY_SHARED:
+            self._dispatch_parked()
+        elif self.replay:
+            while self.replay and self._any_permits():
+                offset = self.replay[0]
+                self.replay.discard(offset)
                 if offset <= self.mark_delete or offset in self.acked or offset in self.pending:
                     continue
                 consumer = self._choose(offset)
-                if consumer is None:
-                    kept.append(offset)
-                    if self.sub_type == SHARED:
-                        break  # nobody has permits: keep the rest for later
-                    continue
+                assert consumer is not None  # someone has permits
                 self._send(consumer, offset)
-            for offset in kept:
-                self._push_replay(offset)
+            if self.replay:
+                return
         end = self.topic.durable_end
         while self.read_pos < end:
             offset = self.read_pos
-            if offset <= self.mark_delete or offset in self.acked or offset in self.pending or offset in self._replay_set:
+            if offset <= self.mark_delete or offset in self.acked or offset in self.pending or offset in self.replay:
                 self.read_pos += 1
                 continue
             meta = self.topic.entry_meta(offset)
@@ -173,15 +180,55 @@ class Subscription:
                 heapq.heappush(self.delayed, (meta.deliver_at, offset))
                 self.read_pos += 1
                 continue
+            if not self._any_permits():
+                return
             consumer = self._choose(offset, meta)
             if consumer is None:
-                if self.sub_type == SHARED or len(self.replay) >= MAX_REPLAY_LOOKAHEAD or not self._any_permits():
+                if self.sub_type == SHARED or len(self.replay) >= MAX_REPLAY_LOOKAHEAD:
                     return
                 self._push_replay(offset)
                 self.read_pos += 1
                 continue
             self.read_pos += 1
             self._send(consumer, offset)
+
+    def _dispatch_parked(self) -> None:
+        """Key_Shared: each consumer with permits takes its own parked entries, in log order."""
+        for consumer in self.consumers:
+            bucket = self.parked.get(consumer)
+            index = 0
+            while bucket and consumer.permits > 0 and index < len(bucket):
+                offset = bucket[index]
+                if offset <= self.mark_delete or offset in self.acked or offset in self.pending:
+                    self._unpark(offset)
+                    continue
+                owner = self.slot_owner.get(self.topic.entry_meta(offset).slot)
+                if owner is not None and owner[0] is not consumer:
+                    index += 1  # an earlier entry of this key is still held by another consumer
+                    continue
+                self._unpark(offset)
+                self._send(consumer, offset)
+
+    def _rebucket(self) -> None:
+        if self.sub_type != KEY_SHARED:
+            return
+        self.parked = {}
+        self._parked_in = {}
+        for offset in self.replay:
+            self._bucket(offset)
+
+    def _bucket(self, offset: int) -> None:
+        target = self._slot_consumer(self.topic.entry_meta(offset).slot) if self.consumers else None
+        bucket = self.parked.get(target)
+        if bucket is None:
+            bucket = self.parked[target] = SortedSet()
+        bucket.add(offset)
+        self._parked_in[offset] = target
+
+    def _unpark(self, offset: int) -> None:
+        self.replay.discard(offset)
+        if offset in self._parked_in:
+            self.parked[self._parked_in.pop(offset)].discard(offset)
 
     def _any_permits(self) -> bool:
         return any(c.permits > 0 for c in self.consumers)
@@ -195,9 +242,11 @@ class Subscription:
         return self.delayed[0][0] if self.delayed else None
 
     def _push_replay(self, offset: int) -> None:
-        if offset not in self._replay_set:
-            self._replay_set.add(offset)
-            heapq.heappush(self.replay, offset)
+        if offset in self.replay:
+            return
+        self.replay.add(offset)
+        if self.sub_type == KEY_SHARED:
+            self._bucket(offset)
 
     def _choose(self, offset: int, meta: EntryMeta | None = None) -> Consumer | None:
         if self.sub_type == SHARED:
@@ -226,7 +275,9 @@ class Subscription:
                     if start <= slot <= end:
                         return consumer
             return None
-        ranked = sorted(self.consumers, key=lambda c: (c.name, c.consumer_id))
+        if self._ranked is None:
+            self._ranked = sorted(self.consumers, key=lambda c: (c.name, c.consumer_id))
+        ranked = self._ranked
         return ranked[slot * len(ranked) // HASH_RANGE]
 
     def _send(self, consumer: Consumer, offset: int) -> None:
@@ -367,7 +418,8 @@ class Subscription:
             c.pending.clear()
         self.slot_owner.clear()
         self.replay.clear()
-        self._replay_set.clear()
+        self.parked.clear()
+        self._parked_in.clear()
         self.delayed.clear()
         self.mark_delete = offset - 1
         self.acked = set()
