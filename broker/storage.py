@@ -13,8 +13,8 @@ Each topic has a dense, persistent offset space; offset o lives in the last ledg
 first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
 loaded (a new "incarnation", pulsar-wire-protocol.md §6) and when the current one grows past
 `ledger_max_bytes`, so ledgers whose entries every subscription has acknowledged can be deleted
-whole. Appends are written at once and made durable by `sync()` (fdatasync), which the server
-calls once per event-loop turn before any receipt goes out (group commit). A torn record at
+whole. Appends are written at once; the server then makes them durable in groups (fdatasync of
+every ledger written since the last group, in a worker thread) before any receipt goes out. A torn record at
 the end of the last ledger (kill -9 mid-write) is cut off at load.
 """
 
@@ -96,7 +96,7 @@ class TopicLog:
         self._cache_limit = cache_bytes
         self.ledgers: list[Ledger] = []
         self._firsts: list[int] = []
-        self._dirty = False
+        self._dirty_fds: set[int] = set()  # ledgers written since the last take_dirty()
         self._memory: dict[int, bytes] = {}  # in-memory topics only
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,7 @@ class TopicLog:
             self._memory[offset] = entry
         else:
             os.write(ledger.fd, _RECORD.pack(len(entry), crc32c.crc32c(entry)) + entry)
-            self._dirty = True
+            self._dirty_fds.add(ledger.fd)
             self._remember(offset, entry)
         ledger.count += 1
         ledger.size += 8 + len(entry)
@@ -259,14 +259,14 @@ class TopicLog:
                 pos += 8 + length
         return result
 
-    @property
-    def dirty(self) -> bool:
-        return self._dirty
+    def take_dirty(self) -> set[int]:
+        """File descriptors of every ledger appended to since the last call (rollover included)."""
+        fds, self._dirty_fds = self._dirty_fds, set()
+        return fds
 
     def sync(self) -> None:
-        if self._dirty:
-            os.fdatasync(self.ledgers[-1].fd)
-            self._dirty = False
+        for fd in self.take_dirty():
+            os.fdatasync(fd)
 
     @property
     def size_bytes(self) -> int:

@@ -231,15 +231,16 @@ class Topic:
             self._meta_base += len(self._metas) - 1
             self._metas = self._metas[-1:]
 
-    def on_synced(self, now_ms: int) -> None:
-        """Everything appended so far is durable: release receipts in order, then dispatch."""
-        self.durable_end = self.log.end_offset
+    def on_synced(self, now_ms: int, durable_end: int | None = None) -> None:
+        """Entries below `durable_end` are durable: release their receipts in order, then dispatch."""
+        self.durable_end = max(self.durable_end, self.log.end_offset if durable_end is None else durable_end)
         for producer in list(self._pending_producers):
-            self._flush_receipts(producer)
-        self._pending_producers.clear()
+            if self._flush_receipts(producer):
+                self._pending_producers.discard(producer)
         self.dispatch(now_ms)
 
-    def _flush_receipts(self, producer: Producer) -> None:
+    def _flush_receipts(self, producer: Producer) -> bool:
+        """Send the receipts that are due, in order. True when none is left waiting."""
         receipts = producer.receipts
         while receipts:
             head = receipts[0]
@@ -247,13 +248,14 @@ class Topic:
                 if head.offset is not None and head.offset < self.durable_end:
                     head.done = True
                 else:
-                    break
+                    return False
             receipts.popleft()
             if head.offset is None:
                 msg_id = pb.MessageIdData(ledgerId=(1 << 64) - 1, entryId=(1 << 64) - 1)
             else:
                 msg_id = self.message_id(head.offset)
             producer.connection.send_receipt(producer, head.sequence_id, head.highest_sequence_id, msg_id)
+        return True
 
     def dispatch(self, now_ms: int) -> None:
         for sub in list(self.subscriptions.values()):
