@@ -31,6 +31,15 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+# One deployable archive per function (build/functions/<name>.zip: <name>/src + <name>/deps/*.whl).
+# PYTHON_VERSION / PLATFORM select the worker's interpreter (default: the official Pulsar image's).
+package: $(STAMP)
+	$(BIN)/python -m deploy.packaging $(if $(PYTHON_VERSION),--python-version $(PYTHON_VERSION)) $(if $(PLATFORM),--platform $(PLATFORM))
+
+# Create tenant, namespace, topics, schemas and functions on Apache Pulsar (ADMIN_URL, default http://localhost:8080).
+deploy: $(STAMP)
+	$(BIN)/wtpulsar deploy $(if $(ADMIN_URL),--admin-url $(ADMIN_URL))
+
 # Regenerate the protobuf module from our own .proto (needs the dev extra: grpcio-tools).
 proto: $(STAMP)
 	cd broker/proto && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. pulsar_wire.proto
