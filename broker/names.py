@@ -39,9 +39,9 @@ class TopicName:
             raise InvalidTopicName(f"topic {text!r} is not of the form {domain}://tenant/namespace/topic")
         tenant, namespace, local = parts
         for label, part in (("tenant", tenant), ("namespace", namespace)):
-            if not _PART.match(part):
+            if not _PART.fullmatch(part):
                 raise InvalidTopicName(f"invalid {label} {part!r} in topic {text!r}")
-        if not local or len(local) > MAX_LOCAL_NAME or not _LOCAL.match(local) or local in (".", ".."):
+        if not local or len(local) > MAX_LOCAL_NAME or not _LOCAL.fullmatch(local) or local in (".", ".."):
             raise InvalidTopicName(f"invalid local topic name {local!r} in {text!r}")
         return cls(domain, tenant, namespace, local)
 

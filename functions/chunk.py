@@ -339,7 +339,7 @@ class ChunkFunction(pulsar.Function):
 
     def _pass_file(self, payload: bytes, props: dict[str, str], context: Any) -> None:
         stream = context.get_message_key() or props.get("stream", "")
-        if not STREAM_ID_RE.match(stream):
+        if not STREAM_ID_RE.fullmatch(stream):
             raise BadInput("bad_header", f"stream id {stream[:70]!r} missing or not [A-Za-z0-9_-]{{1,64}}")
         msg_id = context.get_message_id()
         ident = props.get("seq") or f"{msg_id.ledger_id()}-{msg_id.entry_id()}"

@@ -80,7 +80,7 @@ def _int_prop(props: dict[str, str], name: str, default: int | None = None) -> i
 def parse_header(props: dict[str, str], key: str, topic: str, event_time_ms: int) -> FrameHeader:
     """Validate the properties of one media message; raises BadInput naming what is wrong."""
     stream = key or props.get("stream", "")
-    if not STREAM_ID_RE.match(stream):
+    if not STREAM_ID_RE.fullmatch(stream):
         raise BadInput("bad_header", f"stream id {stream[:70]!r} missing or not [A-Za-z0-9_-]{{1,64}}")
     kind = props.get("kind") or KIND_BY_TOPIC.get(short_topic(topic), "")
     if kind not in KIND_BY_TOPIC.values():

@@ -88,7 +88,7 @@ def test_partition_names() -> None:
     assert TopicName.parse("persistent://a/b/c").partition_index == -1
 
 
-@pytest.mark.parametrize("text", ["persistent://a/b", "persistent://a/b/../x", "file://a/b/c", "persistent://a b/c/d", "persistent://a/b/c/d", "persistent://a/b/.."])
+@pytest.mark.parametrize("text", ["persistent://a/b", "persistent://a/b/c\n", "persistent://a\n/b/c", "persistent://a/b/../x", "file://a/b/c", "persistent://a b/c/d", "persistent://a/b/c/d", "persistent://a/b/.."])
 def test_invalid_topic_names(text: str) -> None:
     with pytest.raises(InvalidTopicName):
         TopicName.parse(text)

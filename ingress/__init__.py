@@ -1,0 +1,1 @@
+"""WebTransport/WebSocket ingress and egress: browsers in, input topics out; room topics back to viewers."""

@@ -1,0 +1,342 @@
+"""Egress: a room's output topics streamed back to viewers (issue 5 "Viewers").
+
+One ``RoomFeed`` per output topic and process, shared by every viewer of that topic. It reads the
+topic from the start once, keeping only what a late joiner needs: the latest init segment and the
+fragments since the latest keyframe (plus the last few chat messages). A viewer that joins gets that
+snapshot at once, then live messages. ``ViewerTracks`` decides per viewer what to send where: media go
+one group (keyframe to keyframe) per stream; a viewer whose stream backs up past a byte budget has
+that group cancelled and resumes at the next keyframe instead of queuing (doc §1.8 policy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ingress.names import room_topic, topic_url
+from schemas.framing import Delivery, Kind, serialize_delivery
+
+if TYPE_CHECKING:
+    from ingress.server import IngressApp
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_MS = 100
+CHAT_BACKLOG = 20  # chat messages replayed to a joining viewer
+GOP_CACHE_BYTES = 16 * 1024 * 1024  # a group bigger than this is not cached (joiners wait for the next)
+GROUPED_KINDS = (Kind.VIDEO, Kind.SCREEN)  # one stream per group, skip to keyframes when slow
+
+
+@dataclass(slots=True)
+class Item:
+    """One message of an output topic, as the egress sees it."""
+
+    kind: Kind
+    properties: dict[str, str]
+    payload: bytes
+
+    @property
+    def is_init(self) -> bool:
+        return self.properties.get("segment_type") == "init"
+
+    @property
+    def is_key(self) -> bool:
+        # Fragments written with frag_keyframe start with a keyframe; chunk marks others keyframe=0.
+        return self.is_init or self.properties.get("keyframe", "1") != "0"
+
+    def record(self) -> bytes:
+        return serialize_delivery(Delivery(self.kind, self.properties, self.payload))
+
+
+class JoinPoint:
+    """What a late joiner needs from one topic: latest init + fragments since the latest keyframe,
+    or the last few chat messages. Sans-I/O; RoomFeed and ``wtpulsar consume`` share it."""
+
+    def __init__(self, kind: Kind) -> None:
+        self.kind = kind
+        self.init: Item | None = None
+        self.group: list[Item] = []
+        self.group_bytes = 0
+        self.chat: deque[Item] = deque(maxlen=CHAT_BACKLOG)
+
+    def remember(self, item: Item) -> None:
+        if self.kind == Kind.CHAT:
+            self.chat.append(item)
+        elif self.kind == Kind.FILE:
+            return
+        elif item.is_init:
+            self.init = item
+            self.group, self.group_bytes = [], 0
+        elif item.is_key:
+            self.group, self.group_bytes = [item], len(item.payload)
+        elif self.group:
+            self.group_bytes += len(item.payload)
+            if self.group_bytes > GOP_CACHE_BYTES:
+                self.group, self.group_bytes = [], 0
+            else:
+                self.group.append(item)
+
+    def snapshot(self) -> list[Item]:
+        if self.kind == Kind.CHAT:
+            return list(self.chat)
+        return ([self.init] if self.init else []) + list(self.group)
+
+
+class ViewerSink:
+    """Transport side of one viewer (WebTransport streams or one WebSocket)."""
+
+    def open_group(self, kind: Kind) -> Any:
+        raise NotImplementedError
+
+    def write(self, handle: Any, data: bytes) -> None:
+        raise NotImplementedError
+
+    def end_group(self, handle: Any) -> None:
+        """Finish a group stream normally (FIN)."""
+
+    def abort_group(self, handle: Any) -> None:
+        """Cancel a group stream the viewer is too slow for (reset)."""
+
+    def queued(self, handle: Any) -> int:
+        """Bytes written to ``handle`` the peer has not yet acknowledged/read."""
+        return 0
+
+    def flush(self) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Track:
+    handle: Any = None
+    waiting_key: bool = True
+    after_init: bool = False  # the open group holds only an init segment so far
+    skipped: int = 0
+
+
+@dataclass(eq=False)
+class ViewerTracks:
+    """Per-viewer delivery policy; transport-neutral (the sink does the I/O)."""
+
+    sink: ViewerSink
+    queue_budget: int  # bytes
+    on_skip: Callable[[Kind], None] = lambda kind: None
+    on_deliver: Callable[[Kind], None] = lambda kind: None
+    tracks: dict[Kind, _Track] = field(default_factory=dict)
+
+    def offer(self, item: Item) -> None:
+        track = self.tracks.setdefault(item.kind, _Track(waiting_key=item.kind in GROUPED_KINDS))
+        data = item.record()
+        if item.kind not in GROUPED_KINDS:
+            # audio, chat, file: one long-lived stream each; audio is dropped (never queued) when
+            # the viewer is behind, chat and files are always sent.
+            if track.handle is None:
+                track.handle = self.sink.open_group(item.kind)
+            if item.kind == Kind.AUDIO and self.sink.queued(track.handle) > self.queue_budget:
+                track.skipped += 1
+                self.on_skip(item.kind)
+                return
+            self.sink.write(track.handle, data)
+            self.on_deliver(item.kind)
+            return
+        if item.is_init:
+            # A new init segment starts a new group; the keyframe after it stays on that stream.
+            self._finish(track)
+            track.handle = self.sink.open_group(item.kind)
+            track.after_init, track.waiting_key = True, True
+            self._write(track, item, data)
+            return
+        if item.is_key:
+            if track.handle is None or not track.after_init:
+                self._finish(track)
+                track.handle = self.sink.open_group(item.kind)
+            track.after_init, track.waiting_key = False, False
+            self._write(track, item, data)
+            return
+        if track.waiting_key or track.handle is None:
+            track.skipped += 1
+            self.on_skip(item.kind)
+            return
+        if self.sink.queued(track.handle) > self.queue_budget:
+            # Too slow for this group: cancel it and resume at the next keyframe (doc §1.8).
+            self.sink.abort_group(track.handle)
+            track.handle, track.waiting_key = None, True
+            track.skipped += 1
+            self.on_skip(item.kind)
+            return
+        self._write(track, item, data)
+
+    def _write(self, track: _Track, item: Item, data: bytes) -> None:
+        self.sink.write(track.handle, data)
+        self.on_deliver(item.kind)
+
+    def _finish(self, track: _Track) -> None:
+        if track.handle is None:
+            return
+        if self.sink.queued(track.handle) > self.queue_budget:
+            self.sink.abort_group(track.handle)
+        else:
+            self.sink.end_group(track.handle)
+        track.handle = None
+
+    def close(self) -> None:
+        for track in self.tracks.values():
+            if track.handle is not None:
+                self.sink.end_group(track.handle)
+                track.handle = None
+
+
+class RoomFeed:
+    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers."""
+
+    def __init__(self, hub: EgressHub, short_name: str, kind: Kind) -> None:
+        self.hub = hub
+        self.short_name = short_name
+        self.kind = kind
+        self.viewers: set[ViewerTracks] = set()
+        self.caught_up = False
+        self.join_point = JoinPoint(kind)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: str = ""
+
+    def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True,
+                                        name=f"egress-{self.short_name}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float = 2.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
+        import pulsar
+
+        url = topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
+        try:
+            reader = client.create_reader(url, pulsar.MessageId.earliest)
+        except Exception as exc:
+            self.error = str(exc)
+            log.warning("egress: cannot read %s: %s", url, exc)
+            return
+        caught_up = False
+        try:
+            while not self._stop.is_set():
+                try:
+                    msg = reader.read_next(READ_TIMEOUT_MS)
+                except pulsar.Timeout:
+                    if not caught_up:
+                        caught_up = True
+                        loop.call_soon_threadsafe(self._caught_up)
+                    continue
+                item = Item(self.kind, dict(msg.properties()), msg.data())
+                loop.call_soon_threadsafe(self._on_item, item)
+                if not caught_up and not reader.has_message_available():
+                    caught_up = True
+                    loop.call_soon_threadsafe(self._caught_up)
+        except Exception as exc:  # reader closed under us at shutdown, or broker gone
+            if not self._stop.is_set():
+                log.warning("egress: reading %s failed: %s", url, exc)
+        finally:
+            try:
+                reader.close()
+            except Exception:
+                pass
+
+    # ---- on the event loop ---------------------------------------------------------------
+    def _on_item(self, item: Item) -> None:
+        self.join_point.remember(item)
+        if self.caught_up:
+            for viewer in list(self.viewers):
+                viewer.offer(item)
+            self.hub.flush()
+
+    def _caught_up(self) -> None:
+        if self.caught_up:
+            return
+        self.caught_up = True
+        for viewer in list(self.viewers):
+            self._replay(viewer)
+        self.hub.flush()
+
+    def _replay(self, viewer: ViewerTracks) -> None:
+        for item in self.join_point.snapshot():
+            viewer.offer(item)
+
+    def add(self, viewer: ViewerTracks) -> None:
+        self.viewers.add(viewer)
+        if self.caught_up:
+            self._replay(viewer)
+
+
+class EgressHub:
+    def __init__(self, app: IngressApp, client_factory: Callable[[], Any] | None = None) -> None:
+        self.app = app
+        self.tenant = app.config.tenant
+        self.namespace = app.config.namespace
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.feeds: dict[str, RoomFeed] = {}
+        self._sinks: set[ViewerSink] = set()
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            if self._client_factory is not None:
+                self._client = self._client_factory()
+            else:
+                import pulsar
+
+                self._client = pulsar.Client(self.app.config.broker_service_url,
+                                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+        return self._client
+
+    def subscribe(self, sink: ViewerSink, room: str, kinds: tuple[Kind, ...], rendition: str) -> ViewerTracks:
+        metrics = self.app.metrics
+        viewer = ViewerTracks(sink, self.app.config.viewer_queue_bytes,
+                              on_skip=lambda k: metrics.skipped.labels(k.name.lower()).inc(),
+                              on_deliver=lambda k: metrics.delivered.labels(k.name.lower()).inc())
+        loop = asyncio.get_running_loop()
+        for kind in kinds:
+            short = room_topic(room, kind, rendition if kind in GROUPED_KINDS else None)
+            feed = self.feeds.get(short)
+            if feed is None:
+                feed = self.feeds[short] = RoomFeed(self, short, kind)
+                feed.start(loop, self._get_client())
+            feed.add(viewer)
+        self._sinks.add(sink)
+        sink.flush()
+        return viewer
+
+    def unsubscribe(self, viewer: ViewerTracks) -> None:
+        self._sinks.discard(viewer.sink)
+        for short, feed in list(self.feeds.items()):
+            feed.viewers.discard(viewer)
+            if not feed.viewers:
+                feed.stop()
+                del self.feeds[short]
+
+    def flush(self) -> None:
+        for sink in list(self._sinks):
+            sink.flush()
+
+    async def close(self) -> None:
+        feeds = list(self.feeds.values())
+        self.feeds.clear()
+        for feed in feeds:
+            feed.stop()
+        client, self._client = self._client, None
+
+        def finish() -> None:
+            for feed in feeds:
+                feed.join()
+            if client is not None and self._client_factory is None:
+                client.close()
+
+        await asyncio.to_thread(finish)

@@ -1,0 +1,57 @@
+"""Name validation and topic naming: nothing a client sends can reach a topic outside tenant/namespace.
+
+ENVELOPE.md "Names": room, user and stream ids match ``^[A-Za-z0-9_-]{1,64}$``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from schemas.framing import NAME_RE, Kind
+
+RENDITION_RE = re.compile(r"^[0-9]{2,4}p$")
+NAMESPACE_PART_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+# ENVELOPE.md topic table: input topic per frame kind.
+INPUT_TOPIC = {
+    Kind.VIDEO: "raw-video",
+    Kind.SCREEN: "raw-screen",
+    Kind.AUDIO: "raw-audio",
+    Kind.CHAT: "chat-in",
+    Kind.FILE: "file-in",
+}
+
+
+class BadName(ValueError):
+    pass
+
+
+def check_name(what: str, value: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise BadName(f"{what} {value!r} must match {NAME_RE.pattern}")
+    return value
+
+
+def check_rendition(value: str) -> str:
+    if not RENDITION_RE.fullmatch(value):
+        raise BadName(f"rendition {value!r} must look like 360p (pattern {RENDITION_RE.pattern})")
+    return value
+
+
+def check_namespace(tenant: str, namespace: str) -> None:
+    for what, value in (("tenant", tenant), ("namespace", namespace)):
+        if not NAMESPACE_PART_RE.fullmatch(value):
+            raise BadName(f"{what} {value!r} must match {NAMESPACE_PART_RE.pattern}")
+
+
+def topic_url(tenant: str, namespace: str, short_name: str) -> str:
+    return f"persistent://{tenant}/{namespace}/{short_name}"
+
+
+def room_topic(room: str, kind: Kind, rendition: str | None = None) -> str:
+    """Short name of a room output topic: ``room-<room>-<kind>[-<rendition>]`` (ENVELOPE.md)."""
+    check_name("room", room)
+    name = f"room-{room}-{kind.name.lower()}"
+    if rendition is not None:
+        name += f"-{check_rendition(rendition)}"
+    return name

@@ -1,0 +1,138 @@
+"""Broker side of the ingress: one pulsar-client producer per input topic, shared by all sessions.
+
+Sends are asynchronous (``send_async``); the client's callback thread hands the outcome back to the
+event loop. Bounding what is in flight is the sessions' job (session.Limits.max_inflight), plus a
+global cap here so that many sessions together cannot queue without bound either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ingress.metrics import IngressMetrics
+from ingress.names import INPUT_TOPIC, topic_url
+from ingress.session import Publish
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[bool, str], None]
+SEND_TIMEOUT_MS = 10_000
+PRODUCER_QUEUE = 20_000  # client-side pending messages per producer (we bound in-flight far below)
+
+
+class BrokerPublisher:
+    """Publishes ``session.Publish`` requests; ``done(ok, error)`` runs on the event loop."""
+
+    def __init__(self, service_url: str, tenant: str, namespace: str, metrics: IngressMetrics,
+                 connect_timeout: float = 30.0) -> None:
+        self.service_url = service_url
+        self.tenant = tenant
+        self.namespace = namespace
+        self.metrics = metrics
+        self.connect_timeout = connect_timeout
+        self._client: Any = None
+        self._producers: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.inflight = 0
+        # optional sink for benchmark: (received wall time, acked wall time) per publish
+        self.latency_sink: list[float] | None = None
+
+    async def start(self) -> None:
+        import pulsar
+
+        self._loop = asyncio.get_running_loop()
+        self._client = pulsar.Client(self.service_url, operation_timeout_seconds=int(self.connect_timeout),
+                                     logger=_quiet_logger())
+        deadline = time.monotonic() + self.connect_timeout
+        for short in INPUT_TOPIC.values():
+            while True:
+                try:
+                    self._producers[short] = await asyncio.to_thread(self._create_producer, short)
+                    break
+                except Exception as exc:  # broker not up yet: retry until the deadline
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cannot create producer for {short} at {self.service_url}: {exc}") \
+                            from exc
+                    await asyncio.sleep(0.5)
+
+    def _create_producer(self, short: str) -> Any:
+        import pulsar
+
+        # Batching off (one frame = one message, no batching delay) so chunking can be on: frames above
+        # the broker's max message size are split by the client and reassembled by consumers.
+        return self._client.create_producer(
+            topic_url(self.tenant, self.namespace, short),
+            batching_enabled=False,
+            chunking_enabled=True,
+            block_if_queue_full=False,
+            max_pending_messages=PRODUCER_QUEUE,
+            send_timeout_millis=SEND_TIMEOUT_MS,
+            compression_type=pulsar.CompressionType.NONE,
+        )
+
+    def send(self, publish: Publish, received_at: float, done: Done) -> None:
+        """Queue one message; never blocks. ``received_at`` is time.time() when the frame was complete."""
+        import pulsar
+
+        producer = self._producers.get(publish.topic)
+        loop = self._loop
+        if producer is None or loop is None:
+            done(False, f"no producer for {publish.topic}")
+            return
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        topic = publish.topic
+
+        def finish(ok: bool, err: str) -> None:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+            now = time.time()
+            if ok:
+                self.metrics.published.labels(topic).inc()
+                self.metrics.publish_latency.labels(topic).observe(max(0.0, now - received_at))
+                if self.latency_sink is not None:
+                    self.latency_sink.append(now - received_at)
+            else:
+                self.metrics.publish_errors.labels(topic).inc()
+            done(ok, err)
+
+        def callback(result: Any, _msg_id: Any) -> None:  # runs on a pulsar-client thread
+            ok = result == pulsar.Result.Ok
+            loop.call_soon_threadsafe(finish, ok, "" if ok else str(result))
+
+        try:
+            producer.send_async(publish.payload, callback, properties=publish.properties,
+                                partition_key=publish.key,
+                                event_timestamp=publish.event_timestamp or None)
+        except Exception as exc:  # e.g. producer queue full or closed
+            loop.call_soon(finish, False, str(exc))
+
+    async def close(self) -> None:
+        producers, self._producers = list(self._producers.values()), {}
+        client, self._client = self._client, None
+
+        def shutdown() -> None:
+            for producer in producers:
+                try:
+                    producer.flush()
+                    producer.close()
+                except Exception as exc:
+                    log.debug("producer close: %s", exc)
+            if client is not None:
+                client.close()
+
+        await asyncio.to_thread(shutdown)
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+
+def _quiet_logger() -> Any:
+    import pulsar
+
+    return pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn)

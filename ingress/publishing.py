@@ -1,0 +1,102 @@
+"""Transport-neutral shell around ``session.PublisherSession``: runs its actions against the broker.
+
+WebTransport and WebSocket subclasses only say how to write a record, close a stream or the session,
+and how to stop/resume reading. Everything else (publishing, ack coalescing, metrics, backpressure
+state) is here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+from ingress.session import (
+    Action,
+    CloseSession,
+    CloseStream,
+    Publish,
+    PublisherSession,
+    Rejected,
+    Send,
+)
+from schemas.framing import CloseCode
+
+if TYPE_CHECKING:
+    from ingress.server import IngressApp
+
+
+class PublishingShell:
+    transport = "?"
+
+    def __init__(self, app: IngressApp, core: PublisherSession, address: str) -> None:
+        self.app = app
+        self.core = core
+        self.address = address
+        self._ack_flush_scheduled = False
+        self._was_paused = False
+        self.ended = False
+
+    # ---- transport hooks (subclasses) -------------------------------------------------------
+    def send_record(self, channel: int, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close_stream(self, channel: int, code: CloseCode, reason: str) -> None:
+        raise NotImplementedError
+
+    def close_session(self, code: CloseCode, reason: str) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Push queued writes out (WebTransport: transmit())."""
+
+    def pause_changed(self, paused: bool) -> None:
+        """Backpressure state flipped; resume reading / grant credit when ``paused`` is False."""
+
+    # ---- shared logic -----------------------------------------------------------------------
+    @property
+    def paused(self) -> bool:
+        return self.core.backlogged
+
+    def handle(self, actions: list[Action]) -> None:
+        now = time.time()
+        metrics = self.app.metrics
+        for action in actions:
+            if isinstance(action, Publish):
+                kind = action.properties["kind"]
+                metrics.frames.labels(kind, self.transport).inc()
+                metrics.frame_bytes.labels(kind).inc(len(action.payload))
+                ticket = action.ticket
+                self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
+            elif isinstance(action, Send):
+                self.send_record(action.channel, action.data)
+            elif isinstance(action, CloseStream):
+                self.close_stream(action.channel, action.code, action.reason)
+            elif isinstance(action, CloseSession):
+                self.close_session(action.code, action.reason)
+            elif isinstance(action, Rejected):
+                metrics.rejected.labels(action.what).inc()
+        self._check_pause()
+        self.flush()
+
+    def _published(self, ticket: int, ok: bool, err: str) -> None:
+        if self.ended:
+            return
+        self.handle(self.core.published(ticket, ok, err))
+        if not self._ack_flush_scheduled:
+            # Coalesce cumulative media acks of everything the broker confirmed in this loop pass.
+            self._ack_flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_flush_scheduled = False
+        if not self.ended:
+            self.handle(self.core.take_cumulative_acks())
+
+    def _check_pause(self) -> None:
+        paused = self.paused
+        if paused != self._was_paused:
+            self._was_paused = paused
+            if paused:
+                self.app.metrics.paused.inc()
+            self.pause_changed(paused)

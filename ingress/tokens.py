@@ -1,0 +1,91 @@
+"""Session tokens: HS256-signed JWTs carrying room, user, role and expiry (issue 5 "Sessions").
+
+Time is passed in (sans-I/O); pyjwt only checks the signature and shape, we check expiry ourselves
+so tests and the session core share one clock.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import jwt
+
+from ingress.names import BadName, check_name
+from schemas.framing import CloseCode
+
+ALGORITHM = "HS256"
+DEFAULT_TTL = 12 * 3600  # s
+MIN_SECRET_BYTES = 32
+
+
+class Role(StrEnum):
+    PUBLISHER = "publisher"
+    VIEWER = "viewer"
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    room: str
+    user: str
+    role: Role
+    expires_at: float  # s since epoch
+
+
+class TokenError(Exception):
+    """A token was refused; ``code`` is the session close code (schemas/framing.py CloseCode)."""
+
+    def __init__(self, code: CloseCode, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def issue(secret: bytes, room: str, user: str, role: Role | str, now: float, ttl: float = DEFAULT_TTL) -> str:
+    check_name("room", room)
+    check_name("user", user)
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, got {ttl}")
+    claims = {"room": room, "sub": user, "role": Role(role).value, "exp": int(now + ttl), "iat": int(now)}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify(secret: bytes, token: str | None, now: float) -> Claims:
+    """Check signature, shape and expiry; raise TokenError with the close code to use."""
+    if not token:
+        raise TokenError(CloseCode.TOKEN_MISSING, "token missing: pass ?token=... (wtpulsar token)")
+    try:
+        raw = jwt.decode(token, secret, algorithms=[ALGORITHM],
+                         options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": ["exp", "room", "sub", "role"]})
+    except jwt.InvalidSignatureError:
+        raise TokenError(CloseCode.TOKEN_INVALID, "token signature does not verify") from None
+    except jwt.PyJWTError as exc:
+        raise TokenError(CloseCode.TOKEN_INVALID, f"token malformed: {exc}") from None
+    try:
+        role = Role(raw["role"])
+        room = check_name("room", raw["room"])
+        user = check_name("user", raw["sub"])
+        exp = float(raw["exp"])
+    except (ValueError, BadName, TypeError) as exc:
+        raise TokenError(CloseCode.TOKEN_INVALID, f"token claims invalid: {exc}") from None
+    if exp <= now:
+        raise TokenError(CloseCode.TOKEN_EXPIRED, f"token expired {now - exp:.0f} s ago")
+    return Claims(room=room, user=user, role=role, expires_at=exp)
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """Read the HMAC key from ``path``; create it (0600, random 32 bytes hex) on first use."""
+    if path.exists():
+        secret = path.read_bytes().strip()
+        if len(secret) < MIN_SECRET_BYTES:
+            raise ValueError(f"{path}: secret is {len(secret)} bytes, need at least {MIN_SECRET_BYTES}")
+        return secret
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_hex(32).encode("ascii")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secret + b"\n")
+    return secret

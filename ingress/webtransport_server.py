@@ -1,0 +1,406 @@
+"""HTTP/3 WebTransport shell (aioquic) for publishers and viewers at ``https://HOST:PORT/wt``.
+
+media-and-webtransport.md §1 is the map: H3Connection created on ProtocolNegotiated (§1.2), the CONNECT
+stream id is the session id (§1.3), client streams arrive as WebTransportStreamDataReceived (§1.5),
+close is a capsule (§1.7), and every write is followed by ``transmit()`` (§1.1).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import weakref
+from typing import Any
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.h3.connection import H3_ALPN, H3Connection
+from aioquic.h3.events import (
+    DatagramReceived,
+    DataReceived,
+    H3Event,
+    HeadersReceived,
+    WebTransportStreamDataReceived,
+)
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import stream_is_unidirectional
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    ProtocolNegotiated,
+    QuicEvent,
+    StopSendingReceived,
+    StreamReset,
+)
+
+from ingress import flow_gate
+from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
+from ingress.egress import ViewerSink, ViewerTracks
+from ingress.publishing import PublishingShell
+from ingress.server import IngressApp, SessionRefused
+from ingress.session import CONTROL, PublisherSession
+from ingress.tokens import Role
+from schemas.framing import CloseCode, Kind, Notice, serialize_notice
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (§1.2)
+SOCKET_BUFFER = 4 * 1024 * 1024  # probe doc pitfall 7: default UDP buffers drop bulk bursts
+IDLE_TIMEOUT = 60.0  # s
+KEEPALIVE = 15.0  # s; PING so a viewer of a quiet room or an idle publisher is not timed out
+
+
+class WtPublisher(PublishingShell):
+    transport = "webtransport"
+
+    def __init__(self, proto: IngressProtocol, session_id: int, core: PublisherSession, address: str) -> None:
+        super().__init__(proto.app, core, address)
+        self.proto = proto
+        self.session_id = session_id
+        self.control_stream: int | None = None
+        self.streams: set[int] = set()
+
+    def send_record(self, channel: int, data: bytes) -> None:
+        quic = self.proto._quic
+        if channel == CONTROL:
+            if self.control_stream is None:
+                # Server -> client uni stream for acks and notices (uni avoids the bidi bug in §1.5).
+                self.control_stream = self.proto.h3.create_webtransport_stream(self.session_id,
+                                                                               is_unidirectional=True)
+            channel = self.control_stream
+        try:
+            quic.send_stream_data(channel, data)
+        except Exception as exc:  # stream already reset by the peer
+            log.debug("send on %d: %s", channel, exc)
+
+    def close_stream(self, channel: int, code: CloseCode, reason: str) -> None:
+        quic = self.proto._quic
+        self.streams.discard(channel)
+        self.proto.gate.discard(channel)
+        try:
+            quic.stop_stream(channel, wt_error_code(code))
+            if not stream_is_unidirectional(channel):
+                quic.reset_stream(channel, wt_error_code(code))
+        except Exception as exc:
+            log.debug("closing stream %d: %s", channel, exc)
+        self.send_record(CONTROL, serialize_notice(Notice(code, f"stream {channel}: {reason}"[:1000])))
+
+    def close_session(self, code: CloseCode, reason: str) -> None:
+        self.proto.end_session(self.session_id, code, reason)
+
+    def flush(self) -> None:
+        self.proto.schedule_transmit()
+
+    def pause_changed(self, paused: bool) -> None:
+        self.proto.gate.set_paused(self.streams, paused)
+        if not paused:
+            self.proto.schedule_transmit()  # the flow gate grants credit again on the next packet
+
+
+class WtViewer(ViewerSink):
+    def __init__(self, proto: IngressProtocol, session_id: int) -> None:
+        self.proto = proto
+        self.session_id = session_id
+        self.tracks: ViewerTracks | None = None
+
+    def open_group(self, kind: Kind) -> int:
+        return self.proto.h3.create_webtransport_stream(self.session_id, is_unidirectional=True)
+
+    def write(self, handle: int, data: bytes) -> None:
+        self.proto._quic.send_stream_data(handle, data)
+
+    def end_group(self, handle: int) -> None:
+        try:
+            self.proto._quic.send_stream_data(handle, b"", end_stream=True)
+        except Exception as exc:
+            log.debug("end group %d: %s", handle, exc)
+
+    def abort_group(self, handle: int) -> None:
+        try:
+            self.proto._quic.reset_stream(handle, wt_error_code(0))
+        except Exception as exc:
+            log.debug("abort group %d: %s", handle, exc)
+
+    def queued(self, handle: int) -> int:
+        return flow_gate.queued_bytes(self.proto._quic, handle)
+
+    def flush(self) -> None:
+        self.proto.schedule_transmit()
+
+
+class IngressProtocol(QuicConnectionProtocol):
+    def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = app
+        self.h3: H3Connection = None  # type: ignore[assignment]
+        self.publishers: dict[int, WtPublisher] = {}
+        self.viewers: dict[int, WtViewer] = {}
+        self._capsules: dict[int, CapsuleReader] = {}
+        self._stream_owner: dict[int, WtPublisher] = {}
+        self._addresses: dict[int, str] = {}
+        self._transmit_due = False  # writes queued since the last transmit()
+        self._transmit_scheduled = False
+        # Ingest is one-way: ACK every few ms instead of aioquic's 1 ms (K_GRANULARITY), which sends a
+        # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
+        self._quic._ack_delay = app.config.ack_delay
+        self.gate = flow_gate.CreditGate(app.config.stream_window)
+        flow_gate.install(self._quic, self.gate)
+        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+
+    def _ping(self) -> None:
+        self._quic.send_ping(0)
+        self.transmit()
+        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+
+    # ---- transmit coalescing ----------------------------------------------------------------
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        # aioquic transmits after every received datagram; a video frame is several datagrams, so
+        # defer to one transmit per loop pass (ACKs are delayed anyway, see ack_delay).
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._process_events()
+        if self._quic._close_event is not None and (self.publishers or self.viewers):
+            # The peer closed the connection: aioquic reports ConnectionTerminated only after the
+            # draining period (3 x PTO); free the sessions' address slots and feeds now.
+            for session_id in list(self.publishers) + list(self.viewers):
+                self._forget(session_id)
+        self.schedule_transmit()
+
+    def transmit(self) -> None:
+        self._transmit_due = False
+        super().transmit()
+
+    def schedule_transmit(self) -> None:
+        """One transmit() per loop pass for all writes (§1.1: "once per batch of writes"). While aioquic
+        is handling a received datagram it transmits at the end anyway, which clears the flag."""
+        self._transmit_due = True
+        if not self._transmit_scheduled:
+            self._transmit_scheduled = True
+            self._loop.call_soon(self._scheduled_transmit)
+
+    def _scheduled_transmit(self) -> None:
+        self._transmit_scheduled = False
+        if self._transmit_due:
+            self.transmit()
+
+    # ---- event routing --------------------------------------------------------------------
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ProtocolNegotiated):
+            if event.alpn_protocol in H3_ALPN:
+                self.h3 = H3Connection(self._quic, enable_webtransport=True)
+        elif isinstance(event, StreamReset | StopSendingReceived):
+            owner = self._stream_owner.pop(event.stream_id, None)
+            self.gate.discard(event.stream_id)
+            if owner is not None and isinstance(event, StreamReset) and not owner.ended:
+                owner.streams.discard(event.stream_id)
+                owner.handle(owner.core.stream_reset(event.stream_id))
+        elif isinstance(event, ConnectionTerminated):
+            self._keepalive.cancel()
+            for session_id in list(self.publishers) + list(self.viewers):
+                self._forget(session_id)
+        if self.h3 is not None:
+            try:
+                for h3_event in self.h3.handle_event(event):
+                    self._h3_event(h3_event)
+            except Exception as exc:  # never let one bad event kill the server (style.md)
+                log.warning("h3 event error: %s", exc)
+
+    def _h3_event(self, event: H3Event) -> None:
+        if isinstance(event, WebTransportStreamDataReceived):
+            if event.stream_id == event.session_id:
+                return  # aioquic#638: a crafted 0x41 frame on the CONNECT stream (§1.7)
+            pub = self.publishers.get(event.session_id)
+            if pub is None:
+                if event.session_id not in self.viewers:
+                    self._quic.stop_stream(event.stream_id, wt_error_code(CloseCode.BAD_REQUEST))
+                return
+            now = time.time()
+            if event.stream_id not in self._stream_owner and event.stream_id not in pub.streams:
+                pub.streams.add(event.stream_id)
+                self._stream_owner[event.stream_id] = pub
+                self.gate.add(event.stream_id, pub.paused)
+            pub.handle(pub.core.stream_data(event.stream_id, event.data, event.stream_ended, now,
+                                            bidi=not stream_is_unidirectional(event.stream_id)))
+            if event.stream_ended:
+                self._stream_owner.pop(event.stream_id, None)
+                self.gate.discard(event.stream_id)
+                pub.streams.discard(event.stream_id)
+        elif isinstance(event, DatagramReceived):
+            pub = self.publishers.get(event.stream_id)
+            if pub is not None:
+                pub.handle(pub.core.datagram(event.data, time.time()))
+        elif isinstance(event, HeadersReceived):
+            if event.stream_id not in self.publishers and event.stream_id not in self.viewers:
+                self._on_request(event)
+        elif isinstance(event, DataReceived):
+            reader = self._capsules.get(event.stream_id)
+            if reader is None:
+                return
+            try:
+                closed = reader.feed(event.data)
+            except ValueError:
+                closed = []
+            if closed or event.stream_ended:
+                self._forget(event.stream_id)
+                self.transmit()
+
+    def _on_request(self, event: HeadersReceived) -> None:
+        headers = dict(event.headers)
+        method = headers.get(b":method", b"")
+        protocol = headers.get(b":protocol", b"")
+        path, _, query = headers.get(b":path", b"/").decode("utf-8", "replace").partition("?")
+        sid = event.stream_id
+        if method != b"CONNECT" or protocol != b"webtransport" or path.rstrip("/") != "/wt":
+            self.h3.send_headers(sid, [(b":status", b"404"), (b"content-type", b"text/plain")])
+            self.h3.send_data(sid, b"wtpulsar: WebTransport sessions live at /wt\n", end_stream=True)
+            self.transmit()
+            return
+        address = self._peer_ip()
+        app = self.app
+        try:
+            request = app.authenticate(query, address)
+            app.admit(address)
+        except SessionRefused as refusal:
+            # Accept, then close with a capsule: a 4xx would reach the page only as "handshake failed",
+            # the capsule gives it closeCode and reason (§1.3, §1.7).
+            app.refused(refusal.code)
+            self._accept(sid)
+            self.h3.send_data(sid, close_capsule(refusal.code, refusal.reason), end_stream=True)
+            self.transmit()
+            return
+        self._addresses[sid] = address
+        self._capsules[sid] = CapsuleReader()
+        self._accept(sid)
+        if request.mode == Role.PUBLISHER:
+            core = PublisherSession(request.claims, app.config.limits, time.time())
+            self.publishers[sid] = WtPublisher(self, sid, core, address)
+            app.metrics.sessions.labels("webtransport", "publisher").inc()
+        else:
+            viewer = WtViewer(self, sid)
+            self.viewers[sid] = viewer
+            app.metrics.sessions.labels("webtransport", "viewer").inc()
+            viewer.tracks = app.egress.subscribe(viewer, request.claims.room, request.kinds, request.rendition)
+        self.transmit()
+
+    def _accept(self, sid: int) -> None:
+        self.h3.send_headers(sid, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
+
+    def _peer_ip(self) -> str:
+        addr = self._quic.get_peer_address()
+        if not addr:
+            return "?"
+        host = str(addr[0])
+        return host.removeprefix("::ffff:")  # an IPv4 peer on a dual-stack socket counts as itself
+
+    # ---- session end ----------------------------------------------------------------------
+    def end_session(self, session_id: int, code: CloseCode, reason: str) -> None:
+        """Server-side close: capsule with code and reason, FIN, reset the session's streams."""
+        if session_id not in self.publishers and session_id not in self.viewers:
+            return
+        pub = self.publishers.get(session_id)
+        streams = list(pub.streams) if pub else []
+        self._forget(session_id)
+        try:
+            self.h3.send_data(session_id, close_capsule(code, reason), end_stream=True)
+        except Exception as exc:
+            log.debug("close capsule on %d: %s", session_id, exc)
+        for stream_id in streams:
+            try:
+                self._quic.stop_stream(stream_id, WT_SESSION_GONE)
+            except Exception:
+                pass
+        self.transmit()
+
+    def _forget(self, session_id: int) -> None:
+        app = self.app
+        self._capsules.pop(session_id, None)
+        pub = self.publishers.pop(session_id, None)
+        if pub is not None:
+            pub.ended = True
+            pub.core.close()
+            for stream_id in list(pub.streams):
+                self._stream_owner.pop(stream_id, None)
+                self.gate.discard(stream_id)
+            app.metrics.sessions.labels("webtransport", "publisher").dec()
+        viewer = self.viewers.pop(session_id, None)
+        if viewer is not None:
+            if viewer.tracks is not None:
+                app.egress.unsubscribe(viewer.tracks)
+            app.metrics.sessions.labels("webtransport", "viewer").dec()
+        address = self._addresses.pop(session_id, None)
+        if address is not None:
+            app.addresses.release(address)
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for session_id in list(self.publishers) + list(self.viewers):
+            self.end_session(session_id, code, reason)
+
+
+READ_BATCH = 64  # datagrams per wake-up
+
+
+def _read_in_batches(server: Any) -> None:
+    """Read up to READ_BATCH datagrams per event-loop wake-up instead of asyncio's one.
+
+    A video frame is several QUIC packets; with one datagram per loop pass the loop turns over (epoll,
+    callbacks, a transmit) per packet. Reading a batch lets IngressProtocol.datagram_received coalesce
+    the transmits (and the ACKs) of the whole batch. Uses the transport's private socket (asyncio).
+    """
+    transport = server._transport
+    raw = getattr(transport, "_sock", None)
+    loop = getattr(transport, "_loop", None)
+    if raw is None or not hasattr(loop, "_add_reader"):
+        return  # not the selector event loop's transport: keep asyncio's reader
+    fd = raw.fileno()
+
+    def read_many() -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = raw.recvfrom(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
+                log.debug("udp recv: %s", exc)
+                return
+            server.datagram_received(data, addr)
+
+    # the private variant: the public add_reader refuses fds owned by a transport
+    loop._add_reader(fd, read_many)  # replaces the transport's own _read_ready registration
+
+
+def quic_configuration(app: IngressApp) -> QuicConfiguration:
+    cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=MAX_DATAGRAM_FRAME,
+                            idle_timeout=IDLE_TIMEOUT)
+    cfg.max_data = app.config.connection_window
+    cfg.max_stream_data = app.config.stream_window
+    assert app.cert is not None
+    cfg.load_cert_chain(str(app.cert.cert_path), str(app.cert.key_path))
+    return cfg
+
+
+async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str, int, Any]:
+    protocols: weakref.WeakSet[IngressProtocol] = weakref.WeakSet()
+
+    def create_protocol(*args: Any, **kwargs: Any) -> IngressProtocol:
+        proto = IngressProtocol(*args, app=app, **kwargs)
+        protocols.add(proto)
+        return proto
+
+    server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+    sock = server._transport.get_extra_info("socket")
+    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
+    bound_host, bound_port = sock.getsockname()[:2]
+    _read_in_batches(server)
+
+    def close() -> None:
+        for proto in list(protocols):
+            proto._keepalive.cancel()
+            try:
+                proto.close_all(CloseCode.NORMAL, "ingress shutting down")
+            except Exception as exc:
+                log.debug("close_all: %s", exc)
+        server.close()
+
+    return bound_host, bound_port, close
