@@ -272,6 +272,10 @@ class TopicLog:
     def size_bytes(self) -> int:
         return sum(led.size for led in self.ledgers)
 
+    def trimmable(self, below_offset: int) -> bool:
+        first = self.ledgers[0]
+        return len(self.ledgers) > 1 and first.first_offset + first.count <= below_offset
+
     def trim(self, below_offset: int) -> int:
         """Delete whole ledgers all of whose entries are below `below_offset`. Returns bytes freed."""
         freed = 0

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import urllib.parse
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,36 @@ class EntryMeta:
     size: int
 
 
+class EntryIndex:
+    """Per-entry facts in flat int64 columns: no Python object per stored entry, so the garbage
+    collector's full passes stay short however long the backlog grows."""
+
+    def __init__(self, base: int) -> None:
+        self.base = base
+        self._cols = [array("q") for _ in range(5)]  # publish_time, num_messages, slot, deliver_at, size
+
+    def __len__(self) -> int:
+        return len(self._cols[0])
+
+    def append(self, meta: EntryMeta) -> None:
+        for col, value in zip(self._cols, (meta.publish_time, meta.num_messages, meta.slot, meta.deliver_at, meta.size), strict=True):
+            col.append(value)
+
+    def __getitem__(self, offset: int) -> EntryMeta:
+        i = offset - self.base
+        if i < 0:
+            raise IndexError(offset)
+        c = self._cols
+        return EntryMeta(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i])
+
+    def drop_before(self, offset: int) -> None:
+        count = offset - self.base
+        if count > 0:
+            for col in self._cols:
+                del col[:count]
+            self.base = offset
+
+
 def entry_meta_of(metadata: pb.MessageMetadata, size: int) -> EntryMeta:
     return EntryMeta(
         publish_time=metadata.publish_time,
@@ -91,8 +122,8 @@ class Topic:
         self.name = name
         self.directory = directory
         self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.config.cache_bytes)
-        self._metas: list[EntryMeta] = []
-        self._meta_base = self.log.start_offset
+        self._metas = EntryIndex(self.log.start_offset)
+        self._ticks = 0
         self.durable_end = self.log.end_offset
         self.producers: dict[tuple[int, int], Producer] = {}  # (connection id, producer id) -> producer
         self.waiting_exclusive: deque[Producer] = deque()
@@ -117,7 +148,6 @@ class Topic:
             metadata, _ = parse_entry_metadata(entry)
             self._metas.append(entry_meta_of(metadata, len(entry)))
             self._remember_sequence(metadata)
-        self._meta_base = self.log.start_offset
         self.durable_end = self.log.end_offset
         saved = read_json(self.directory / "dedup.json", {})
         if isinstance(saved, dict):
@@ -156,7 +186,7 @@ class Topic:
         return self.log.end_offset
 
     def entry_meta(self, offset: int) -> EntryMeta:
-        return self._metas[offset - self._meta_base]
+        return self._metas[offset]
 
     def read_entry(self, offset: int) -> bytes:
         return self.log.read(offset)
@@ -214,8 +244,8 @@ class Topic:
         """Nothing is stored: each subscription's next consumer with permits gets it, or nobody."""
         offset = self.log.end_offset
         self.log.append(entry)
-        self._metas.append(entry_meta_of(metadata, len(entry)))
-        meta = self._metas[-1]
+        meta = entry_meta_of(metadata, len(entry))
+        self._metas.append(meta)
         for sub in self.subscriptions.values():
             consumer = sub._choose(offset, meta) if sub.sub_type not in (0, 2) else sub.active
             if consumer is not None and consumer.permits > 0:
@@ -228,8 +258,7 @@ class Topic:
         self.service.mark_dirty(self)
         self.log.trim(offset + 1)
         if len(self._metas) > 1024:  # only the id counter matters for non-persistent topics
-            self._meta_base += len(self._metas) - 1
-            self._metas = self._metas[-1:]
+            self._metas.drop_before(offset)
 
     def on_synced(self, now_ms: int, durable_end: int | None = None) -> None:
         """Entries below `durable_end` are durable: release their receipts in order, then dispatch."""
@@ -348,14 +377,15 @@ class Topic:
 
     # ------------------------------------------------------------------ upkeep
     def housekeeping(self, now_ms: int, ttl_seconds: int, retention_ms: int, retention_bytes: int) -> None:
+        # Snapshots fold the ack journal in about once a second; the journal alone already
+        # survives a crash, so this only bounds the journal's length and the restart time.
+        self._ticks += 1
+        snapshot = self._ticks % 10 == 0
         for sub in self.subscriptions.values():
             if ttl_seconds > 0 and self.name.persistent:
                 self._expire(sub, now_ms - ttl_seconds * 1000)
-            if sub.dirty:
+            if sub.dirty and snapshot:
                 self.save_cursor(sub)
-        if self._dedup_dirty and self.directory is not None:
-            write_json_atomic(self.directory / "dedup.json", self.dedup)
-            self._dedup_dirty = False
         self._trim(now_ms, retention_ms, retention_bytes)
         if any(s.delayed for s in self.subscriptions.values()):
             self.dispatch(now_ms)
@@ -382,21 +412,27 @@ class Topic:
             if retention_bytes > 0 and self.log.size_bytes <= retention_bytes:
                 return
         self.log.roll_if_idle_and_acked(below)
-        start_before = self.log.start_offset
+        if self.log.trimmable(below) and self._dedup_dirty:
+            self._save_dedup()  # the entries that prove these sequence ids are about to go
         if self.log.trim(below):
-            dropped = self.log.start_offset - start_before
-            self._metas = self._metas[dropped:]
-            self._meta_base = self.log.start_offset
+            self._metas.drop_before(self.log.start_offset)
             for sub in self.subscriptions.values():
                 if sub.mark_delete < self.log.start_offset - 1:
                     sub.skip_to(self.log.start_offset)
+
+    def _save_dedup(self) -> None:
+        """Producer high-water marks are rebuilt from the log at load; the file keeps the ones
+        whose entries were trimmed."""
+        if self.directory is not None:
+            write_json_atomic(self.directory / "dedup.json", self.dedup)
+        self._dedup_dirty = False
 
     def close(self) -> None:
         for sub in self.subscriptions.values():
             if sub.dirty:
                 self.save_cursor(sub)
         if self.directory is not None:
-            write_json_atomic(self.directory / "dedup.json", self.dedup)
+            self._save_dedup()
             write_json_atomic(self.directory / "topic.json", {"topic_epoch": self.topic_epoch})
         self.log.close()
 
