@@ -1,0 +1,153 @@
+"""The page's JavaScript speaks the same wire format as the Python side: records built by
+live_client.html parse with schemas/framing.py and vice versa (schemas/FRAMING.md), and its fMP4 reader
+understands what functions/media_fmp4.py writes; chat deliveries render as moderation decided, as text.
+Runs the page's own functions in Chromium (page opened from file://)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from functions.media_fmp4 import Sample, avc1_entry, init_segment, media_segment
+from schemas.framing import (
+    Ack,
+    AckStatus,
+    Codec,
+    Delivery,
+    Frame,
+    Kind,
+    Notice,
+    parse,
+    serialize_ack,
+    serialize_delivery,
+    serialize_notice,
+)
+from tests.browser_support import CHROMIUM, REPO, launch_browser
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(60),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; CI installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as pw:
+        context = launch_browser(pw, tmp_path_factory.mktemp("chromium-framing"))
+        page = context.new_page()
+        page.goto((REPO / "live_client.html").as_uri())  # no token: the page only shows a banner
+        yield page
+        context.close()
+
+
+def test_frame_built_by_the_page_parses_in_python(page: Any) -> None:
+    payload = bytes(range(256)) * 3
+    data = page.evaluate(
+        """([payload]) => Array.from(frameRecord(KIND.video, CODEC.h264, true, 2 ** 40 + 7, 1234567,
+             1795309482165.25, 640, 360, "cam-x_1", new Uint8Array(payload)))""", [list(payload)])
+    frame = parse(bytes(data))
+    assert frame == Frame(Kind.VIDEO, Codec.H264, "cam-x_1", 2**40 + 7, 1234567, 1795309482165.25, payload, True, 640, 360)
+
+
+def test_chat_frame_built_by_the_page_parses_in_python(page: Any) -> None:
+    data = page.evaluate("""() => Array.from(frameRecord(KIND.chat, CODEC.json, false, 0, 0, 5.5, 0, 0, "chat",
+                                te.encode('{"text":"héllo"}')))""")
+    frame = parse(bytes(data))
+    assert isinstance(frame, Frame)
+    assert (frame.kind, frame.codec, frame.keyframe, frame.stream) == (Kind.CHAT, Codec.JSON, False, "chat")
+    assert frame.payload.decode() == '{"text":"héllo"}'
+
+
+def parse_in_page(page: Any, record: bytes) -> dict[str, Any]:
+    return page.evaluate("""([bytes]) => { const r = parseRecord(new Uint8Array(bytes));
+                              if (r.payload) r.payload = Array.from(r.payload); return r; }""", [list(record)])
+
+
+def test_page_parses_delivery_ack_and_notice_from_python(page: Any) -> None:
+    props = {"segment_type": "media", "capture_ts": "1795309482165.5", "mime": 'video/mp4; codecs="avc1.42c01e"',
+             "note": "ünïcode ✓"}
+    delivery = parse_in_page(page, serialize_delivery(Delivery(Kind.VIDEO, props, b"\x00\x01moof")))
+    assert delivery == {"type": 0x20, "kind": 1, "props": props, "payload": list(b"\x00\x01moof")}
+    ack = parse_in_page(page, serialize_ack(Ack("cam-1", 2**33 + 1, AckStatus.REJECTED, 4012, "broker said no")))
+    assert ack == {"type": 0x10, "status": 1, "code": 4012, "seq": 2**33 + 1, "stream": "cam-1", "reason": "broker said no"}
+    notice = parse_in_page(page, serialize_notice(Notice(4010, "stream 14: bad record", "cam-1")))
+    assert notice == {"type": 0x11, "code": 4010, "stream": "cam-1", "reason": "stream 14: bad record"}
+
+
+def test_page_rejects_a_record_of_another_version(page: Any) -> None:
+    record = bytearray(serialize_notice(Notice(4000, "bye")))
+    record[4] = 2
+    error = page.evaluate("""([b]) => { try { parseRecord(new Uint8Array(b)); return null; }
+                                        catch (e) { return e.message; } }""", [list(record)])
+    assert error == "unsupported record version 2"
+
+
+def test_page_record_reader_reassembles_records_split_anywhere(page: Any) -> None:
+    records = [serialize_delivery(Delivery(Kind.CHAT, {"i": str(i)}, bytes([i]) * (i * 37 % 300))) for i in range(40)]
+    stream = b"".join(records)
+    rng = random.Random(6)
+    cuts = sorted(rng.sample(range(1, len(stream)), 60))
+    pieces = [list(stream[a:b]) for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    out = page.evaluate("""([pieces]) => { const rr = new RecordReader(); const got = [];
+                             for (const p of pieces) for (const r of rr.feed(new Uint8Array(p))) got.push(Array.from(r));
+                             return [got, rr.buf.length]; }""", [pieces])
+    got, leftover = out
+    assert [bytes(r) for r in got] == records
+    assert leftover == 0
+
+
+def test_page_reads_the_fmp4_that_chunk_writes(page: Any) -> None:
+    avcc = bytes([1, 0x42, 0xC0, 0x1E, 0xFF, 0xE1, 0, 4, 0x67, 0x42, 0xC0, 0x1E, 1, 0, 2, 0x68, 0xCE])
+    init = init_segment(sample_entry=avc1_entry(640, 360, avcc), timescale=90000, width=640, height=360)
+    samples = [Sample(b"\x00\x00\x00\x03key", 3000, True), Sample(b"\x00\x00\x00\x02d1", 3003, False),
+               Sample(b"\x00\x00\x00\x02d2", 2997, False)]
+    fragment = media_segment(sequence_number=5, base_decode_time=900_000, samples=samples)
+    description = page.evaluate("([b]) => Array.from(avcDescription(new Uint8Array(b)))", [list(init)])
+    assert bytes(description) == avcc
+    parsed = page.evaluate("""([b]) => fragmentSamples(new Uint8Array(b)).map(
+                                s => ({data: Array.from(s.data), dts: s.dts, dur: s.dur, key: s.key}))""", [list(fragment)])
+    assert parsed == [
+        {"data": list(samples[0].data), "dts": 900_000, "dur": 3000, "key": True},
+        {"data": list(samples[1].data), "dts": 903_000, "dur": 3003, "key": False},
+        {"data": list(samples[2].data), "dts": 906_003, "dur": 2997, "key": False},
+    ]
+
+
+def test_page_ignores_a_truncated_fragment(page: Any) -> None:
+    fragment = media_segment(sequence_number=1, base_decode_time=0, samples=[Sample(b"\x00\x00\x00\x01k", 3000, True)])
+    parsed = page.evaluate("([b]) => fragmentSamples(new Uint8Array(b)).length", [list(fragment[:20])])
+    assert parsed == 0
+
+
+def deliver_chat(page: Any, message: dict[str, Any], props: dict[str, str]) -> None:
+    record = serialize_delivery(Delivery(Kind.CHAT, props, json.dumps(message).encode()))
+    page.evaluate("([b]) => onChatDelivery(parseRecord(new Uint8Array(b)))", [list(record)])
+
+
+def test_chat_shows_flagged_and_masked_messages_and_never_runs_their_html(page: Any) -> None:
+    base = {"v": 1, "room": "r", "user": "ann", "sent_at": 1.0}
+    deliver_chat(page, dict(base, msg_id="m1", text="<img src=x onerror=window.pwned=1>", flagged=True),
+                 {"moderation": "flag"})
+    deliver_chat(page, dict(base, msg_id="m2", text="what a **** day", masked=True), {"moderation": "mask"})
+    deliver_chat(page, dict(base, msg_id="m2", text="what a **** day", masked=True), {"moderation": "mask"})  # again
+    log = page.inner_text("#chatLog")
+    assert "<img src=x onerror=window.pwned=1>" in log  # shown as text
+    assert page.evaluate("() => window.pwned === undefined && !document.querySelector('#chatLog img')")
+    assert "flagged for review" in log
+    assert log.count("what a **** day") == 1  # a message delivered twice is shown once
+    chat = page.evaluate("() => window.wtpulsar.chat")
+    assert [(m["msg_id"], m["masked"], m["flagged"]) for m in chat[-2:]] == [("m1", False, True), ("m2", True, False)]
+
+
+def test_chat_ignores_a_delivery_that_is_not_json(page: Any) -> None:
+    before = page.evaluate("() => window.wtpulsar.chat.length")
+    record = serialize_delivery(Delivery(Kind.CHAT, {}, b"\xff not json"))
+    page.evaluate("([b]) => onChatDelivery(parseRecord(new Uint8Array(b)))", [list(record)])
+    assert page.evaluate("() => window.wtpulsar.chat.length") == before

@@ -1,0 +1,198 @@
+"""live_client.html against a bare ingress (issue 6). What a person sees when something is wrong ("Clear
+messages for every failure"): server down (and recovery by the retry), no/expired token, a viewer
+token, a camera permission refused, a certificate the browser does not trust and a browser without
+WebTransport (both fall back to the WebSocket path and say so). Also: screen capture publishes.
+
+Each test drives live_client.html in Debian's Chromium. Only the ingress runs (against the session
+broker); no functions are needed for these paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from ingress import tokens
+from tests.browser_support import (
+    CHROMIUM,
+    REPO,
+    IngressProcess,
+    free_port,
+    launch_browser,
+    new_secret,
+    start_ingress_process,
+    stats,
+)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                     "(apt-get install chromium; CI installs it)"),
+]
+
+PAGE_FILE = (REPO / "live_client.html").as_uri()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    with sync_playwright() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    context = launch_browser(playwright, tmp_path_factory.mktemp("chromium-errors"))
+    yield context
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def ingress(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IngressProcess]:
+    handle = start_ingress_process(broker.service_url, tmp_path_factory.mktemp("ingress-errors"))
+    yield handle
+    handle.stop()
+
+
+def banner(page: Any) -> str:
+    page.wait_for_selector("#banner", state="visible", timeout=15_000)
+    return page.inner_text("#bannerText")
+
+
+def test_server_down_says_so_and_recovers_by_retrying(browser: Any, broker: Any, tmp_path: Path) -> None:
+    port, secret = free_port(), new_secret()
+    token = tokens.issue(secret, "lobby", "tester", "publisher", time.time(), 3600)
+    page = browser.new_page()
+    page.goto(f"{PAGE_FILE}?server=http://127.0.0.1:{port}&token={token}")
+    text = banner(page)
+    assert f"Cannot reach the server at http://127.0.0.1:{port}" in text
+    assert "Retrying" in text
+    assert page.is_visible("#bannerRetry")
+    # Bring the server up on that port: the automatic retry must find it and clear the error.
+    ingress = start_ingress_process(broker.service_url, tmp_path / "late-ingress", http_port=port, secret=secret)
+    try:
+        page.wait_for_function("() => window.wtpulsar && window.wtpulsar.errors.length === 0 && "
+                               "getComputedStyle(document.getElementById('banner')).display === 'none'",
+                               timeout=15_000)
+    finally:
+        ingress.stop()
+        page.close()
+
+
+def test_missing_token_is_explained(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.goto(ingress.http_url + "/")
+    assert "No token was given" in banner(page)
+    page.close()
+
+
+def test_expired_token_is_explained_and_nothing_is_sent(browser: Any, ingress: IngressProcess) -> None:
+    token = ingress.token("publisher", now=time.time() - 7200, ttl=60)
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={token}")
+    assert "token has expired" in banner(page)
+    page.click("#startPub")
+    assert "token has expired" in banner(page)
+    assert stats(page)["transport"] is None  # no session was opened
+
+
+def test_viewer_token_cannot_publish_or_chat(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={ingress.token('viewer')}")
+    page.wait_for_function("() => window.wtpulsar.transport !== null", timeout=15_000)  # viewer session opened
+    assert page.is_disabled("#startPub")
+    assert page.is_disabled("#chatSend")
+    assert "read-only" in (page.get_attribute("#chatText", "placeholder") or "")
+    assert "viewer" in page.inner_text("#who")
+    page.close()
+
+
+def test_camera_permission_refused_is_explained(playwright: Any, ingress: IngressProcess, tmp_path: Path) -> None:
+    context = launch_browser(playwright, tmp_path / "no-media-ui", grant_media=False)
+    try:
+        page = context.new_page()
+        page.goto(f"{ingress.http_url}/?token={ingress.token('publisher')}")
+        page.click("#startPub")
+        assert "permission was denied" in banner(page)
+        assert stats(page)["pub"]["frames"] == 0
+    finally:
+        context.close()
+
+
+def test_untrusted_certificate_falls_back_to_websocket(browser: Any, ingress: IngressProcess) -> None:
+    token = ingress.token("publisher")
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={quote(token)}&certHash={'00' * 32}")
+    page.click("#startPub")
+    page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)  # broker-acked over /ws
+    state = stats(page)
+    assert state["transport"] == "websocket"
+    assert any("certificate" in note and "WebSocket" in note for note in state["notes"]), state["notes"]
+    assert "WebSocket (fallback)" in page.inner_text("#transportState")
+    page.close()
+
+
+def test_browser_without_webtransport_uses_websocket_and_says_so(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.add_init_script("delete window.WebTransport")  # as in a browser that lacks it
+    page.goto(f"{ingress.http_url}/?token={quote(ingress.token('publisher'))}")
+    page.click("#startPub")
+    page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)
+    state = stats(page)
+    assert state["transport"] == "websocket"
+    assert any("no WebTransport" in note for note in state["notes"]), state["notes"]
+    page.close()
+
+
+def test_screen_capture_publishes_as_screen_kind(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={quote(ingress.token('publisher'))}")
+    page.select_option("#source", "screen")
+    page.click("#startPub")
+    page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)
+    state = stats(page)
+    assert state["transport"] == "webtransport"
+    assert state["pub"]["audio"] == 0  # screen capture carries no microphone
+    assert page.evaluate("() => Object.keys(tracks).some(k => k.startsWith('screen-'))")
+    page.close()
+
+
+def test_watching_an_empty_room_says_nobody_is_publishing(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={quote(ingress.token('viewer', room='empty'))}&rendition=720p")
+    page.wait_for_function("() => window.wtpulsar.notes.length > 0", timeout=20_000)
+    note = stats(page)["notes"][-1]
+    assert 'No video yet in room "empty" at 720p' in note and "Is someone publishing?" in note
+    assert stats(page)["view"]["frames"] == 0
+    page.close()
+
+
+def test_publisher_reconnects_after_the_ingress_restarts(browser: Any, broker: Any, tmp_path: Path) -> None:
+    port, secret = free_port(), new_secret()
+    first = start_ingress_process(broker.service_url, tmp_path / "first", http_port=port, secret=secret)
+    page = browser.new_page()
+    try:
+        page.goto(f"{first.http_url}/?token={quote(first.token('publisher'))}")
+        page.click("#startPub")
+        page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)
+        first.stop()  # server goes away mid-stream (SIGINT: sessions closed with 4000)
+        page.wait_for_function("() => window.wtpulsar.errors.some(e => e.startsWith('Publishing stopped'))",
+                               timeout=15_000)
+        errors = stats(page)["errors"]
+        assert any("Reconnecting" in e for e in errors), errors
+        page.evaluate("() => { window.wtpulsar.pub.acked = -1; }")
+        second = start_ingress_process(broker.service_url, tmp_path / "second", http_port=port, secret=secret)
+        try:
+            page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)  # publishing again
+            assert "publisher: live" in page.inner_text("#pubState")
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        page.close()
