@@ -1,4 +1,4 @@
-"""Pulsar Function: segments and approved chat → per-room output topics, by a routing table.
+"""Pulsar Function: segments, approved chat and verdicts → per-room output topics, by a routing table.
 
 Deployed with deploy/functions/route.yaml (`className: route.RouteFunction`, MANUAL acks,
 `retainKeyOrdering: true` so one stream's fragments keep their order on one instance).

@@ -37,6 +37,9 @@ TEMPLATE_LITERAL = re.compile(r"^[A-Za-z0-9_.-]*$")
 PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 
 DEFAULT_ROUTES: list[dict[str, Any]] = [
+    # Verdicts first: they carry no `kind` and go to the room's private verdict topic, which the
+    # ingress reads to tell each sender about their own messages (CHAT.md "Routing verdicts").
+    {"match": {"source": "moderation"}, "to": ["room-{room}-moderation"]},
     {"match": {"kind": ["video", "screen"]}, "to": ["room-{room}-{kind}-{rendition}"]},
     {"match": {"kind": "audio"}, "to": ["room-{room}-audio"]},
     {"match": {"kind": "chat"}, "to": ["room-{room}-chat"]},

@@ -6,6 +6,10 @@ fragments since the latest keyframe (plus the last few chat messages). A viewer 
 snapshot at once, then live messages. ``ViewerTracks`` decides per viewer what to send where: media go
 one group (keyframe to keyframe) per stream; a viewer whose stream backs up past a byte budget has
 that group cancelled and resumes at the next keyframe instead of queuing (doc §1.8 policy).
+
+Verdicts are not for viewers: ``VerdictFeed`` tails ``room-<room>-moderation`` (route copies each
+verdict there) and hands a verdict only to the publisher sessions of the user it names, which send it
+on as a VERDICT record if it is about a chat frame they published (FRAMING.md "Verdict").
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingress.names import room_topic, topic_url
+from ingress.names import check_name, room_topic, topic_url
 from schemas.framing import Delivery, Kind, serialize_delivery
 
 if TYPE_CHECKING:
     from ingress.server import IngressApp
+    from ingress.session import Action, PublisherSession
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +281,66 @@ class RoomFeed:
             self._replay(viewer)
 
 
+def verdict_topic(room: str) -> str:
+    """Short name of a room's verdict topic (ENVELOPE.md ``room-<room>-moderation``)."""
+    return f"room-{check_name('room', room)}-moderation"
+
+
+@dataclass(eq=False)
+class VerdictWatch:
+    """One publisher session following its room's verdicts; ``deliver`` gets (properties, payload)."""
+
+    room: str
+    user: str
+    deliver: Callable[[dict[str, str], bytes], None]
+
+
+class VerdictFeed(RoomFeed):
+    """Tails ``room-<room>-moderation`` from the start. Nothing is replayed: a session waits only for
+    verdicts about frames it sent after it began following, and reading from the earliest message
+    means a verdict written before this reader was positioned is still seen (no start-up race)."""
+
+    def __init__(self, hub: EgressHub, room: str) -> None:
+        super().__init__(hub, verdict_topic(room), Kind.CHAT)
+        self.watchers: set[VerdictWatch] = set()
+
+    def _on_item(self, item: Item) -> None:
+        user = item.properties.get("user")
+        for watch in list(self.watchers):
+            if watch.user == user:  # private: never offered to another user's sessions
+                watch.deliver(item.properties, item.payload)
+
+    def _caught_up(self) -> None:
+        self.caught_up = True
+
+
+class VerdictFollower:
+    """Mixin for publishing shells (before PublishingShell in the bases): once the session has sent
+    chat, it follows its room's verdicts and passes those about its own frames to the client."""
+
+    app: IngressApp
+    core: PublisherSession
+    ended: bool
+    verdict_watch: VerdictWatch | None = None
+
+    def handle(self, actions: list[Action]) -> None:
+        super().handle(actions)  # type: ignore[misc]
+        if self.verdict_watch is None and self.core.chatted and not self.ended:
+            claims = self.core.claims
+            self.verdict_watch = self.app.egress.watch_verdicts(claims.room, claims.user, self.on_verdict)
+
+    def on_verdict(self, properties: dict[str, str], payload: bytes) -> None:
+        if not self.ended:
+            actions = self.core.verdict(properties, payload)
+            if actions:
+                self.handle(actions)
+
+    def stop_following_verdicts(self) -> None:
+        watch, self.verdict_watch = self.verdict_watch, None
+        if watch is not None:
+            self.app.egress.unwatch_verdicts(watch)
+
+
 class EgressHub:
     def __init__(self, app: IngressApp, client_factory: Callable[[], Any] | None = None) -> None:
         self.app = app
@@ -284,6 +349,7 @@ class EgressHub:
         self._client_factory = client_factory
         self._client: Any = None
         self.feeds: dict[str, RoomFeed] = {}
+        self.verdict_feeds: dict[str, VerdictFeed] = {}  # by room
         self._sinks: set[ViewerSink] = set()
 
     def _get_client(self) -> Any:
@@ -322,13 +388,34 @@ class EgressHub:
                 feed.stop()
                 del self.feeds[short]
 
+    def watch_verdicts(self, room: str, user: str,
+                       deliver: Callable[[dict[str, str], bytes], None]) -> VerdictWatch:  # fmt: skip
+        """Call ``deliver`` (on the event loop) for each verdict about ``user`` in ``room``."""
+        watch = VerdictWatch(room, user, deliver)
+        feed = self.verdict_feeds.get(room)
+        if feed is None:
+            feed = self.verdict_feeds[room] = VerdictFeed(self, room)
+            feed.start(asyncio.get_running_loop(), self._get_client())
+        feed.watchers.add(watch)
+        return watch
+
+    def unwatch_verdicts(self, watch: VerdictWatch) -> None:
+        feed = self.verdict_feeds.get(watch.room)
+        if feed is None:
+            return
+        feed.watchers.discard(watch)
+        if not feed.watchers:
+            feed.stop()
+            del self.verdict_feeds[watch.room]
+
     def flush(self) -> None:
         for sink in list(self._sinks):
             sink.flush()
 
     async def close(self) -> None:
-        feeds = list(self.feeds.values())
+        feeds: list[RoomFeed] = [*self.feeds.values(), *self.verdict_feeds.values()]
         self.feeds.clear()
+        self.verdict_feeds.clear()
         for feed in feeds:
             feed.stop()
         client, self._client = self._client, None

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from ingress.egress import ViewerSink
+from ingress.egress import VerdictFollower, ViewerSink
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
@@ -66,7 +66,7 @@ class _Writer:
             self.task.cancel()
 
 
-class WsPublisher(PublishingShell):
+class WsPublisher(VerdictFollower, PublishingShell):
     transport = "websocket"
 
     def __init__(self, app: IngressApp, core: PublisherSession, address: str, ws: web.WebSocketResponse) -> None:
@@ -158,6 +158,7 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
             await ws.close(code=code, message=reason.encode("utf-8")[:120])
     finally:
         pub.ended = True
+        pub.stop_following_verdicts()
         core.close()
         await pub.writer.close()
         app.metrics.sessions.labels("websocket", "publisher").dec()

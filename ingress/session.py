@@ -10,7 +10,8 @@ relies on that), media acks are cumulative per stream, chat acks are per message
 from __future__ import annotations
 
 import json
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ingress.names import INPUT_TOPIC
@@ -26,12 +27,18 @@ from schemas.framing import (
     Record,
     RecordReader,
     RecordTooLarge,
+    Verdict,
+    VerdictAction,
     parse,
     serialize_ack,
     serialize_notice,
+    serialize_verdict,
 )
 
 CONTROL = -1  # pseudo transport id: the session's control channel (WT server uni stream / the WebSocket)
+# Chat frames whose verdict a session still waits for; the oldest is forgotten beyond this (a verdict
+# that never comes, e.g. the pipeline is down, must not grow the session without bound).
+MAX_AWAITED_VERDICTS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +163,11 @@ class PublisherSession:
         self._bucket_time = now
         self.frames_received = 0
         self.bytes_received = 0
+        # (seq, t_ingress) as stamped on the chat-in message -> (reply channel, stream id). Both
+        # properties survive moderate and route untouched, and t_ingress is this session's own clock
+        # reading, so a verdict matches only the frame it is about (FRAMING.md "Verdict").
+        self._verdict_waits: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
+        self.chatted = False  # a chat frame was admitted: the shell starts following the room's verdicts
 
     # ---- state the shell reads -------------------------------------------------------------
     @property
@@ -287,6 +299,26 @@ class PublisherSession:
             actions.append(publish)
         return actions
 
+    def verdict(self, properties: Mapping[str, str], payload: bytes) -> list[Action]:
+        """A message of the room's verdict topic. Only a verdict about a chat frame this session
+        published (same room, same user, same seq and t_ingress) becomes a Verdict record; every
+        other verdict, including other users' (a verdict is private), yields nothing."""
+        if self.closed or properties.get("room") != self.claims.room or properties.get("user") != self.claims.user:
+            return []
+        key = (properties.get("seq", ""), properties.get("t_ingress", ""))
+        wait = self._verdict_waits.pop(key, None)
+        if wait is None:
+            return []
+        channel, stream = wait
+        try:
+            action = VerdictAction[properties.get("action", "").upper()]
+            record = serialize_verdict(Verdict(stream, int(key[0]), action, payload))
+        except (KeyError, ValueError) as exc:  # not one of allow/mask/drop/flag, or an oversized payload
+            return [Rejected("bad_verdict"), Send(CONTROL, serialize_notice(Notice(
+                CloseCode.PROTOCOL_ERROR, f"unusable verdict for chat frame {key[0]} of {stream}: {exc}"[:1000],
+                stream)))]  # fmt: skip
+        return [Send(channel, record)]
+
     def take_cumulative_acks(self) -> list[Action]:
         """Coalesced media acks: one record per stream that advanced since the last call."""
         out: list[Action] = []
@@ -300,6 +332,7 @@ class PublisherSession:
         """Session over: forget everything; returns the tickets still in flight (acks are dropped)."""
         self.closed = True
         self._readers.clear()
+        self._verdict_waits.clear()
         self._backlog.clear()
         self._backlog_bytes = 0
         return list(self._inflight)
@@ -359,6 +392,8 @@ class PublisherSession:
         )
         per_message = frame.kind in (Kind.CHAT, Kind.FILE)
         reply = channel if (per_message and channel in self._bidi) else CONTROL
+        if frame.kind == Kind.CHAT:
+            self._await_verdict(publish.properties, reply, frame.stream)
         pending = _Pending(ticket, frame.stream, frame.seq, reply, per_message)
         if channel != CONTROL and state.owner is not None and channel > state.owner:
             # A later group of this stream id arrived before the earlier group's stream ended: hold it
@@ -371,6 +406,12 @@ class PublisherSession:
         if channel != CONTROL and state.owner is None:
             state.owner = channel
         return self._dispatch(publish, pending, actions)
+
+    def _await_verdict(self, properties: dict[str, str], reply: int, stream: str) -> None:
+        self.chatted = True
+        self._verdict_waits[(properties["seq"], properties["t_ingress"])] = (reply, stream)
+        while len(self._verdict_waits) > MAX_AWAITED_VERDICTS:
+            self._verdict_waits.popitem(last=False)
 
     def _dispatch(self, publish: Publish, pending: _Pending, actions: list[Action]) -> CloseStream | None:
         if len(self._inflight) < self.limits.max_inflight and not self._backlog:

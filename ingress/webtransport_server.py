@@ -34,7 +34,7 @@ from aioquic.quic.events import (
 
 from ingress import flow_gate
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
-from ingress.egress import ViewerSink, ViewerTracks
+from ingress.egress import VerdictFollower, ViewerSink, ViewerTracks
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import CONTROL, PublisherSession
@@ -49,7 +49,7 @@ IDLE_TIMEOUT = 60.0  # s
 KEEPALIVE = 15.0  # s; PING so a viewer of a quiet room or an idle publisher is not timed out
 
 
-class WtPublisher(PublishingShell):
+class WtPublisher(VerdictFollower, PublishingShell):
     transport = "webtransport"
 
     def __init__(self, proto: IngressProtocol, session_id: int, core: PublisherSession, address: str) -> None:
@@ -315,6 +315,7 @@ class IngressProtocol(QuicConnectionProtocol):
         pub = self.publishers.pop(session_id, None)
         if pub is not None:
             pub.ended = True
+            pub.stop_following_verdicts()
             pub.core.close()
             for stream_id in list(pub.streams):
                 self._stream_owner.pop(stream_id, None)

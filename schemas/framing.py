@@ -2,8 +2,8 @@
 
 The layout is documented in ``schemas/FRAMING.md``; this module is its reference implementation.
 Every record is ``u32 length`` (big-endian, bytes that follow) + ``u8 version`` + ``u8 type`` + body.
-Types 1-5 are media/data frames (the type *is* the kind), 0x10 ACK and 0x11 NOTICE travel from the
-ingress back to a publisher, 0x20 DELIVERY carries a room's output to a viewer.
+Types 1-5 are media/data frames (the type *is* the kind), 0x10 ACK, 0x11 NOTICE and 0x12 VERDICT travel
+from the ingress back to a publisher, 0x20 DELIVERY carries a room's output to a viewer.
 
 Parsing is strict: every field is range-checked and every failure raises a :class:`FramingError`
 subclass whose ``code`` (a stable string, also used as a metric label) and message name the field.
@@ -36,6 +36,7 @@ class Kind(IntEnum):
 class RecordType(IntEnum):
     ACK = 0x10
     NOTICE = 0x11
+    VERDICT = 0x12
     DELIVERY = 0x20
 
 
@@ -56,6 +57,15 @@ class AckStatus(IntEnum):
     REJECTED = 1  # this frame was not published; code and reason say why
 
 
+class VerdictAction(IntEnum):
+    """What moderation did with one chat message (verdict.schema.json ``action``)."""
+
+    ALLOW = 0
+    MASK = 1
+    DROP = 2
+    FLAG = 3
+
+
 # Which codecs each kind may carry (ENVELOPE.md "codec" property).
 KIND_CODECS: dict[Kind, frozenset[Codec]] = {
     Kind.VIDEO: frozenset({Codec.VP8, Codec.VP9, Codec.H264, Codec.JPEG, Codec.I420}),
@@ -73,6 +83,7 @@ _FRAME_HEAD = struct.Struct(">BBBBQqdHHB")
 _ACK_HEAD = struct.Struct(">BBBIQB")  # version, type, status, code, seq, stream id length
 _NOTICE_HEAD = struct.Struct(">BBIB")  # version, type, code, stream id length
 _DELIVERY_HEAD = struct.Struct(">BBBB")  # version, type, kind, property count
+_VERDICT_HEAD = struct.Struct(">BBBQB")  # version, type, action, seq, stream id length
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64_MAX = 2**64 - 1
@@ -161,7 +172,20 @@ class Delivery:
     payload: bytes = b""
 
 
-Record = Frame | Ack | Notice | Delivery
+@dataclass(slots=True)
+class Verdict:
+    """Ingress -> the publisher that sent chat frame ``seq`` of ``stream``: what moderation decided.
+
+    ``payload`` is the verdict JSON exactly as the moderate function wrote it (verdict.schema.json:
+    rules, reason, msg_id, ...); ``action`` repeats its action so a client can act without parsing."""
+
+    stream: str
+    seq: int
+    action: VerdictAction
+    payload: bytes = b""
+
+
+Record = Frame | Ack | Notice | Delivery | Verdict
 
 
 def _check_name(what: str, value: str, allow_empty: bool = False) -> bytes:
@@ -242,6 +266,18 @@ def serialize_delivery(delivery: Delivery) -> bytes:
     return _with_length(b"".join(parts))
 
 
+def serialize_verdict(verdict: Verdict) -> bytes:
+    stream = _check_name("stream", verdict.stream)
+    if not 0 <= verdict.seq <= _U64_MAX:
+        raise InvalidField(f"verdict seq {verdict.seq} out of u64 range")
+    try:
+        action = VerdictAction(verdict.action)
+    except ValueError:
+        raise InvalidField(f"verdict action {verdict.action!r} unknown") from None
+    head = _VERDICT_HEAD.pack(VERSION, RecordType.VERDICT, action, verdict.seq, len(stream))
+    return _with_length(b"".join((head, stream, verdict.payload)))
+
+
 def serialize(record: Record) -> bytes:
     """Encode any record type; the inverse of :func:`parse`."""
     if isinstance(record, Frame):
@@ -252,6 +288,8 @@ def serialize(record: Record) -> bytes:
         return serialize_notice(record)
     if isinstance(record, Delivery):
         return serialize_delivery(record)
+    if isinstance(record, Verdict):
+        return serialize_verdict(record)
     raise TypeError(f"not a record: {type(record).__name__}")
 
 
@@ -319,6 +357,13 @@ def parse_body(body: bytes | bytearray | memoryview) -> Record:
         notice = Notice(code=code, reason=cur.reason(), stream=stream)
         cur.done("notice")
         return notice
+    if rtype == RecordType.VERDICT:
+        cur = _Cursor(view, 0)
+        _, _, action, seq, n = _VERDICT_HEAD.unpack(cur.take(_VERDICT_HEAD.size, "verdict header"))
+        if action not in VerdictAction._value2member_map_:
+            raise InvalidField(f"verdict action {action} unknown")
+        stream = cur.name(n, "stream")
+        return Verdict(stream=stream, seq=seq, action=VerdictAction(action), payload=bytes(view[cur.pos:]))
     if rtype == RecordType.DELIVERY:
         return _parse_delivery(view)
     raise UnknownKind(f"record type/kind {rtype} unknown")

@@ -1,6 +1,7 @@
 """End to end in a real browser (issue 6): Debian's Chromium publishes its fake camera and microphone
 through ingress -> transcode -> chunk -> route -> ingress egress, and viewer pages play it; a chat
-message with a blocked word comes back masked.
+message with a blocked word comes back masked, and one with a dropped word is reported to its sender
+from the moderation verdict (route -> room-<room>-moderation -> ingress -> that session only).
 
 The whole pipeline is `wtpulsar up` on free loopback ports. Screenshots of each page are saved in the
 test's tmp_path (publisher.png, viewer-webcodecs.png, viewer-mse.png).
@@ -28,12 +29,17 @@ PUBLISH_SECONDS = 10.0
 
 def blocked_word(action: str) -> str:
     """A whole-word blocklist entry whose rule gets `action` in deploy/functions/moderate.yaml's userConfig."""
+    return blocklist_rule(action)[1]
+
+
+def blocklist_rule(action: str) -> tuple[str, str]:
+    """(rule name, whole-word entry) of a blocklist rule with `action` in moderate.yaml's userConfig."""
     config = yaml.safe_load((REPO / "deploy" / "functions" / "moderate.yaml").read_text())["userConfig"]
     for rule, rule_action in config["actions"].items():
         if rule_action == action:
             for entry in config["blocklist"].get(rule, []):
                 if "*" not in entry and entry.isalpha():
-                    return entry
+                    return rule, entry
     raise AssertionError(f"moderate.yaml has no whole-word blocklist entry with action {action} to test with")
 
 
@@ -60,7 +66,7 @@ def test_publish_watch_and_chat_in_chromium(tmp_path: Path) -> None:
                 # MSE playback over the WebSocket fallback: covers the other player and the other transport.
                 mse_viewer.goto(pipeline.viewer_url + "&playback=mse&transport=websocket")
 
-                word, dropped = blocked_word("mask"), blocked_word("drop")
+                word, (drop_rule, dropped) = blocked_word("mask"), blocklist_rule("drop")
                 publisher.fill("#chatText", f"what a {word} day")
                 publisher.click("#chatSend")
                 publisher.fill("#chatText", f"please {dropped} now")
@@ -69,8 +75,8 @@ def test_publish_watch_and_chat_in_chromium(tmp_path: Path) -> None:
                 viewer.wait_for_function("() => window.wtpulsar.view.frames >= 30", timeout=30_000)
                 viewer.wait_for_function("() => window.wtpulsar.chat.length > 0", timeout=20_000)
                 time.sleep(max(0.0, PUBLISH_SECONDS - (time.monotonic() - started)))
-                # The dropped message never reaches the room; its sender is told (page timeout: 8 s).
-                publisher.wait_for_function("() => window.wtpulsar.chatNotes.some(n => n.includes('not shown'))",
+                # The dropped message never reaches the room; its sender is told from the verdict.
+                publisher.wait_for_function("() => window.wtpulsar.chatNotes.some(n => n.includes('was removed'))",
                                             timeout=20_000)
 
                 pub_stats, view_stats, mse_stats = stats(publisher), stats(viewer), stats(mse_viewer)
@@ -119,6 +125,15 @@ def test_publish_watch_and_chat_in_chromium(tmp_path: Path) -> None:
         assert texts[0]["masked"] is True
         assert word not in texts[0]["text"].lower() and "*" in texts[0]["text"], texts[0]
     assert not any(dropped in m["text"] for m in view_stats["chat"] + pub_stats["chat"]), view_stats["chat"]
-    assert any(dropped in note for note in pub_stats["chatNotes"]), pub_stats["chatNotes"]
+    # The notice is the verdict's: it names the rule and the word, and came well before the page's 8-s
+    # fallback for a lost verdict (whose wording never appears).
+    removed = [n for n in pub_stats["chatNotes"] if "was removed" in n]
+    assert len(removed) == 1 and dropped in removed[0] and f"{drop_rule}: blocked word" in removed[0], removed
+    assert not any("No moderation decision" in n for n in pub_stats["chatNotes"]), pub_stats["chatNotes"]
+    verdicts = {v["action"]: v for v in pub_stats["verdicts"]}
+    assert verdicts["drop"]["rules"] == [drop_rule], pub_stats["verdicts"]
+    assert verdicts["mask"]["msg_id"], pub_stats["verdicts"]  # the masked message's verdict came too
+    # The viewer page (another user, who sent no chat) got no verdict.
+    assert view_stats["verdicts"] == [] and not any("was removed" in n for n in view_stats["chatNotes"])
     for name in ("publisher.png", "viewer-webcodecs.png", "viewer-mse.png"):
         assert (tmp_path / name).stat().st_size > 10_000

@@ -21,10 +21,13 @@ from schemas.framing import (
     Frame,
     Kind,
     Notice,
+    Verdict,
+    VerdictAction,
     parse,
     serialize_ack,
     serialize_delivery,
     serialize_notice,
+    serialize_verdict,
 )
 from tests.browser_support import CHROMIUM, REPO, launch_browser
 
@@ -79,6 +82,16 @@ def test_page_parses_delivery_ack_and_notice_from_python(page: Any) -> None:
     assert ack == {"type": 0x10, "status": 1, "code": 4012, "seq": 2**33 + 1, "stream": "cam-1", "reason": "broker said no"}
     notice = parse_in_page(page, serialize_notice(Notice(4010, "stream 14: bad record", "cam-1")))
     assert notice == {"type": 0x11, "code": 4010, "stream": "cam-1", "reason": "stream 14: bad record"}
+
+
+@pytest.mark.parametrize("action", list(VerdictAction))
+def test_page_parses_a_verdict_from_python(page: Any, action: VerdictAction) -> None:
+    payload = json.dumps({"v": 1, "msg_id": "a.1", "action": action.name.lower(), "reason": "ünïcode ✓"}).encode()
+    verdict = parse_in_page(page, serialize_verdict(Verdict("chat_2", 2**40 + 9, action, payload)))
+    assert verdict == {"type": 0x12, "action": int(action), "seq": 2**40 + 9, "stream": "chat_2",
+                       "payload": list(payload)}
+    # the page's action names are the schema's (verdict.schema.json "action")
+    assert page.evaluate("([a]) => VERDICT_ACTION[a]", [int(action)]) == action.name.lower()
 
 
 def test_page_rejects_a_record_of_another_version(page: Any) -> None:
@@ -151,3 +164,36 @@ def test_chat_ignores_a_delivery_that_is_not_json(page: Any) -> None:
     record = serialize_delivery(Delivery(Kind.CHAT, {}, b"\xff not json"))
     page.evaluate("([b]) => onChatDelivery(parseRecord(new Uint8Array(b)))", [list(record)])
     assert page.evaluate("() => window.wtpulsar.chat.length") == before
+
+
+def send_verdict(page: Any, seq: int, action: VerdictAction, body: dict[str, Any] | bytes) -> None:
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    record = serialize_verdict(Verdict("chat", seq, action, payload))
+    page.evaluate("([b]) => onPublisherRecord(parseRecord(new Uint8Array(b)))", [list(record)])
+
+
+def test_drop_verdict_tells_the_sender_at_once_with_its_reason(page: Any) -> None:
+    page.evaluate("""() => { chat.pending.set("me.1", { text: "please <b>go</b>", seq: 901, sent: Date.now() });
+                             chat.pending.set("me.2", { text: "fine", seq: 902, sent: Date.now() }); }""")
+    send_verdict(page, 901, VerdictAction.DROP, {"v": 1, "msg_id": "me.1", "action": "drop", "rules": ["harassment"],
+                                                 "reason": "harassment: blocked word (kys)"})
+    send_verdict(page, 902, VerdictAction.ALLOW, {"v": 1, "msg_id": "me.2", "action": "allow", "rules": [],
+                                                  "reason": ""})
+    notes = page.evaluate("() => window.wtpulsar.chatNotes")
+    removed = [n for n in notes if "was removed" in n]
+    # notes hold the escaped HTML of the chat line: the user's text is never markup
+    assert removed == ["Your message &quot;please &lt;b&gt;go&lt;/b&gt;&quot; was removed: "
+                       "harassment: blocked word (kys)"]
+    # both settled: the 8-s fallback for a lost verdict will not fire for them
+    assert page.evaluate("() => chat.pending.has('me.1') || chat.pending.has('me.2')") is False
+    verdicts = page.evaluate("() => window.wtpulsar.verdicts.slice(-2)")
+    assert [(v["msg_id"], v["action"], v["rules"]) for v in verdicts] == [("me.1", "drop", ["harassment"]),
+                                                                          ("me.2", "allow", [])]
+
+
+def test_verdict_with_unreadable_json_still_reports_a_drop(page: Any) -> None:
+    page.evaluate("""() => chat.pending.set("me.3", { text: "x", seq: 903, sent: Date.now() })""")
+    send_verdict(page, 903, VerdictAction.DROP, b"\xff not json")  # matched by seq; the action byte says drop
+    notes = page.evaluate("() => window.wtpulsar.chatNotes")
+    assert notes[-1] == "Your message &quot;x&quot; was removed: no reason given"
+    assert page.evaluate("() => chat.pending.has('me.3')") is False

@@ -146,8 +146,12 @@ def test_route_user_config_is_the_default_table() -> None:
         props = {"room": "r", "kind": kind, **({"rendition": rendition} if rendition else {})}
         (topic,) = table.route(props, table.prefix + "segments").topics
         produced.add(topic.removeprefix(table.prefix + "room-r-"))
+    # verdicts (no kind) from the moderation input go to the room's private verdict topic
+    (topic,) = table.route({"room": "r", "user": "u", "action": "drop"}, table.prefix + "moderation").topics
+    produced.add(topic.removeprefix(table.prefix + "room-r-"))
     assert produced == set(PIPELINE["room_topics"]["kinds"])
-    assert all(f"`{k}`" in ENVELOPE for k in produced)
+    assert all(f"`{k}`" in ENVELOPE for k in produced - {"moderation"})
+    assert "`room-<room>-moderation`" in ENVELOPE
 
 
 @pytest.mark.parametrize("name", MY_CONFIGS)

@@ -74,6 +74,49 @@ def test_chat_from_chat_approved_goes_to_the_room_chat_topic() -> None:
     assert ctx.acked == [(ctx.current_message_id, CHAT_APPROVED)]
 
 
+MODERATION = f"{NS}/moderation"
+VERDICT_PROPS = {"room": "lobby", "user": "alice", "msg_id": "alice.1", "action": "drop", "codec": "json",
+                 "stream": "chat", "seq": "3", "t_ingress": "1700000000001.5", "t_moderate": "1700000000002"}
+VERDICT = b'{"v":1,"msg_id":"alice.1","room":"lobby","user":"alice","action":"drop","rules":["harassment"]}'
+
+
+def test_verdict_from_moderation_goes_to_the_room_verdict_topic_only() -> None:
+    ctx = route_context(auto_complete_publish=False)
+    out = feed(RouteFunction(clock=lambda: 1_700_000_000.5), ctx, VERDICT_PROPS, topic=MODERATION, payload=VERDICT,
+               key="lobby")  # fmt: skip
+    # Never the room's chat topic: a verdict is for its sender only (the ingress picks who gets it).
+    assert [p.topic for p in out] == [f"{NS}/room-lobby-moderation"]
+    assert out[0].payload == VERDICT and out[0].key == "lobby"
+    # user, msg_id and the ingress's seq/t_ingress survive: the ingress matches the verdict with them
+    assert out[0].properties == {**VERDICT_PROPS, "t_route": "1700000000500"}
+    assert ctx.acked == []  # ack only in the publish callback (routing_fanout)
+    out[0].callback("Ok", None)
+    assert ctx.acked == [(ctx.current_message_id, MODERATION)]
+
+
+def test_verdict_that_names_a_kind_still_goes_to_the_verdict_topic() -> None:
+    ctx = route_context()
+    out = feed(RouteFunction(), ctx, {**VERDICT_PROPS, "kind": "chat"}, topic=MODERATION, payload=VERDICT)
+    assert [p.topic for p in out] == [f"{NS}/room-lobby-moderation"]
+
+
+def test_verdict_without_a_room_is_unroutable() -> None:
+    # moderate's verdict for input whose room could not be read has no room property
+    ctx = route_context()
+    props = {k: v for k, v in VERDICT_PROPS.items() if k != "room"}
+    out = feed(RouteFunction(), ctx, props, topic=MODERATION, payload=VERDICT)
+    assert [p.topic for p in out] == [UNROUTABLE]
+    assert out[0].properties["reason"] == "missing_room"
+    assert out[0].properties["source_topic"] == MODERATION
+    assert len(ctx.acked) == 1
+
+
+def test_approved_chat_never_goes_to_the_verdict_topic() -> None:
+    ctx = route_context()
+    out = feed(RouteFunction(), ctx, {"kind": "chat", "room": "lobby", "moderation": "mask"}, topic=CHAT_APPROVED)
+    assert [p.topic for p in out] == [f"{NS}/room-lobby-chat"]
+
+
 # --- custom tables -------------------------------------------------------------------------------
 
 CUSTOM = {

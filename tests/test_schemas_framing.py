@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas import framing as f
-from schemas.framing import Ack, AckStatus, Codec, Delivery, Frame, Kind, Notice, RecordReader
+from schemas.framing import (
+    Ack,
+    AckStatus,
+    Codec,
+    Delivery,
+    Frame,
+    Kind,
+    Notice,
+    RecordReader,
+    Verdict,
+    VerdictAction,
+)
 
 NAMES = st.from_regex(r"^[A-Za-z0-9_-]{1,64}$", fullmatch=True)
 
@@ -62,6 +73,42 @@ def test_ack_and_notice_round_trip(stream: str, seq: int, code: int, reason: str
 def test_delivery_round_trip(props: dict[str, str], payload: bytes, kind: Kind) -> None:
     d = Delivery(kind, props, payload)
     assert f.parse(f.serialize(d)) == d
+
+
+def test_verdict_layout_is_the_documented_one() -> None:
+    payload = b'{"action":"drop","rules":["harassment"]}'
+    data = f.serialize(Verdict("chat", 2**40 + 3, VerdictAction.DROP, payload))
+    (length,) = struct.unpack(">I", data[:4])
+    assert length == len(data) - 4
+    assert data[4:7] == bytes([1, 0x12, 2])  # version, type, action drop
+    assert struct.unpack(">Q", data[7:15])[0] == 2**40 + 3
+    assert data[15] == 4 and data[16:20] == b"chat"
+    assert data[20:] == payload
+
+
+@settings(max_examples=100, deadline=None)
+@given(stream=NAMES, seq=st.integers(0, 2**64 - 1), action=st.sampled_from(list(VerdictAction)),
+       payload=st.binary(max_size=500))
+def test_verdict_round_trip(stream: str, seq: int, action: VerdictAction, payload: bytes) -> None:
+    verdict = Verdict(stream, seq, action, payload)
+    assert f.parse(f.serialize(verdict)) == verdict
+    assert RecordReader().feed(f.serialize(verdict) * 2) == [verdict, verdict]
+
+
+def test_verdict_refusals_name_the_field() -> None:
+    good = f.serialize(Verdict("chat", 1, VerdictAction.MASK, b"{}"))
+    with pytest.raises(f.InvalidField, match="verdict action 9"):
+        f.parse(good[:6] + b"\x09" + good[7:])
+    with pytest.raises(f.InvalidField, match="stream"):
+        f.parse(good[:16] + b"c/at" + good[20:])
+    with pytest.raises(f.TruncatedRecord, match="verdict header"):
+        f.parse(struct.pack(">I", 5) + good[4:9])
+    with pytest.raises(f.InvalidField, match="stream"):
+        f.serialize(Verdict("../x", 1, VerdictAction.DROP))
+    with pytest.raises(f.InvalidField, match="seq"):
+        f.serialize(Verdict("chat", -1, VerdictAction.DROP))
+    with pytest.raises(f.InvalidField, match="action"):
+        f.serialize(Verdict("chat", 1, 7))  # type: ignore[arg-type]
 
 
 @settings(max_examples=100, deadline=None)
