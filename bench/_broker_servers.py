@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-BROKER_NAMES = ("ours", "ours-write", "lite")  # ours-write: `wtpulsar broker --sync write`
+BROKER_NAMES = ("ours", "ours-fsync", "lite")  # ours-fsync: `wtpulsar broker --sync fsync`
 READY_TIMEOUT = 20.0  # s
 
 
@@ -80,13 +80,13 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log_path: Path, ti
 
 
 @contextlib.contextmanager
-def run_ours(sync: str = "fsync") -> Iterator[RunningBroker]:
+def run_ours(sync: str = "write") -> Iterator[RunningBroker]:
     from broker.testing import BrokerProcess
 
     with BrokerProcess(http=False, extra_args=["--sync", sync]) as process:
         assert process.proc is not None
-        name = "ours" if sync == "fsync" else f"ours-{sync}"
-        label = "wtpulsar broker" if sync == "fsync" else f"wtpulsar ({sync})"
+        name = "ours" if sync == "write" else f"ours-{sync}"
+        label = "wtpulsar broker" if sync == "write" else f"wtpulsar ({sync})"
         yield RunningBroker(name, label, process.service_url, process.proc.pid, process.log_path)
 
 
@@ -119,8 +119,8 @@ def run_lite() -> Iterator[RunningBroker]:
 def run_broker(name: str) -> contextlib.AbstractContextManager[RunningBroker]:
     if name == "ours":
         return run_ours()
-    if name == "ours-write":
-        return run_ours("write")
+    if name == "ours-fsync":
+        return run_ours("fsync")
     if name == "lite":
         return run_lite()
     raise ValueError(f"unknown broker {name!r}: expected one of {', '.join(BROKER_NAMES)}")

@@ -28,7 +28,9 @@ class BrokerConfig:
     retention_mb: int = 0  # ... or up to this size
     auth_token_secret: bytes | None = None  # HS256 secret; None: no authentication
     namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
-    sync_mode: str = "fsync"  # "fsync": fdatasync before receipts; "write": page cache (survives kill -9, not power loss)
+    # "write": receipts once the entry is written to the OS (survives kill -9 of the broker, not a
+    # machine crash); "fsync": fdatasync (group commit) before receipts, surviving power loss too.
+    sync_mode: str = "write"
     housekeeping_interval: float = 0.1  # s: cursor persistence, delayed delivery, TTL, trimming
     server_version: str = "wtpulsar-broker-0.1.0"
     extra: dict[str, str] = field(default_factory=dict)

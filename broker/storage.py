@@ -13,8 +13,9 @@ Each topic has a dense, persistent offset space; offset o lives in the last ledg
 first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
 loaded (a new "incarnation", pulsar-wire-protocol.md §6) and when the current one grows past
 `ledger_max_bytes`, so ledgers whose entries every subscription has acknowledged can be deleted
-whole. Appends are written at once; the server then makes them durable in groups (fdatasync of
-every ledger written since the last group, in a worker thread) before any receipt goes out. A torn record at
+whole. Appends are written at once, before any receipt goes out (that survives kill -9); with
+`--sync fsync` the server also makes them durable in groups (fdatasync of every ledger written
+since the last group, in a worker thread) before the receipts. A torn record at
 the end of the last ledger (kill -9 mid-write) is cut off at load.
 """
 

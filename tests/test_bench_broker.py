@@ -115,7 +115,7 @@ def test_quick_run_reports_every_broker_and_scenario_and_ours_loses_nothing(tmp_
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
     rows = report["results"]
-    brokers = ["ours", "ours-write", "lite"] if have_lite else ["ours"]
+    brokers = ["ours", "ours-fsync", "lite"] if have_lite else ["ours"]
     assert sorted((r["broker"], r["scenario"]) for r in rows) == sorted((b, s.key) for b in brokers for s in SCENARIOS)
     for row in (r for r in rows if r["broker"].startswith("ours")):
         assert row["error"] is None, row

@@ -7,12 +7,14 @@ import threading
 import time
 
 import pulsar
+import pytest
 
 from tests.broker_helpers import client, drain, receive_all, unique_topic
 
 
-def test_kill_restart_loses_no_acknowledged_send_and_redelivers_only_unacked(broker_factory) -> None:
-    broker = broker_factory()
+@pytest.mark.parametrize("sync", ["write", "fsync"])
+def test_kill_restart_loses_no_acknowledged_send_and_redelivers_only_unacked(broker_factory, sync: str) -> None:
+    broker = broker_factory(extra_args=["--sync", sync])
     topic = unique_topic("durable")
     total = 3000
     confirmed: set[int] = set()
