@@ -1,0 +1,150 @@
+"""PNG plots for bench/report.md from the JSON the benchmark modules write (matplotlib, Agg).
+
+One function per module whose JSON layout we know; each returns the (title, file name) pairs it
+wrote. A module whose JSON is missing or shaped differently simply gets no plot: the report shows
+its stdout figures either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, out_dir: Path, name: str) -> str:
+    path = out_dir / name
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path.name
+
+
+def broker_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """Throughput and latency per scenario: our broker against the pulsar-lite baseline."""
+    plt = _pyplot()
+    rows = doc.get("results") or []
+    scenarios = list(dict.fromkeys(r["title"] for r in rows))
+    brokers = list(dict.fromkeys(r["broker_label"] for r in rows))
+    if not rows:
+        return []
+    out = []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(brokers))
+    for i, broker in enumerate(brokers):
+        values = [next((r["msg_per_s"] for r in rows if r["title"] == s and r["broker_label"] == broker), 0) for s in scenarios]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=broker)
+    ax.set_xticks([x + width * (len(brokers) - 1) / 2 for x in range(len(scenarios))], scenarios, rotation=15, fontsize=8)
+    ax.set_ylabel("msg/s")
+    ax.set_title("broker throughput per scenario")
+    ax.legend()
+    out.append(("Broker throughput (ours vs baseline)", _save(fig, out_dir, "broker_throughput.png")))
+    lat = [r for r in rows if r.get("p50_ms") is not None]
+    if lat:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels = [f"{r['broker_label']}\n{r['title']}" for r in lat]
+        ax.bar(labels, [r["p99_ms"] or 0 for r in lat], label="p99", color="#f4a261")
+        ax.bar(labels, [r["p50_ms"] for r in lat], label="p50", color="#2a9d8f")
+        ax.set_ylabel("ms")
+        ax.set_title("broker send -> receive latency")
+        ax.tick_params(axis="x", labelsize=7)
+        ax.legend()
+        out.append(("Broker latency p50/p99", _save(fig, out_dir, "broker_latency.png")))
+    return out
+
+
+def fuzz_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """Inputs/s and accepted share per target: corpus mutation against random bytes (the baseline)."""
+    plt = _pyplot()
+    targets = doc.get("targets") or {}
+    if not targets:
+        return []
+    names = list(targets)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for offset, mode, label in ((-0.2, "mutation", "corpus mutation"), (0.2, "random", "random bytes (baseline)")):
+        xs = [i + offset for i in range(len(names))]
+        left.bar(xs, [targets[n][mode]["rate"] for n in names], 0.4, label=label)
+        right.bar(xs, [100 * targets[n][mode]["accepted"] / max(1, targets[n][mode]["inputs"]) for n in names], 0.4,
+                  label=label)
+    for ax, ylabel in ((left, "inputs/s"), (right, "% accepted (reached past first refusal)")):
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    left.set_yscale("log")
+    return [("Fuzzing: speed and depth per target", _save(fig, out_dir, "fuzz_targets.png"))]
+
+
+def soak_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    plt = _pyplot()
+    out = []
+    rss = doc.get("rss") or {}
+    if rss:
+        names = list(rss)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [(rss[n]["start_kib"] or 0) / 1024 for n in names], 0.4, label="after warm-up (baseline)")
+        ax.bar([x + 0.2 for x in xs], [(rss[n]["end_kib"] or 0) / 1024 for n in names], 0.4, label="end")
+        ax.set_xticks(list(xs), names, rotation=20, fontsize=8)
+        ax.set_ylabel("RSS MiB")
+        ax.set_title(f"soak: RSS per process over {doc.get('minutes')} min (target growth < 10 %)")
+        ax.legend()
+        out.append(("Soak: RSS start vs end", _save(fig, out_dir, "soak_rss.png")))
+    backlog, times = doc.get("backlog") or {}, doc.get("times") or []
+    if backlog and times:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for sub, series in backlog.items():
+            ax.plot(times[: len(series)], series, label=sub.replace("persistent://", ""))
+        ax.set_xlabel("s")
+        ax.set_ylabel("msgBacklog")
+        ax.set_title("soak: backlog per subscription")
+        ax.legend(fontsize=6)
+        out.append(("Soak: backlog over time", _save(fig, out_dir, "soak_backlog.png")))
+    hops = {h: v for h, v in (doc.get("hop_latency_ms") or {}).items() if v}
+    if hops:
+        fig, axes = plt.subplots(1, len(hops), figsize=(3 * len(hops), 3))
+        for ax, (hop, values) in zip(axes if len(hops) > 1 else [axes], hops.items(), strict=True):
+            ax.hist(values, bins=40)
+            ax.set_title(hop, fontsize=9)
+            ax.set_xlabel("ms", fontsize=8)
+        fig.suptitle("soak: latency per hop (audit of the room topics)")
+        out.append(("Soak: per-hop latency histograms", _save(fig, out_dir, "soak_hop_latency.png")))
+    return out
+
+
+def glass_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """Glass-to-glass latency per playback mode: histogram when samples are present, else p50/p95."""
+    plt = _pyplot()
+    results = [r for r in doc.get("results") or [] if isinstance(r, dict)]
+    if not results:
+        return []
+    sampled = [(r["mode"], r[key]) for r in results for key in ("samples", "latencies", "latencies_ms")
+               if isinstance(r.get(key), list) and r[key]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if sampled:
+        for mode, values in sampled:
+            ax.hist(values, bins=40, alpha=0.6, label=mode)
+        ax.set_xlabel("ms")
+        ax.set_title("glass-to-glass latency")
+    else:
+        rows = [r for r in results if "p50" in r]
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["p50"] for r in rows], 0.4, color="#2a9d8f", label="p50")
+        ax.bar([x + 0.2 for x in xs], [r["p95"] for r in rows], 0.4, color="#f4a261", label="p95")
+        ax.set_xticks(list(xs), [r["mode"] for r in rows])
+        ax.set_title("glass-to-glass latency per playback mode")
+        ax.axhline(200, ls="--", color="grey", label="p50 target 200 ms")
+        ax.axhline(400, ls=":", color="grey", label="p95 target 400 ms")
+        ax.set_ylabel("ms")
+    ax.legend()
+    return [("Glass-to-glass latency", _save(fig, out_dir, "glass_to_glass.png"))]
+
+
+PLOTTERS = {"broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots}
