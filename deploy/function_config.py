@@ -278,6 +278,8 @@ def load_function_config(path: Path, source: str | None = None) -> dict[str, Any
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise FunctionConfigError([Problem(label, "", f"cannot read: {exc.strerror or exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise FunctionConfigError([Problem(label, "", f"is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})")]) from exc
     except yaml.YAMLError as exc:
         raise FunctionConfigError([Problem(label, "", f"not valid YAML: {exc}")]) from exc
     problems = validate_function_config(config, label)

@@ -91,7 +91,10 @@ def parse_pipeline(data: Any, source: str) -> Pipeline:
             raise PipelineError(f"{source}: functions[{i}]: should be a map")
         functions.append(FunctionEntry(_need(entry, "name", str, where, source),
                                        Path(_need(entry, "config", str, where, source))))
-    template = (data.get("room_topics") or {}).get("template")
+    room_topics = data.get("room_topics") or {}
+    if not isinstance(room_topics, dict):
+        raise PipelineError(f"{source}: room_topics: should be a map (e.g. {{template: 'room-{{room}}-{{kind}}'}})")
+    template = room_topics.get("template")
     prefix = template.split("{", 1)[0] if isinstance(template, str) and "{" in template else None
     return Pipeline(tenant, namespace, tuple(topics), tuple(functions), prefix or None)
 
@@ -101,6 +104,8 @@ def load_pipeline(path: Path) -> Pipeline:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PipelineError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise PipelineError(f"{path}: is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from exc
     return parse_pipeline(data, str(path))

@@ -164,6 +164,8 @@ def load_function_config(path: str | os.PathLike[str]) -> FunctionSpec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(path, "(file)", f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "(file)", f"is not UTF-8 text (byte {exc.start} is {exc.object[exc.start]:#04x})") from exc
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -399,6 +399,8 @@ def _parse_delivery(view: memoryview) -> Delivery:
     props: dict[str, str] = {}
     for _ in range(count):
         kn = cur.take(1, "property key length")[0]
+        if kn == 0:
+            raise InvalidField("property key is empty (keys are 1..255 bytes)")
         try:
             key = bytes(cur.take(kn, "property key")).decode("utf-8")
             (vn,) = _U16.unpack(cur.take(2, "property value length"))
