@@ -39,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ttl-seconds", type=int, default=0, help="expire (acknowledge) unconsumed messages after this age; 0 = never (default)")
     p.add_argument("--retention-minutes", type=int, default=0, help="keep acknowledged messages this long (default 0: delete once every subscription acked)")
     p.add_argument("--retention-mb", type=int, default=0, help="keep acknowledged messages up to this size per topic (default 0)")
+    p.add_argument("--cache-mb", type=int, default=64, help="memory for recently written entries, all topics together (default %(default)s)")
     p.add_argument("--ledger-max-mb", type=int, default=64, help="start a new ledger file after this size; whole acked ledgers are deleted (default %(default)s)")
     p.add_argument(
         "--sync",
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         retention_minutes=args.retention_minutes,
         retention_mb=args.retention_mb,
         ledger_max_bytes=args.ledger_max_mb * 1024 * 1024,
+        cache_bytes=args.cache_mb * 1024 * 1024,
         auth_token_secret=secret,
         sync_mode=args.sync,
     )

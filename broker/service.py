@@ -18,7 +18,7 @@ from typing import Any
 from broker.config import BrokerConfig
 from broker.names import TopicName
 from broker.schemas import SchemaRegistry, SchemaVersion
-from broker.storage import LedgerIds, read_json, write_json_atomic
+from broker.storage import EntryCache, LedgerIds, read_json, write_json_atomic
 from broker.topic import Topic
 
 log = logging.getLogger("wtpulsar.broker")
@@ -58,6 +58,7 @@ class BrokerService:
         self.connections: set[Any] = set()
         self.next_connection_id = 0
         self.started = time.time()
+        self.entry_cache = EntryCache(config.cache_bytes)
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.ledger_ids: LedgerIds | None = LedgerIds(self.data_dir)

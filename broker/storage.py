@@ -22,6 +22,7 @@ the end of the last ledger (kill -9 mid-write) is cut off at load.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import logging
 import os
@@ -36,7 +37,42 @@ log = logging.getLogger("wtpulsar.broker.storage")
 
 _RECORD = struct.Struct(">II")
 DEFAULT_LEDGER_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_CACHE_BYTES = 32 * 1024 * 1024  # recent entries kept in memory per topic
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # recent entries kept in memory, all topics together
+
+
+_LOG_IDS = itertools.count(1)
+
+
+class EntryCache:
+    """Recently written or read entries of every topic under one byte budget (least recently
+    added first out), so memory stays flat however many topics a pipeline has."""
+
+    def __init__(self, limit_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+        self.limit = limit_bytes
+        self.size = 0
+        self._entries: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+
+    def put(self, log_id: int, offset: int, entry: bytes) -> None:
+        key = (log_id, offset)
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old)
+        self._entries[key] = entry
+        self.size += len(entry)
+        while self.size > self.limit and self._entries:
+            _, evicted = self._entries.popitem(last=False)
+            self.size -= len(evicted)
+
+    def get(self, log_id: int, offset: int) -> bytes | None:
+        return self._entries.get((log_id, offset))
+
+    def drop(self, log_id: int, offset: int) -> None:
+        entry = self._entries.pop((log_id, offset), None)
+        if entry is not None:
+            self.size -= len(entry)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def write_json_atomic(path: Path, value: object) -> None:
@@ -87,14 +123,13 @@ class TopicLog:
         directory: Path | None,
         ledger_ids: LedgerIds | None,
         ledger_max_bytes: int = DEFAULT_LEDGER_MAX_BYTES,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        cache: EntryCache | None = None,
     ) -> None:
         self.directory = directory
         self._ledger_ids = ledger_ids
         self.ledger_max_bytes = ledger_max_bytes
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
-        self._cache_bytes = 0
-        self._cache_limit = cache_bytes
+        self._cache = cache if cache is not None else EntryCache()
+        self._id = next(_LOG_IDS)  # never reused, unlike id(): a deleted topic's cached entries cannot leak
         self.ledgers: list[Ledger] = []
         self._firsts: list[int] = []
         self._dirty_fds: set[int] = set()  # ledgers written since the last take_dirty()
@@ -209,16 +244,12 @@ class TopicLog:
         return offset
 
     def _remember(self, offset: int, entry: bytes) -> None:
-        self._cache[offset] = entry
-        self._cache_bytes += len(entry)
-        while self._cache_bytes > self._cache_limit and self._cache:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= len(old)
+        self._cache.put(self._id, offset, entry)
 
     def read(self, offset: int) -> bytes:
         if self.directory is None:
             return self._memory[offset]
-        cached = self._cache.get(offset)
+        cached = self._cache.get(self._id, offset)
         if cached is not None:
             return cached
         return self._read_from_disk(offset)
@@ -285,9 +316,8 @@ class TopicLog:
             self._firsts.pop(0)
             freed += ledger.size
             for offset in range(ledger.first_offset, ledger.first_offset + ledger.count):
-                entry = self._cache.pop(offset, None) or self._memory.pop(offset, None)
-                if entry is not None and offset not in self._memory:
-                    self._cache_bytes -= len(entry)
+                self._cache.drop(self._id, offset)
+                self._memory.pop(offset, None)
             if self.directory is not None:
                 os.close(ledger.fd)
                 ledger.path.unlink(missing_ok=True)

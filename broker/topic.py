@@ -121,7 +121,7 @@ class Topic:
         self.service = service
         self.name = name
         self.directory = directory
-        self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.config.cache_bytes)
+        self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.entry_cache)
         self._metas = EntryIndex(self.log.start_offset)
         self._ticks = 0
         self.durable_end = self.log.end_offset

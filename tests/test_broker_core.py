@@ -176,3 +176,16 @@ def test_cumulative_ack_refused_on_shared_with_receipt() -> None:
     core.send(command(T.ACK, consumer_id=1, ack_type=pb.CommandAck.Cumulative, message_id=[pb.MessageIdData(ledgerId=1, entryId=0)], request_id=3))
     reply = core.take()[0].command.ackResponse
     assert reply.error == pb.NotAllowedError and "Cumulative" in reply.message
+
+
+def test_entry_cache_is_one_budget_for_all_topics(tmp_path) -> None:
+    from broker.storage import EntryCache
+
+    cache = EntryCache(limit_bytes=1000)
+    logs = [TopicLog(tmp_path / f"t{i}", LedgerIds(tmp_path), cache=cache) for i in range(4)]
+    for log in logs:
+        for _ in range(10):
+            log.append(bytes(100))
+    assert cache.size <= 1000 and len(cache) == 10
+    # evicted entries come back from disk, unchanged
+    assert all(log.read(o) == bytes(100) for log in logs for o in range(10))
