@@ -6,7 +6,13 @@ when its codec configuration first appears or changes (SPS/PPS; Opus channel cou
 AudioSpecificConfig), then one fragment (moof+mdat) per `fragment_frames` video frames (default
 1: a frame is on `segments` as soon as it is encoded; 0 = one fragment per GOP) or per
 `audio_fragment_frames` audio packets (default 3, 60 ms of Opus). A video keyframe always
-starts a new fragment, so a fragment that begins with one is a random-access point.
+starts a new fragment, so a fragment that begins with one is a random-access point. A track
+that receives nothing for `fragment_idle_ms` (default 200) has its open fragment published as
+it is, so a stream that stops does not leave its last frames unpublished and unacked: every
+message reads the clock once, and at most every min(fragment_idle_ms / 2, 1 s) the tracks are
+swept (flush the idle ones, release tracks idle for `stream_idle_s`). process() is the only
+thread that may touch the tracks (one message at a time, pulsar-functions.md §1.2), so the sweep
+runs there: if no message at all arrives on the instance, nothing is flushed until one does.
 Properties: ENVELOPE.md "Segments", schemas/segment.schema.json. Any payload above
 `max_chunk_bytes` is split into ordered parts with `chunk_id`, `chunk_index`, `chunk_count`,
 `total_size`. Files pass through (split when large).
@@ -17,7 +23,7 @@ the dead-letter topic (`deadLetterTopic` in userConfig) and is acked.
 
 userConfig: `fragment_frames`, `audio_fragment_frames`, `max_chunk_bytes` (default 1 MiB),
 `timescale` (video, 90000), `fps` (duration guess for the newest video frame, default 30),
-`stream_idle_s`, `output_topic`, `deadLetterTopic`.
+`fragment_idle_ms`, `stream_idle_s`, `output_topic`, `deadLetterTopic`.
 """
 
 from __future__ import annotations
@@ -101,7 +107,7 @@ class ChunkFunction(pulsar.Function):
         self._configured = False
         self._tracks: dict[tuple[str, str], TrackState] = {}
         self._clock = time.time
-        self._messages = 0
+        self._last_sweep = 0.0
 
     def _configure(self, context: Any) -> None:
         cfg = user_config(context)
@@ -117,6 +123,9 @@ class ChunkFunction(pulsar.Function):
         fps = number(cfg, "fps", 30.0, minimum=1, integer=False)
         self._default_duration = max(1, round(self._timescale / fps))
         self._idle_s = number(cfg, "stream_idle_s", 60.0, minimum=1, integer=False)
+        self._fragment_idle_s = number(cfg, "fragment_idle_ms", 200, minimum=10) / 1000.0
+        self._sweep_every_s = min(self._fragment_idle_s / 2, 1.0)
+        self._last_sweep = self._clock()
         self._configured = True
 
     # --- entry point ---
@@ -143,9 +152,10 @@ class ChunkFunction(pulsar.Function):
             publish_dead_letter(context, self._dead_letter_topic, FUNCTION, input, f"internal_error: {exc!r}"[:200],
                                 SERDE)
         context.record_metric("chunk_ms", (time.perf_counter() - started) * 1000.0)
-        self._messages += 1
-        if self._messages % 500 == 0:
-            self._evict_idle(context)
+        now = self._clock()
+        if now - self._last_sweep >= self._sweep_every_s:  # one clock read per message, a sweep now and then
+            self._last_sweep = now
+            self._sweep(context, now)
 
     # --- frames ---
     def _frame(self, payload: bytes, header: FrameHeader, props: dict[str, str], context: Any) -> None:
@@ -366,13 +376,19 @@ class ChunkFunction(pulsar.Function):
             batch.publish(self._output_topic, payload[index * size : (index + 1) * size], SERDE,
                           dict(conf, properties=part_props))
 
-    def _evict_idle(self, context: Any) -> None:
-        cutoff = self._clock() - self._idle_s
-        for key in [k for k, t in self._tracks.items() if t.last_seen < cutoff]:
-            self._flush(self._tracks[key], key[0], key[1], context)
-            del self._tracks[key]
-            log.info("chunk: %s/%s idle for %.0f s, state released", key[0], key[1], self._idle_s)
-            context.record_metric("track_evicted", 1)
+    def _sweep(self, context: Any, now: float) -> None:
+        """Publish the open fragment of tracks quiet for `fragment_idle_ms`; release tracks quiet for
+        `stream_idle_s`."""
+        flush_before, evict_before = now - self._fragment_idle_s, now - self._idle_s
+        for key, track in list(self._tracks.items()):
+            if track.last_seen < evict_before:
+                self._flush(track, key[0], key[1], context)
+                del self._tracks[key]
+                log.info("chunk: %s/%s idle for %.0f s, state released", key[0], key[1], self._idle_s)
+                context.record_metric("track_evicted", 1)
+            elif track.pending and track.last_seen < flush_before:
+                self._flush(track, key[0], key[1], context)
+                context.record_metric("idle_flush", 1)
 
 
 def _event_time(props: dict[str, str]) -> int | None:

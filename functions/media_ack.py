@@ -6,13 +6,16 @@ asynchronous: its callback runs later, on a client thread (pulsar-functions.md �
 transcode; every frame of a fragment in chunk) with the publishes carrying those results. The
 inputs are acked once, in the callback of the last publish, and only if all of them succeeded;
 a failed publish leaves the inputs unacked so the broker redelivers them after a restart
-(there is no nack on the Context, §1.5).
+(there is no nack on the Context, §1.5). With `on_done`, the batch does not ack: it reports the
+outcome to whoever holds the acks (transcode's GOP holder, media_gop.py), still only from the
+callback of the last publish.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,8 +31,9 @@ def publish_ok(result: Any) -> bool:
 class OutputBatch:
     """Input message ids acked together once `seal()` was called and all publishes completed."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, on_done: Callable[[bool], None] | None = None) -> None:
         self._context = context
+        self._on_done = on_done
         self._lock = threading.Lock()
         self._inputs: list[tuple[Any, str]] = []
         self._outstanding = 0
@@ -77,13 +81,19 @@ class OutputBatch:
             self._context.record_metric(METRIC_PUBLISH_FAILED, 1)
         self._finish(ready)
 
-    def _take_ready(self) -> list[tuple[Any, str]]:
+    def _take_ready(self) -> list[tuple[Any, str]] | None:
+        """The inputs to ack ([] after a failure) the first time the batch is complete, else None."""
         if self._sealed and self._outstanding == 0 and not self._done:
             self._done = True
             return [] if self._failed else list(self._inputs)
-        return []
+        return None
 
-    def _finish(self, ready: list[tuple[Any, str]]) -> None:
+    def _finish(self, ready: list[tuple[Any, str]] | None) -> None:
+        if ready is None:
+            return
+        if self._on_done is not None:
+            self._on_done(not self._failed)
+            return
         for msg_id, topic in ready:
             self._context.ack(msg_id, topic)
 

@@ -3,14 +3,30 @@
 Inputs `raw-video`, `raw-screen`, `raw-audio` (one frame per message, ENVELOPE.md). Output
 `encoded`: one Annex B access unit per rendition per input frame, keyed by stream id, with the
 frame header carried through plus `rendition`, `codec=h264` and `t_transcode`. Opus/AAC audio
-passes through unchanged, or Opus becomes AAC-LC when configured. Each input is acked in the
-publish callback of its last output (MANUAL guarantee, pulsar-functions.md §2.2/§2.4), or at
-once when it legitimately yields nothing (waiting for a keyframe, stale seq); bad input goes to
-the dead-letter topic and is acked. Properties: schemas/encoded.schema.json.
+passes through unchanged, or Opus becomes AAC-LC when configured. Properties:
+schemas/encoded.schema.json.
+
+Acks (MANUAL guarantee, pulsar-functions.md §2.2/§2.4), never before the publish callbacks:
+  * inter-coded video (VP8, VP9, H.264): acks are held per GOP (media_gop.py). An input is acked
+    only when every input of its GOP has its outputs persisted (or legitimately had none: dropped
+    while waiting for a keyframe, no decoder output, stale seq) AND the keyframe opening the next
+    GOP of the stream has its outputs persisted. A failed publish leaves the whole GOP unacked.
+    So after a kill -9 redelivery starts at a keyframe and the fresh decoder re-produces every
+    frame; re-published outputs keep their `seq` (downstream dedups by stream+seq). This defers
+    all acks per GOP, not only those of dropped frames: the Context exposes no redelivery count,
+    and a drop "while waiting for a keyframe" is only safe to ack once a keyframe is out, which
+    is also right for a stream that truly began without one (those drops are acked when its
+    first keyframe is published). Bounds: a GOP is closed without a keyframe after
+    `gop_max_frames` inputs (default 600) or `gop_hold_ms` (default 5 x keyframe_interval_ms) and
+    when the stream is evicted; only then can a crash cost the frames up to the next keyframe.
+  * intra-only video (JPEG, I420), audio, dead letters: each input is acked in the callback of
+    its last output (or at once when it yields nothing); bad input goes to the dead-letter topic
+    and is acked once that is persisted.
 
 userConfig: `renditions` (list of {name, height, bitrate}), `preset`, `profile`, `fps`,
 `threads`, `keyframe_interval_ms` (default 2000), `gap_policy` (`wait_keyframe` | `decode`),
-`stream_idle_s` (default 60), `audio_output` (`passthrough` | `aac`: Opus -> AAC-LC ADTS frames,
+`stream_idle_s` (default 60; checked by wall clock about once a second), `gop_max_frames`,
+`gop_hold_ms`, `audio_output` (`passthrough` | `aac`: Opus -> AAC-LC ADTS frames,
 acked once the AAC frame holding an input's last samples is published), `aac_bitrate`,
 `output_topic`, `deadLetterTopic`.
 """
@@ -40,10 +56,12 @@ from media_envelope import (
     parse_header,
     topic_in_namespace,
 )
+from media_gop import GopAckHolder
 
 log = logging.getLogger(__name__)
 
 FUNCTION = "transcode"
+SWEEP_INTERVAL_S = 1.0  # how often process() looks for idle streams and over-age GOPs
 
 
 @dataclass
@@ -63,6 +81,7 @@ class StreamState:
     aac_props: dict[str, str] = field(default_factory=dict)  # of the newest input, for flushed frames
     # inputs whose samples are not all inside a published AAC frame yet: (end sample, msg id, topic)
     aac_waiting: list[tuple[int, Any, str]] = field(default_factory=list)
+    gop: GopAckHolder | None = None  # held acks of the video inputs (media_gop.py); None for audio
 
 
 class TranscodeFunction(pulsar.Function):
@@ -71,7 +90,7 @@ class TranscodeFunction(pulsar.Function):
         self._configured = False
         self._streams: dict[str, StreamState] = {}
         self._clock = time.time
-        self._messages = 0
+        self._last_sweep = 0.0
 
     # --- configuration ---
     def _configure(self, context: Any) -> None:
@@ -99,6 +118,9 @@ class TranscodeFunction(pulsar.Function):
         self._idle_s = number(cfg, "stream_idle_s", 60.0, minimum=1, integer=False)
         self._audio_to_aac = text(cfg, "audio_output", "passthrough", choices=("passthrough", "aac")) == "aac"
         self._aac_bitrate = number(cfg, "aac_bitrate", 64_000, minimum=8_000)
+        self._gop_max_frames = number(cfg, "gop_max_frames", 600, minimum=1)
+        self._gop_hold_s = number(cfg, "gop_hold_ms", 5 * self._keyframe_interval_us // 1000, minimum=100) / 1000.0
+        self._last_sweep = self._clock()
         self._configured = True
 
     # --- entry point ---
@@ -120,9 +142,10 @@ class TranscodeFunction(pulsar.Function):
             log.exception("transcode: unexpected error on %s", topic)
             self._dead_letter(context, input, BadInput("internal_error", repr(exc)[:200]))
         context.record_metric("transcode_ms", (time.perf_counter() - started) * 1000.0)
-        self._messages += 1
-        if self._messages % 500 == 0:
-            self._evict_idle(context)
+        now = self._clock()
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:  # one clock read per message; the sweep ~1/s
+            self._last_sweep = now
+            self._sweep(context, now)
 
     # --- per message ---
     def _handle(self, payload: bytes, header: FrameHeader, props: dict[str, str], context: Any) -> None:
@@ -134,7 +157,7 @@ class TranscodeFunction(pulsar.Function):
             log.warning("transcode: stream %s seq %d <= last %d, dropped as stale", header.stream, header.seq,
                         state.last_seq)
             context.record_metric("stale_seq", 1)
-            ack_current(context)
+            self._no_output(state, context)  # video: with its GOP, the original copy may still be in flight
             return
         previous = state.last_seq
         gap = previous >= 0 and header.seq > previous + 1
@@ -212,7 +235,7 @@ class TranscodeFunction(pulsar.Function):
                 log.info("transcode: stream %s seq %d: dropping frames until a keyframe", header.stream, header.seq)
                 state.wait_logged = True
             context.record_metric("waiting_keyframe", 1)
-            ack_current(context)
+            self._hold(state, context, keyframe=False, standalone=False)(True)
             return
         if state.need_keyframe:
             if not fresh:
@@ -223,14 +246,18 @@ class TranscodeFunction(pulsar.Function):
         except BadInput:
             state.need_keyframe = True  # references are now broken: resume at the next keyframe
             raise
+        done = self._hold(state, context, keyframe=keyframe, standalone=header.codec in INTRA_ONLY_CODECS)
         if not frames:
             context.record_metric("no_output", 1)
-            ack_current(context)
+            done(True)
             return
-        batch = OutputBatch(context)
-        batch.add_current_input()
-        for frame in frames:
-            self._encode_frame(frame, header, props, keyframe, state, batch, context)
+        batch = OutputBatch(context, on_done=done)
+        try:
+            for frame in frames:
+                self._encode_frame(frame, header, props, keyframe, state, batch, context)
+        except Exception:
+            done(True)  # the input goes to the dead-letter topic (acked there); its GOP must not wait for it
+            raise
         batch.seal()
 
     def _encode_frame(self, frame: av.VideoFrame, header: FrameHeader, props: dict[str, str], keyframe: bool,
@@ -273,6 +300,27 @@ class TranscodeFunction(pulsar.Function):
                 )
                 batch.publish(self._output_topic, bytes(packet), SERDE, self._conf(header, out))
 
+    # --- acks of video inputs ---
+    def _hold(self, state: StreamState, context: Any, *, keyframe: bool, standalone: bool) -> Any:
+        """Register the input in hand with the stream's GOP holder; returns its `done(ok)`."""
+        if state.gop is None:
+            state.gop = GopAckHolder(context.ack, max_frames=self._gop_max_frames, max_age_s=self._gop_hold_s,
+                                     clock=self._clock)
+        forced = state.gop.forced
+        done = state.gop.add(context.get_message_id(), context.get_current_message_topic_name(), keyframe=keyframe,
+                             standalone=standalone)
+        if state.gop.forced != forced:
+            log.warning("transcode: GOP of a stream held %d frames / %.1f s without a keyframe; acks released",
+                        self._gop_max_frames, self._gop_hold_s)
+            context.record_metric("gop_forced_close", 1)
+        return done
+
+    def _no_output(self, state: StreamState, context: Any) -> None:
+        if state.gop is not None:
+            self._hold(state, context, keyframe=False, standalone=False)(True)
+        else:
+            ack_current(context)
+
     # --- helpers ---
     def _conf(self, header: FrameHeader, properties: dict[str, str]) -> dict[str, Any]:
         conf: dict[str, Any] = {"partition_key": header.stream, "properties": properties}
@@ -295,14 +343,20 @@ class TranscodeFunction(pulsar.Function):
             self._publish_aac(frames, stream, state.aac_props, state, context, 0.0, flushed=True)
         state.aac = None
 
-    def _evict_idle(self, context: Any) -> None:
-        cutoff = self._clock() - self._idle_s
+    def _sweep(self, context: Any, now: float) -> None:
+        """Release over-age GOPs and the state of idle streams (wall clock, about once a second)."""
+        cutoff = now - self._idle_s
         for stream in [s for s, st in self._streams.items() if st.last_seen < cutoff]:
             log.info("transcode: stream %s idle for %.0f s, state released", stream, self._idle_s)
             state = self._streams.pop(stream)
             if state.aac is not None and state.aac_waiting:
                 self.flush_audio(state, stream, context)
+            if state.gop is not None:
+                state.gop.release_all()
             context.record_metric("stream_evicted", 1)
+        for state in self._streams.values():
+            if state.gop is not None:
+                state.gop.expire()
 
 
 def _fmt_ms(value: float) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ingress.egress import Item, JoinPoint
+from ingress.egress import DeliveryDedup, Item, JoinPoint
 from ingress.names import room_topic, topic_url
 from schemas.framing import Kind
 
@@ -87,6 +87,7 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
     latency = LatencySummary()
     media = MediaFile(out) if out is not None and kind != Kind.CHAT else None
     join = JoinPoint(kind)
+    dedup = DeliveryDedup()  # at-least-once repeats are shown once (issue 8)
     seen = 0
     deadline = time.monotonic() + duration if duration else None
 
@@ -106,6 +107,8 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
         while reader.has_message_available():
             msg = reader.read_next(READ_TIMEOUT_MS * 5)
             item = Item(kind, dict(msg.properties()), msg.data())
+            if not dedup.accept(kind, item.properties, item.payload):
+                continue
             if from_start:
                 emit(item, live=False)
             else:
@@ -118,7 +121,10 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
                 msg = reader.read_next(READ_TIMEOUT_MS)
             except pulsar.Timeout:
                 continue
-            emit(Item(kind, dict(msg.properties()), msg.data()), live=True)
+            item = Item(kind, dict(msg.properties()), msg.data())
+            if not dedup.accept(kind, item.properties, item.payload):
+                continue
+            emit(item, live=True)
             seen += 1
     except KeyboardInterrupt:
         pass

@@ -15,10 +15,11 @@ on as a VERDICT record if it is about a chat frame they published (FRAMING.md "V
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,8 @@ READ_TIMEOUT_MS = 100
 CHAT_BACKLOG = 20  # chat messages replayed to a joining viewer
 GOP_CACHE_BYTES = 16 * 1024 * 1024  # a group bigger than this is not cached (joiners wait for the next)
 GROUPED_KINDS = (Kind.VIDEO, Kind.SCREEN)  # one stream per group, skip to keyframes when slow
+DEDUP_TRACKS = 1024  # tracks / chat senders a DeliveryDedup remembers (least recently used go first)
+DEDUP_CHAT_WINDOW = 4096  # recent chat identities remembered per sender stream
 
 
 @dataclass(slots=True)
@@ -56,6 +59,75 @@ class Item:
 
     def record(self) -> bytes:
         return serialize_delivery(Delivery(self.kind, self.properties, self.payload))
+
+
+class DeliveryDedup:
+    """Drops what at-least-once delivery repeats, by (stream, seq), before a viewer or ``wtpulsar consume``
+    sees it (issue 8; same rules as the reference ``wtpulsar.audit_dedup.SeqDedup``). Sans-I/O.
+
+    Media: per track (user, stream, rendition or kind) the highest frame seq delivered; a fragment is
+    delivered only when it holds a frame above it (``first_seq``..``last_seq``, ENVELOPE.md "Segments":
+    after a chunk restart fragment boundaries and ``segment_seq`` start afresh, frame seqs do not).
+    Init segments always pass (a restarted chunker sends a new one and the next fragment needs it).
+    Chat: per message, so a resend that arrives after later messages is still caught; the identity is
+    the chat JSON's ``msg_id`` (unique per message, the same in every copy) else (user, stream, seq).
+    Memory is bounded: DEDUP_CHAT_WINDOW identities per sender stream, DEDUP_TRACKS tracks in all.
+    A message with nothing to compare by is delivered rather than lost."""
+
+    def __init__(self) -> None:
+        self.highest: OrderedDict[tuple[str, str, str], int] = OrderedDict()
+        self.chat_seen: OrderedDict[tuple[str, str], OrderedDict[str, None]] = OrderedDict()
+        self.dropped = 0
+
+    def accept(self, kind: Kind, properties: Mapping[str, str], payload: bytes = b"") -> bool:
+        if properties.get("segment_type") == "init":
+            return True
+        user, stream = properties.get("user", ""), properties.get("stream", "")
+        if kind == Kind.CHAT and "first_seq" not in properties:
+            ident = _chat_identity(properties, payload)
+            if ident is None:
+                return True
+            seen = self.chat_seen.get((user, stream))
+            if seen is None:
+                seen = self.chat_seen[(user, stream)] = OrderedDict()
+                if len(self.chat_seen) > DEDUP_TRACKS:
+                    self.chat_seen.popitem(last=False)
+            else:
+                self.chat_seen.move_to_end((user, stream))
+            if ident in seen:
+                self.dropped += 1
+                return False
+            seen[ident] = None
+            if len(seen) > DEDUP_CHAT_WINDOW:
+                seen.popitem(last=False)
+            return True
+        try:
+            if "first_seq" in properties:
+                last = int(properties["last_seq"])
+            else:
+                last = int(properties["seq"])
+        except (KeyError, ValueError):
+            return True
+        track = (user, stream, properties.get("rendition") or properties.get("kind") or kind.name.lower())
+        if last <= self.highest.get(track, -1):
+            self.dropped += 1
+            return False
+        self.highest[track] = last
+        self.highest.move_to_end(track)
+        if len(self.highest) > DEDUP_TRACKS:
+            self.highest.popitem(last=False)
+        return True
+
+
+def _chat_identity(properties: Mapping[str, str], payload: bytes) -> str | None:
+    try:
+        body = json.loads(payload.decode("utf-8")) if payload else None
+    except (UnicodeDecodeError, ValueError):
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("msg_id"), str) and body["msg_id"]:
+        return "id:" + body["msg_id"]
+    seq = properties.get("seq")
+    return None if seq is None else "seq:" + seq
 
 
 class JoinPoint:
@@ -132,8 +204,11 @@ class ViewerTracks:
     on_skip: Callable[[Kind], None] = lambda kind: None
     on_deliver: Callable[[Kind], None] = lambda kind: None
     tracks: dict[Kind, _Track] = field(default_factory=dict)
+    dedup: DeliveryDedup = field(default_factory=DeliveryDedup)
 
     def offer(self, item: Item) -> None:
+        if not self.dedup.accept(item.kind, item.properties, item.payload):
+            return  # a copy at-least-once delivery repeated: this viewer already has it
         track = self.tracks.setdefault(item.kind, _Track(waiting_key=item.kind in GROUPED_KINDS))
         data = item.record()
         if item.kind not in GROUPED_KINDS:
@@ -205,6 +280,7 @@ class RoomFeed:
         self.viewers: set[ViewerTracks] = set()
         self.caught_up = False
         self.join_point = JoinPoint(kind)
+        self.dedup = DeliveryDedup()  # so the join point never caches a repeated copy either
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str = ""
@@ -257,6 +333,8 @@ class RoomFeed:
 
     # ---- on the event loop ---------------------------------------------------------------
     def _on_item(self, item: Item) -> None:
+        if not self.dedup.accept(item.kind, item.properties, item.payload):
+            return
         self.join_point.remember(item)
         if self.caught_up:
             for viewer in list(self.viewers):

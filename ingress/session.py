@@ -292,6 +292,12 @@ class PublisherSession:
         elif state is not None and pending.seq > state.acked_seq:
             state.acked_seq = pending.seq
             state.dirty = True
+        elif state is not None:
+            # At or below the cumulative mark: a resend of a frame that was REJECTED earlier in this
+            # session (or a repeat). The coalesced cumulative ack cannot announce it (the mark is already
+            # past), so confirm exactly this seq now (FRAMING.md "Ack": an OK at or below a stream's
+            # previous OK names that one frame).
+            actions.append(Send(CONTROL, serialize_ack(Ack(pending.stream, pending.seq))))
         while self._backlog and len(self._inflight) < self.limits.max_inflight and not self.closed:
             publish, pend = self._backlog.popleft()
             self._backlog_bytes -= len(publish.payload)

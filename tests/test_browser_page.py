@@ -173,7 +173,9 @@ def test_watching_an_empty_room_says_nobody_is_publishing(browser: Any, ingress:
     page.close()
 
 
-def test_publisher_reconnects_after_the_ingress_restarts(browser: Any, broker: Any, tmp_path: Path) -> None:
+def test_publisher_reconnects_after_the_ingress_restarts_and_resends(browser: Any, broker: Any, tmp_path: Path) -> None:
+    import pulsar
+
     port, secret = free_port(), new_secret()
     first = start_ingress_process(broker.service_url, tmp_path / "first", http_port=port, secret=secret)
     page = browser.new_page()
@@ -182,17 +184,105 @@ def test_publisher_reconnects_after_the_ingress_restarts(browser: Any, broker: A
         page.click("#startPub")
         page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)
         first.stop()  # server goes away mid-stream (SIGINT: sessions closed with 4000)
-        page.wait_for_function("() => window.wtpulsar.errors.some(e => e.startsWith('Publishing stopped'))",
-                               timeout=15_000)
-        errors = stats(page)["errors"]
-        assert any("Reconnecting" in e for e in errors), errors
-        page.evaluate("() => { window.wtpulsar.pub.acked = -1; }")
+        # Capture goes on; the page says it is reconnecting and keeps the frames nobody acknowledged.
+        page.wait_for_function("() => window.wtpulsar.pub.reconnecting && outbox.kept.size > 10", timeout=15_000)
+        assert "reconnecting" in page.inner_text("#pubState")
+        assert any("reconnecting" in note for note in stats(page)["notes"])
+        assert not any(e.startswith("Publishing stopped") for e in stats(page)["errors"])
         second = start_ingress_process(broker.service_url, tmp_path / "second", http_port=port, secret=secret)
         try:
-            page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)  # publishing again
+            page.wait_for_function("() => window.wtpulsar.pub.reconnects >= 1 && !window.wtpulsar.pub.reconnecting",
+                                   timeout=30_000)
+            target = page.evaluate("() => Math.max(...Object.values(tracks).map(t => t.seq))") + 30
+            page.wait_for_function(f"() => window.wtpulsar.pub.acked >= {target}", timeout=30_000)
             assert "publisher: live" in page.inner_text("#pubState")
+            state = stats(page)
+            assert state["pub"]["resent"] > 0 and state["pub"]["overflowDropped"] == 0
+            video = page.evaluate("() => Object.keys(tracks).find(k => k.startsWith('cam-'))")
+            acked = state["pub"]["acked"]
         finally:
             second.stop()
     finally:
         first.stop()
         page.close()
+    # Every video frame up to the last acked one reached the input topic (at least once), no gap.
+    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        reader = client.create_reader("persistent://public/wtpulsar/raw-video", pulsar.MessageId.earliest)
+        seqs = set()
+        while reader.has_message_available():
+            msg = reader.read_next(5000)
+            if msg.properties().get("stream") == video:
+                seqs.add(int(msg.properties()["seq"]))
+        reader.close()
+    finally:
+        client.close()
+    assert set(range(acked + 1)) <= seqs, sorted(set(range(acked + 1)) - seqs)[:20]
+
+
+def test_page_resend_buffer_keeps_chat_and_drops_media_only_at_a_keyframe(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    page.goto(f"{ingress.http_url}/?token={quote(ingress.token('viewer'))}")
+    got = page.evaluate("""() => {
+      const rec = new Uint8Array(10), e = (sid, seq, kind, key) => ({ sid, seq, kind, key, rec, channel: sid });
+      const b = new Outbox(6, 1e9);
+      b.add(e("chat", 0, 4, false));
+      for (let s = 0; s < 5; s++) b.add(e("cam", s, 1, s === 0 || s === 3));
+      b.add(e("cam", 5, 1, false));  // over the bound: cam 0..2 go, the stream resumes at keyframe 3
+      const afterOverflow = [...b.kept.keys()];
+      const again = b.ack({ status: 1, stream: "cam", seq: 4 });  // REJECTED: kept across a later OK
+      b.ack({ status: 0, stream: "cam", seq: 5 });
+      b.ack({ status: 0, stream: "chat", seq: 7 });  // a chat OK names one message only
+      const afterAcks = [...b.kept.keys()];
+      b.entries(); b.ack({ status: 0, stream: "cam", seq: 4 });  // the resend, confirmed by its own seq
+      const full = new Outbox(1, 1e9); full.add(e("chat", 0, 4, false));
+      return { afterOverflow, againSeq: again && again.seq, afterAcks, last: [...b.kept.keys()],
+               chatRefused: !full.add(e("chat", 1, 4, false)), dropped: window.wtpulsar.pub.overflowDropped };
+    }""")
+    page.close()
+    assert got["afterOverflow"] == ["chat:0", "cam:3", "cam:4", "cam:5"]
+    assert got["againSeq"] == 4 and got["afterAcks"] == ["chat:0", "cam:4"] and got["last"] == ["chat:0"]
+    assert got["chatRefused"] is True and got["dropped"] == 3
+
+
+def test_chat_sent_while_the_ingress_is_down_is_kept_and_sent_after_it_returns(browser: Any, broker: Any,
+                                                                                 tmp_path: Path) -> None:
+    import json
+
+    import pulsar
+
+    port, secret = free_port(), new_secret()
+    first = start_ingress_process(broker.service_url, tmp_path / "first", http_port=port, secret=secret)
+    page = browser.new_page()
+    marker = f"kept-{time.time_ns()}"
+    try:
+        page.goto(f"{first.http_url}/?token={quote(first.token('publisher'))}")
+        page.fill("#chatText", "before")
+        page.click("#chatSend")
+        page.wait_for_function("() => chat.session && chat.outbox.kept.size === 0", timeout=15_000)  # acked
+        first.stop()
+        page.wait_for_function("() => !chat.session", timeout=15_000)
+        page.fill("#chatText", marker)
+        page.click("#chatSend")
+        page.wait_for_function("() => window.wtpulsar.chatNotes.some(n => n.includes('will be sent when the connection'))",
+                               timeout=15_000)
+        assert page.evaluate("() => chat.outbox.kept.size") == 1  # kept, not dropped
+        second = start_ingress_process(broker.service_url, tmp_path / "second", http_port=port, secret=secret)
+        try:
+            page.wait_for_function("() => chat.outbox.kept.size === 0", timeout=30_000)  # resent and acked
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+        page.close()
+    client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        reader = client.create_reader("persistent://public/wtpulsar/chat-in", pulsar.MessageId.earliest)
+        bodies = []
+        while reader.has_message_available():
+            bodies.append(reader.read_next(5000).data())
+        reader.close()
+    finally:
+        client.close()
+    assert sum(marker.encode() in body for body in bodies) >= 1
+    assert any(json.loads(body).get("text") == marker for body in bodies if marker.encode() in body)

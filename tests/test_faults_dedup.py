@@ -1,9 +1,8 @@
 """Duplicates from at-least-once delivery must be removed by (stream, seq) before a viewer sees them.
 
 `SeqDedup` (wtpulsar/audit_dedup.py) is the reference filter. The two strict xfail tests below show
-that `wtpulsar consume` (ingress/consume.py) and the egress (ingress/egress.py) deliver every copy
-today; they turn into failures (XPASS, strict) as soon as either removes duplicates, so whoever adds
-the filter drops the marker.
+that `wtpulsar consume` (ingress/consume.py) and the egress (ingress/egress.py) deliver each copy once
+(`ingress.egress.DeliveryDedup`, the same rules; they were strict xfails until it was added).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import io
 import json
 import urllib.request
 import uuid
-
-import pytest
 
 from wtpulsar.audit_dedup import SeqDedup
 
@@ -75,7 +72,6 @@ def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
     return namespace, "r1"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="ingress/consume.py prints every copy: no (stream, seq) dedup yet")
 def test_consume_shows_each_chat_message_once(broker: object) -> None:
     import pulsar
 
@@ -93,8 +89,6 @@ def test_consume_shows_each_chat_message_once(broker: object) -> None:
     assert len(lines) == 3, lines
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="ingress/egress.py forwards every copy to viewers: no (stream, seq) dedup yet")
 def test_egress_offers_each_fragment_once() -> None:
     from ingress.egress import Item, ViewerSink, ViewerTracks
     from schemas.framing import Kind

@@ -140,9 +140,5 @@ def test_repeated_fault_rounds_lose_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="transcode acks the frames it drops while its fresh decoder waits for a keyframe "
-                          "(functions/transcode.py _transcode: need_keyframe -> ack_current), so a restart "
-                          "loses the rest of the GOP of an inter-coded stream")
 def test_transcode_restart_with_h264_publishers_loses_nothing(tmp_path: Path) -> None:
     _check(run_fault_drill(tmp_path, ["transcode"], warmup_s=4.5, gap_s=6.0, video_codec="h264"))

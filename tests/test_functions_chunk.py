@@ -20,6 +20,7 @@ from tests.test_functions_media_support import (
     RAW_VIDEO,
     SEGMENTS,
     TWO_RUNGS,
+    acked_entries,
     check_props,
     decode_fmp4,
     feed,
@@ -293,3 +294,38 @@ def test_bad_audio_goes_to_dead_letter() -> None:
     assert reasons[1] == "bad_bitstream: aac: not an ADTS frame (no 0xFFF sync word)"
     assert reasons[2].startswith("unknown_codec: chunk packages h264 video and opus/aac audio, got audio codec 'pcm'")
     assert len(ctx.acked) == 3
+
+
+def audio_media(ctx: FakeContext, stream: str) -> list[Published]:
+    return [p for p in ctx.published_to("/segments") if p.properties["stream"] == stream
+            and p.properties["segment_type"] == "media"]
+
+
+def test_quiet_track_publishes_its_open_fragment_after_fragment_idle_ms() -> None:
+    """A stream that stops must not keep its last audio packets (fewer than a fragment) unacked."""
+    packets = media_synth.opus_packets(0.2, freq=440)[:5]
+    now = [1000.0]
+    fn = chunk.ChunkFunction()
+    fn._clock = lambda: now[0]
+    ctx = FakeContext(user_config={"audio_fragment_frames": 3, "fragment_idle_ms": 300})
+
+    def send(stream: str, seq: int, packet: bytes) -> None:
+        feed(fn, ctx, ENCODED, stream, dict(frame_props(stream, "opus", seq, None, kind="audio", pts=seq * 20_000),
+                                            t_transcode="1"), packet)
+        now[0] += 0.02
+
+    for i, p in enumerate(packets):  # one fragment of 3, then mic1 stops with 2 packets open
+        send("mic1", i, p)
+    media = audio_media(ctx, "mic1")
+    assert [(m.properties["first_seq"], m.properties["last_seq"]) for m in media] == [("0", "2")]
+    assert len(ctx.acked) == 3
+    now[0] += 0.1  # mic2 keeps talking; mic1 quiet for 0.12 s: not yet
+    send("mic2", 0, packets[0])
+    assert len(ctx.acked) == 3
+    now[0] += 0.3  # mic1 quiet for > 300 ms: the next message of any stream flushes it
+    send("mic2", 1, packets[1])
+    media = audio_media(ctx, "mic1")
+    assert [(m.properties["first_seq"], m.properties["last_seq"]) for m in media] == [("0", "2"), ("3", "4")]
+    assert sorted(acked_entries(ctx)) == [1, 2, 3, 4, 5] and ctx.metrics["idle_flush"] == [1]
+    assert int(media[1].properties["decode_time"]) == 3 * 960  # the timeline carries on
+    assert audio_media(ctx, "mic2") == []  # mic2 is not idle

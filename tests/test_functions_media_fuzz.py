@@ -13,6 +13,7 @@ from tests.test_functions_media_support import (
     RAW_VIDEO,
     function_module,
     load_function_module,
+    release_idle,
 )
 
 h264 = function_module("media_h264")
@@ -48,6 +49,7 @@ def test_functions_never_raise_and_ack_each_input_once(messages: list) -> None:
         for topic, key, props, payload in messages:
             ctx.set_message(topic=topic, key=key, properties=props)
             function.process(start_code_heavy(payload) if props["codec"] == "h264" else payload, ctx)
+        release_idle(function, ctx)  # transcode holds the acks of an open GOP until the stream is released
         entries = sorted(m.entry for m, _ in ctx.acked)
         assert entries == sorted({ctx.current_message_id.entry - i for i in range(len(messages))})  # each once
         for p in ctx.published_to("/dead-letter"):

@@ -14,6 +14,7 @@ import io
 import json
 import re
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -108,6 +109,14 @@ def check_props(schema: dict[str, Any], props: dict[str, str]) -> None:
         for key, needed in part.get("dependentRequired", {}).items():
             if key in props:
                 assert all(n in props for n in needed), f"{key} needs {needed}"
+
+
+def release_idle(function: Any, ctx: Any) -> None:
+    """An hour later: the function's idle sweep releases every stream (transcode: its held GOP acks;
+    chunk: its open fragments)."""
+    later = time.time() + 3600
+    function._clock = lambda: later
+    function._sweep(ctx, later)
 
 
 def acked_entries(ctx: FakeContext) -> list[int]:

@@ -24,6 +24,7 @@ from tests.test_functions_media_support import (
     load_function_module,
     load_schema,
     media_synth,
+    release_idle,
 )
 
 h264 = function_module("media_h264")
@@ -65,7 +66,7 @@ def markers(outputs: list[Any]) -> list[int]:
 def test_each_browser_codec_becomes_two_h264_renditions(codec: str, vp8_chunks: Any, h264_chunks: Any) -> None:
     chunks = {"vp8": vp8_chunks, "h264": h264_chunks}.get(codec) or media_synth.encode_chunks(FRAMES[:12], codec,
                                                                                              keyint=6)
-    _, ctx = run(chunks, codec)
+    fn, ctx = run(chunks, codec)
     out = ctx.published_to("/encoded")
     assert len(out) == 2 * len(chunks) and ctx.published == out
     for rendition, size in (("360p", ("480", "360")), ("240p", ("320", "240"))):
@@ -79,6 +80,10 @@ def test_each_browser_codec_becomes_two_h264_renditions(codec: str, vp8_chunks: 
     assert first.properties["capture_ts"] == "1700000000000" and first.event_timestamp == 1_700_000_000_000
     assert first.properties["t_ingress"] == "1700000000000" and float(first.properties["t_transcode"]) > 0
     assert first.properties["keyframe"] == "1"
+    # Inter-coded: the last GOP (from the last keyframe on) stays held until the next keyframe.
+    last_key = max(i for i, c in enumerate(chunks) if c.keyframe) if codec != "jpeg" else len(chunks)
+    assert sorted(acked_entries(ctx)) == list(range(1, last_key + 1))
+    release_idle(fn, ctx)
     assert sorted(acked_entries(ctx)) == list(range(1, len(chunks) + 1))  # each input exactly once
     for p in out:
         check_props(ENCODED_SCHEMA, p.properties)
@@ -112,9 +117,9 @@ def test_keyframes_follow_input_and_at_least_every_2s(h264_chunks: Any) -> None:
         assert (p.properties["keyframe"] == "1") == h264.is_idr(h264.split_annexb(p.payload))
 
 
-def test_ack_only_after_last_output_callback(vp8_chunks: Any) -> None:
+def test_ack_only_after_last_output_callback() -> None:
     ctx = FakeContext(user_config={"renditions": TWO_RUNGS}, auto_complete_publish=False)
-    fn, _ = run(vp8_chunks[:2], "vp8", ctx=ctx)
+    fn, _ = run(media_synth.encode_chunks(FRAMES[:2], "jpeg"), "jpeg", ctx=ctx)  # intra-only: no GOP hold
     assert len(ctx.published) == 4 and ctx.acked == []
     ctx.published[1].callback("Ok", None)  # second rendition of frame 0 first
     assert ctx.acked == []
@@ -131,7 +136,8 @@ def test_stream_start_without_keyframe_waits_and_acks(vp8_chunks: Any) -> None:
     assert ctx.metrics["waiting_keyframe"] == [1] * 7
     assert [p.properties["seq"] for p in ctx.published if p.properties["rendition"] == "360p"] == [
         str(s) for s in range(10, 14)]
-    assert len(ctx.acked) == 11 and ctx.published_to("/dead-letter") == []
+    # The drops are acked once the keyframe at 10 is published; 10..13 are its open GOP.
+    assert acked_entries(ctx) == list(range(1, 8)) and ctx.published_to("/dead-letter") == []
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "truncated"])
@@ -148,7 +154,7 @@ def test_bad_vp8_frame_goes_to_dead_letter_and_stream_resumes(vp8_chunks: Any, d
     assert dead.properties["seq"] == "4" and dead.key == "cam1"
     seqs = [int(p.properties["seq"]) for p in ctx.published_to("/encoded") if p.properties["rendition"] == "360p"]
     assert seqs == [0, 1, 2, 3] + list(range(10, 25))  # 5..9 wait for the keyframe at 10
-    assert len(ctx.acked) == 25
+    assert sorted(acked_entries(ctx)) == list(range(1, 21))  # 4 via the dead letter; 20..24 are the open GOP
 
 
 def test_truncated_h264_frame_is_concealed_not_fatal(h264_chunks: Any) -> None:
@@ -157,7 +163,7 @@ def test_truncated_h264_frame_is_concealed_not_fatal(h264_chunks: Any) -> None:
     _, ctx = run(chunks, "h264")
     seqs = [int(p.properties["seq"]) for p in ctx.published if p.properties["rendition"] == "360p"]
     assert seqs == list(range(12))  # FFmpeg conceals the missing half; nothing stalls
-    assert len(ctx.acked) == 12
+    assert sorted(acked_entries(ctx)) == list(range(1, 11))  # GOP 0..9 closed by the keyframe at 10
 
 
 def test_unknown_codec_and_bad_headers_go_to_dead_letter() -> None:
@@ -197,7 +203,9 @@ def test_duplicate_and_out_of_order_seq_are_dropped(vp8_chunks: Any) -> None:
     feed(fn, ctx, RAW_VIDEO, "cam1", frame_props("cam1", "vp8", 5, vp8_chunks[5]), vp8_chunks[5].data)  # duplicate
     feed(fn, ctx, RAW_VIDEO, "cam1", frame_props("cam1", "vp8", 2, vp8_chunks[2]), vp8_chunks[2].data)  # late
     assert len(ctx.published) == before
-    assert ctx.metrics["stale_seq"] == [1, 1] and len(ctx.acked) == 8
+    assert ctx.metrics["stale_seq"] == [1, 1] and ctx.acked == []  # all in the open GOP
+    release_idle(fn, ctx)
+    assert len(ctx.acked) == 8
 
 
 def test_seq_gap_waits_for_next_keyframe(vp8_chunks: Any) -> None:
@@ -209,7 +217,9 @@ def test_seq_gap_waits_for_next_keyframe(vp8_chunks: Any) -> None:
         feed(fn, ctx, RAW_VIDEO, "cam1", frame_props("cam1", "vp8", i, chunk), chunk.data)
     seqs = [int(p.properties["seq"]) for p in ctx.published]
     assert seqs == [0, 1, 2, 3, 4] + list(range(10, 25))
-    assert ctx.metrics["seq_gap"] == [1] and len(ctx.acked) == 24
+    assert ctx.metrics["seq_gap"] == [1] and len(ctx.acked) == 19  # 20..24: the open GOP
+    release_idle(fn, ctx)
+    assert len(ctx.acked) == 24
 
 
 def test_seq_gap_with_decode_policy_keeps_going(vp8_chunks: Any) -> None:
@@ -250,3 +260,80 @@ def test_internal_error_is_dead_lettered_not_raised(vp8_chunks: Any, monkeypatch
     reasons = [p.properties["reason"] for p in ctx.published_to("/dead-letter")]
     assert reasons and all(r.startswith("internal_error: RuntimeError('encoder exploded')") for r in reasons)
     assert len(ctx.acked) == 2
+
+
+# --- acks held per GOP (media_gop.py): a restart must never lose a frame ---
+
+def test_gop_acks_wait_until_the_next_keyframe_is_published(vp8_chunks: Any) -> None:
+    ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1]}, auto_complete_publish=False)
+    run(vp8_chunks[:12], "vp8", ctx=ctx)  # GOP 0..9, keyframe 10 opens the next
+    assert len(ctx.published) == 12 and ctx.acked == []
+    for out in ctx.published[:10]:
+        out.callback("Ok", None)
+    assert ctx.acked == []  # GOP complete, but its successor keyframe is not persisted yet
+    ctx.published[11].callback("Ok", None)
+    assert ctx.acked == []
+    ctx.published[10].callback("Ok", None)  # keyframe 10 persisted: GOP 0..9 is safe to ack
+    assert acked_entries(ctx) == list(range(1, 11))
+
+
+def test_failed_publish_keeps_its_whole_gop_unacked(vp8_chunks: Any) -> None:
+    ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1]}, auto_complete_publish=False)
+    run(vp8_chunks[:21], "vp8", ctx=ctx)  # GOPs 0..9, 10..19, keyframe 20
+    for i, out in enumerate(ctx.published):
+        out.callback("ServiceNotReady" if i == 3 else "Ok", None)
+    assert acked_entries(ctx) == list(range(11, 21))  # GOP 0..9 redelivers from its keyframe
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264"])
+@pytest.mark.parametrize("completed", ["all", "some"])
+def test_restart_mid_gop_reproduces_every_frame(codec: str, completed: str, vp8_chunks: Any,
+                                                h264_chunks: Any) -> None:
+    chunks = vp8_chunks if codec == "vp8" else h264_chunks  # keyframes at 0, 10, 20
+    auto = completed == "all"
+    first = FakeContext(user_config={"renditions": TWO_RUNGS[:1]}, auto_complete_publish=auto)
+    run(chunks[:15], codec, ctx=first)  # killed -9 after input 14, mid-GOP 10..19
+    if not auto:  # publishes of 0..12 came back before the kill, 13 and 14 were lost with it
+        for out in first.published[:13]:
+            out.callback("Ok", None)
+    acked = {entry - 1 for entry in acked_entries(first)}
+    assert acked == set(range(10))  # only the closed GOP
+    # Pulsar redelivers every unacked input, then new ones follow; a new instance starts cold.
+    redelivered = [i for i in range(15) if i not in acked] + list(range(15, 25))
+    assert chunks[redelivered[0]].keyframe
+    second = FakeContext(user_config={"renditions": TWO_RUNGS[:1]})
+    fn = transcode.TranscodeFunction()
+    for i in redelivered:
+        feed(fn, second, RAW_VIDEO, "cam1", frame_props("cam1", codec, i, chunks[i]), chunks[i].data)
+    assert "waiting_keyframe" not in second.metrics
+    persisted = first.published[:13] if not auto else first.published
+    seen = {int(p.properties["seq"]) for p in persisted + second.published}
+    assert seen == set(range(25))  # every frame reached the output (some twice, same seq)
+    assert markers(second.published) == redelivered  # re-decoded from the keyframe, in order
+
+
+def test_gop_hold_is_bounded_by_frames(vp8_chunks: Any) -> None:
+    ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1], "gop_max_frames": 4})
+    run(vp8_chunks[:10], "vp8", ctx=ctx)  # no keyframe after 0
+    assert acked_entries(ctx) == list(range(1, 9)) and ctx.metrics["gop_forced_close"] == [1, 1]
+
+
+def test_gop_hold_is_bounded_by_time_even_when_the_stream_stops(vp8_chunks: Any) -> None:
+    now = [1000.0]
+    fn = transcode.TranscodeFunction()
+    fn._clock = lambda: now[0]
+    ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1], "gop_hold_ms": 3000})
+    run(vp8_chunks[:5], "vp8", ctx=ctx, fn=fn)
+    assert ctx.acked == []
+    now[0] += 2.0  # another stream's message runs the sweep; the GOP is younger than 3 s
+    feed(fn, ctx, RAW_AUDIO, "mic1", frame_props("mic1", "opus", 0, None, kind="audio"), bytes([0xFC]) + bytes(60))
+    assert acked_entries(ctx) == [6]
+    now[0] += 2.0  # cam1 sent nothing more: its GOP is now 4 s old
+    feed(fn, ctx, RAW_AUDIO, "mic1", frame_props("mic1", "opus", 1, None, kind="audio"), bytes([0xFC]) + bytes(60))
+    assert sorted(acked_entries(ctx)) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_gop_bounds_in_user_config_are_validated(vp8_chunks: Any) -> None:
+    ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1], "gop_max_frames": 0, "gop_hold_ms": "soon"})
+    fn, _ = run(vp8_chunks[:3], "vp8", ctx=ctx)
+    assert fn._gop_max_frames == 600 and fn._gop_hold_s == 10.0 and ctx.acked == []

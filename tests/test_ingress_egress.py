@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from ingress.egress import Item, JoinPoint, ViewerSink, ViewerTracks
+from ingress.egress import DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
 from schemas import framing as f
 from schemas.framing import Kind
 
@@ -118,3 +119,62 @@ def test_fragments_without_keyframe_property_count_as_group_starts() -> None:
     tracks.offer(seg("f0"))
     tracks.offer(seg("f1"))
     assert sink.streams == {1: [b"f0"], 2: [b"f1"]}
+
+
+# ---- duplicates from at-least-once delivery (issue 8) ---------------------------------------------
+def frag(first: int, last: int, stream: str = "cam", user: str = "u1", rendition: str = "360p") -> Item:
+    props = {"stream": stream, "user": user, "kind": "video", "rendition": rendition, "segment_type": "media",
+             "first_seq": str(first), "last_seq": str(last), "keyframe": "1"}
+    return Item(Kind.VIDEO, props, b"f%d-%d" % (first, last))
+
+
+def chat_item(seq: int, msg_id: str | None, user: str = "u1") -> Item:
+    body: dict[str, object] = {"text": f"m{seq}"}
+    if msg_id is not None:
+        body["msg_id"] = msg_id
+    return Item(Kind.CHAT, {"stream": "chat", "user": user, "kind": "chat", "seq": str(seq)},
+                json.dumps(body).encode())
+
+
+def test_dedup_media_by_frame_seq_per_user_stream_and_rendition() -> None:
+    dedup = DeliveryDedup()
+    init = Item(Kind.VIDEO, {"stream": "cam", "user": "u1", "rendition": "360p", "segment_type": "init"}, b"i")
+    got = [dedup.accept(i.kind, i.properties, i.payload) for i in [
+        frag(0, 2), frag(0, 2), frag(3, 3), frag(1, 2),  # repeat, new, stale part of the past
+        frag(0, 2, rendition="720p"), frag(0, 2, user="u2"), frag(0, 2, stream="cam2"),  # own tracks
+        init, init,  # init segments are never dropped
+        frag(2, 5),  # chunk restarted with other boundaries: holds new frames, delivered
+    ]]
+    assert got == [True, False, True, False, True, True, True, True, True, True]
+    assert dedup.dropped == 2
+
+
+def test_dedup_chat_by_msg_id_across_users_and_page_reloads() -> None:
+    dedup = DeliveryDedup()
+    items = [chat_item(0, "a.1.0"), chat_item(0, "b.1.0", user="u2"),  # same stream id "chat", same seq: both
+             chat_item(0, "a.1.0"),  # the resend
+             chat_item(0, "a.2.0"),  # the same user after a page reload: seq 0 again, new msg_id
+             chat_item(1, None), chat_item(1, None), chat_item(2, None)]  # no msg_id: by seq
+    assert [dedup.accept(i.kind, i.properties, i.payload) for i in items] == [True, True, False, True, True, False, True]
+
+
+def test_dedup_memory_is_bounded_and_unusable_input_is_delivered() -> None:
+    from ingress import egress
+
+    dedup = DeliveryDedup()
+    for seq in range(egress.DEDUP_CHAT_WINDOW + 10):
+        assert dedup.accept(Kind.CHAT, {"stream": "chat", "user": "u", "seq": str(seq)}, b"not json")
+    assert len(dedup.chat_seen[("u", "chat")]) == egress.DEDUP_CHAT_WINDOW
+    for n in range(egress.DEDUP_TRACKS + 5):
+        dedup.accept(Kind.AUDIO, {"stream": f"mic{n}", "seq": "0"})
+    assert len(dedup.highest) == egress.DEDUP_TRACKS
+    assert dedup.accept(Kind.AUDIO, {"stream": "mic", "seq": "x"}) and dedup.accept(Kind.AUDIO, {"stream": "mic", "seq": "x"})
+    assert dedup.accept(Kind.CHAT, {"stream": "chat"}, b"{}")  # no msg_id, no seq: delivered, not lost
+
+
+def test_viewer_gets_a_redelivered_group_once() -> None:
+    sink = FakeSink()
+    viewer = ViewerTracks(sink, queue_budget=1 << 20)
+    for item in (frag(0, 1), frag(2, 3), frag(0, 1), frag(2, 3), frag(4, 5)):
+        viewer.offer(item)
+    assert [p for s in sink.streams.values() for p in s] == [b"f0-1", b"f2-3", b"f4-5"]

@@ -259,3 +259,33 @@ def test_late_bytes_on_a_closed_stream_are_ignored() -> None:
     assert s.stream_data(2, data[4:], False, T0) == []  # the rest of it, still in flight: no new errors
     assert s.stream_data(2, b"", True, T0) == []
     assert s.open_streams == 0
+
+
+def test_resend_of_a_rejected_media_frame_in_the_same_session_is_confirmed() -> None:
+    s = PublisherSession(CLAIMS, Limits(), T0)
+    tickets = [p.ticket for p in publishes(s.stream_data(2, b"".join(f.serialize(vframe(i)) for i in range(4)),
+                                                         False, T0))]
+    ((_, rejected),) = acks(s.published(tickets[1], False, "Timeout"))
+    assert rejected.status == AckStatus.REJECTED and rejected.seq == 1
+    for t in (tickets[0], tickets[2], tickets[3]):
+        assert acks(s.published(t, True)) == []  # coalesced, not immediate
+    assert acks(s.take_cumulative_acks()) == [(CONTROL, f.Ack("cam", 3))]  # the mark is past 1 now
+    (again,) = publishes(s.stream_data(2, f.serialize(vframe(1)), False, T0))  # the client resends 1
+    assert acks(s.published(again.ticket, True)) == [(CONTROL, f.Ack("cam", 1))]  # confirmed at once
+    assert s.take_cumulative_acks() == []  # and the cumulative mark did not move back
+    (nxt,) = publishes(s.stream_data(2, f.serialize(vframe(4)), False, T0))
+    s.published(nxt.ticket, True)
+    assert acks(s.take_cumulative_acks()) == [(CONTROL, f.Ack("cam", 4))]
+
+
+def test_resend_after_rejection_below_the_mark_when_acked_before_later_frames() -> None:
+    s = PublisherSession(CLAIMS, Limits(), T0)
+    t0, t1, t2 = (p.ticket for p in publishes(s.stream_data(2, b"".join(f.serialize(vframe(i)) for i in range(3)),
+                                                           False, T0)))
+    s.published(t0, False, "Timeout")
+    (again,) = publishes(s.stream_data(2, f.serialize(vframe(0)), False, T0))
+    s.published(again.ticket, True)  # stored before 1 and 2: the cumulative mark simply reaches 0
+    assert acks(s.take_cumulative_acks()) == [(CONTROL, f.Ack("cam", 0))]
+    s.published(t1, True)
+    s.published(t2, True)
+    assert acks(s.take_cumulative_acks()) == [(CONTROL, f.Ack("cam", 2))]
