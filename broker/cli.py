@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ttl-seconds", type=int, default=0, help="expire (acknowledge) unconsumed messages after this age; 0 = never (default)")
     p.add_argument("--retention-minutes", type=int, default=0, help="keep acknowledged messages this long (default 0: delete once every subscription acked)")
     p.add_argument("--retention-mb", type=int, default=0, help="keep acknowledged messages up to this size per topic (default 0)")
-    p.add_argument("--cache-mb", type=int, default=64, help="memory for recently written entries, all topics together (default %(default)s)")
+    p.add_argument("--cache-mb", type=int, default=16, help="memory for recently written entries, all topics together (default %(default)s)")
     p.add_argument("--ledger-max-mb", type=int, default=64, help="start a new ledger file after this size; whole acked ledgers are deleted (default %(default)s)")
     p.add_argument(
         "--sync",

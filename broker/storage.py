@@ -27,8 +27,9 @@ import json
 import logging
 import os
 import struct
+from array import array
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import crc32c
@@ -37,7 +38,7 @@ log = logging.getLogger("wtpulsar.broker.storage")
 
 _RECORD = struct.Struct(">II")
 DEFAULT_LEDGER_MAX_BYTES = 64 * 1024 * 1024
-DEFAULT_CACHE_BYTES = 64 * 1024 * 1024  # recent entries kept in memory, all topics together
+DEFAULT_CACHE_BYTES = 16 * 1024 * 1024  # recently written entries kept in memory, all topics together
 
 
 _LOG_IDS = itertools.count(1)
@@ -113,6 +114,7 @@ class Ledger:
     size: int
     path: Path
     fd: int = -1  # open for reads (and appends when current)
+    positions: array = field(default_factory=lambda: array("q"))  # file position of each record
 
 
 class TopicLog:
@@ -148,14 +150,15 @@ class TopicLog:
             path = self.directory / f"{ledger_id}.log"
             if not path.exists():
                 continue  # deleted after every subscription acknowledged it
-            count, size = self._scan(path)
+            positions = array("q")
+            count, size = self._scan(path, positions)
             fd = os.open(path, os.O_RDONLY)
-            self.ledgers.append(Ledger(ledger_id, first, count, size, path, fd))
+            self.ledgers.append(Ledger(ledger_id, first, count, size, path, fd, positions))
         self._firsts = [led.first_offset for led in self.ledgers]
 
     @staticmethod
-    def _scan(path: Path) -> tuple[int, int]:
-        """Count whole records; cut a torn tail left by a crash."""
+    def _scan(path: Path, positions: array) -> tuple[int, int]:
+        """Count whole records and note where each starts; cut a torn tail left by a crash."""
         data = path.read_bytes()
         pos = count = 0
         while pos + 8 <= len(data):
@@ -163,6 +166,7 @@ class TopicLog:
             end = pos + 8 + length
             if end > len(data) or crc32c.crc32c(data[pos + 8 : end]) != crc:
                 break
+            positions.append(pos)
             pos = end
             count += 1
         if pos != len(data):
@@ -236,6 +240,7 @@ class TopicLog:
         if self.directory is None:
             self._memory[offset] = entry
         else:
+            ledger.positions.append(ledger.size)
             os.write(ledger.fd, _RECORD.pack(len(entry), crc32c.crc32c(entry)) + entry)
             self._dirty_fds.add(ledger.fd)
             self._remember(offset, entry)
@@ -256,26 +261,18 @@ class TopicLog:
 
     def _read_from_disk(self, offset: int) -> bytes:
         index = bisect.bisect_right(self._firsts, offset) - 1
+        if index < 0:
+            raise KeyError(offset)
         ledger = self.ledgers[index]
         wanted = offset - ledger.first_offset
-        if index < 0 or not 0 <= wanted < ledger.count:
+        if not 0 <= wanted < ledger.count:
             raise KeyError(offset)
-        # Walk the ledger's records; sequential reads are served by the page cache.
-        pos = 0
-        with open(ledger.path, "rb") as handle:
-            data = handle.read(ledger.size)
-        for _ in range(wanted):
-            (length,) = struct.unpack_from(">I", data, pos)
-            pos += 8 + length
-        (length,) = struct.unpack_from(">I", data, pos)
-        entry = data[pos + 8 : pos + 8 + length]
-        # Fill the cache with this ledger's neighbours so a replay does not re-read the file.
-        nxt = pos + 8 + length
-        for follower in range(offset + 1, min(offset + 512, ledger.first_offset + ledger.count)):
-            (flen,) = struct.unpack_from(">I", data, nxt)
-            self._remember(follower, data[nxt + 8 : nxt + 8 + flen])
-            nxt += 8 + flen
-        return entry
+        # One positioned read per entry (the OS page cache serves replays); not kept in our cache,
+        # which is for the tail that live consumers read.
+        pos = ledger.positions[wanted]
+        end = ledger.positions[wanted + 1] if wanted + 1 < ledger.count else ledger.size
+        record = os.pread(ledger.fd, end - pos, pos)
+        return record[8:]
 
     def entries_from_disk(self) -> list[tuple[int, bytes]]:
         """Every stored entry, for rebuilding in-memory indexes at load."""
