@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<26} {(start or 0) / 1024:>13.1f} {(end or 0) / 1024:>12.1f} {shown:>8}")
     from broker.storage import DEFAULT_CACHE_BYTES
 
-    print(f"(broker entry cache bound: {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB per topic, broker/storage.py)")
+    print(f"(broker entry cache: {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB for all topics together, --cache-mb)")
     print(f"\n{'subscription':<60} {'first':>6} {'max':>6} {'last':>6} growing")
     grows = {}
     for sub, series in sorted(run["backlog"].items()):
