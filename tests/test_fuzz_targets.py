@@ -68,7 +68,6 @@ class _Moderator:
     def __init__(self) -> None:
         from tests.test_functions_chat_support import NOW_MS, moderate, moderate_context
 
-        logging.getLogger().setLevel(logging.CRITICAL)
         self.fn = moderate.ModerateFunction(clock=lambda: NOW_MS / 1000)
         self.make_context = moderate_context
         self.ctx = moderate_context({})
@@ -96,7 +95,15 @@ def moderate_target(data: bytes) -> bool:
     global _moderator
     if _moderator is None:
         _moderator = _Moderator()
-    return _moderator(data)
+    # The moderator logs a line per refused input; keep the fuzz output quiet without changing
+    # the root logger's level for the rest of the test session.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        return _moderator(data)
+    finally:
+        root.setLevel(level)
 
 
 # ---- YAML loaders -----------------------------------------------------------------------------
