@@ -187,6 +187,18 @@ class ServerConnection:
     def _topic_name(self, text: str) -> TopicName:
         return TopicName.parse(text)
 
+    def _topic_problem(self, text: str) -> tuple[int, str] | None:
+        """Why a lookup-style request for `text` must fail (error code, message), or None.
+
+        Lookups and partitioned metadata report errors inside their own response (§2)."""
+        try:
+            self.service.check_namespace(self._topic_name(text))
+        except InvalidTopicName as exc:
+            return pb.InvalidTopicName, str(exc)
+        except NamespaceNotFound as exc:
+            return pb.TopicNotFound, str(exc)
+        return None
+
     def _on_lookup(self, body: pb.CommandLookupTopic) -> None:
         def reply(**fields: Any) -> None:
             self.write(command(T.LOOKUP_RESPONSE, request_id=body.request_id, **fields))
@@ -195,14 +207,9 @@ class ServerConnection:
         if listener:
             reply(response=pb.CommandLookupTopicResponse.Failed, error=pb.ServiceNotReady, message=f"the broker do not have {listener} listener")
             return
-        try:
-            name = self._topic_name(body.topic)
-            self.service.check_namespace(name)
-        except InvalidTopicName as exc:
-            reply(response=pb.CommandLookupTopicResponse.Failed, error=pb.InvalidTopicName, message=str(exc))
-            return
-        except NamespaceNotFound as exc:
-            reply(response=pb.CommandLookupTopicResponse.Failed, error=pb.TopicNotFound, message=str(exc))
+        problem = self._topic_problem(body.topic)
+        if problem is not None:
+            reply(response=pb.CommandLookupTopicResponse.Failed, error=problem[0], message=problem[1])
             return
         reply(
             response=pb.CommandLookupTopicResponse.Connect,
@@ -215,16 +222,11 @@ class ServerConnection:
         def reply(**fields: Any) -> None:
             self.write(command(T.PARTITIONED_METADATA_RESPONSE, request_id=body.request_id, **fields))
 
-        try:
-            name = self._topic_name(body.topic)
-            self.service.check_namespace(name)
-        except InvalidTopicName as exc:
-            reply(response=pb.CommandPartitionedTopicMetadataResponse.Failed, error=pb.InvalidTopicName, message=str(exc))
+        problem = self._topic_problem(body.topic)
+        if problem is not None:
+            reply(response=pb.CommandPartitionedTopicMetadataResponse.Failed, error=problem[0], message=problem[1])
             return
-        except NamespaceNotFound as exc:
-            reply(response=pb.CommandPartitionedTopicMetadataResponse.Failed, error=pb.TopicNotFound, message=str(exc))
-            return
-        reply(response=pb.CommandPartitionedTopicMetadataResponse.Success, partitions=self.service.partitions_of(name))
+        reply(response=pb.CommandPartitionedTopicMetadataResponse.Success, partitions=self.service.partitions_of(self._topic_name(body.topic)))
 
     # ------------------------------------------------------------------ producers
     def _on_producer(self, body: pb.CommandProducer) -> None:
