@@ -139,6 +139,5 @@ def test_repeated_fault_rounds_lose_nothing(tmp_path: Path) -> None:
     _check(run_fault_drill(tmp_path, ALL_FAULTS * 3, warmup_s=5.0, gap_s=10.0))
 
 
-@pytest.mark.slow
 def test_transcode_restart_with_h264_publishers_loses_nothing(tmp_path: Path) -> None:
     _check(run_fault_drill(tmp_path, ["transcode"], warmup_s=4.5, gap_s=6.0, video_codec="h264"))
