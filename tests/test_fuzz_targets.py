@@ -187,7 +187,53 @@ def _room_topics_not_a_map(data: bytes) -> bool:
     return isinstance(doc, dict) and bool(doc.get("room_topics")) and not isinstance(doc["room_topics"], dict)
 
 
+# ---- broker wire decoder and connection core (broker/wire.py, broker/connection.py) -------------
+class _BrokerCoreCrash(logging.Handler):
+    """Counts the connection's "internal error" log lines: a handler crashed on input it should refuse."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "internal error" in record.getMessage():
+            self.messages.append(record.getMessage())
+
+
+_broker_watch = _BrokerCoreCrash()
+logging.getLogger("wtpulsar.broker.connection").addHandler(_broker_watch)
+
+
+def broker_target(data: bytes) -> bool:
+    """A connection in an in-memory broker gets CONNECT, then the bytes: they must end in answers or
+    a closed connection, never in an exception or a crashed handler."""
+    from broker.config import BrokerConfig
+    from broker.connection import ServerConnection
+    from broker.service import BrokerService
+
+    service = BrokerService(BrokerConfig(data_dir=None))
+    sent: list[bytes] = []
+    closed: list[bool] = []
+    conn = ServerConnection(service, sent.append, lambda: closed.append(True), "fuzz")
+    conn.data_received(_BROKER_CONNECT)
+    answered = len(sent)
+    level = logging.getLogger("wtpulsar.broker.connection").level
+    logging.getLogger("wtpulsar.broker.connection").setLevel(logging.ERROR)  # quiet "malformed frame" warnings
+    try:
+        before = len(_broker_watch.messages)
+        conn.data_received(data)
+        service.sync()
+    finally:
+        logging.getLogger("wtpulsar.broker.connection").setLevel(level)
+    assert len(_broker_watch.messages) == before, _broker_watch.messages[-1]
+    return not closed and len(sent) > answered
+
+
+_BROKER_CONNECT = (CORPUS_ROOT / "broker" / "connect.bin").read_bytes()
+
+
 TARGETS: dict[str, Callable[[bytes], bool]] = {
+    "broker": broker_target,
     "framing": framing_target,
     "moderate": moderate_target,
     "localrun_config": localrun_config_target,
@@ -264,3 +310,15 @@ def test_mutate_is_deterministic_per_seed() -> None:
     first = [mutate(random.Random(7), seeds[0], seeds) for _ in range(5)]
     again = [mutate(random.Random(7), seeds[0], seeds) for _ in range(5)]
     assert first == again
+
+
+def test_broker_target_catches_a_crashing_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The crash check is real: a command handler that raises is reported, not swallowed."""
+    from broker.connection import ServerConnection, T
+
+    def broken(self, body):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(ServerConnection._HANDLERS, T.PING, broken)
+    with pytest.raises(AssertionError, match="internal error"):
+        broker_target((CORPUS_ROOT / "broker" / "ping.bin").read_bytes())
