@@ -14,7 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from broker.names import InvalidTopicName, TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService, NamespaceNotFound
-from broker.subscription import SUB_TYPE_NAMES
+from broker.subscription import EXCLUSIVE, FAILOVER, SUB_TYPE_NAMES
 from broker.topic import Topic
 
 SCHEMA_TYPES = {name.upper(): value for name, value in pb.Schema.Type.items()}
@@ -45,7 +45,7 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
                     "bytesOutCounter": c.bytes_out,
                     "address": c.address,
                     "connectedSince": c.connected_since,
-                    "isActive": sub.active is c if sub.sub_type in (0, 2) else True,
+                    "isActive": sub.active is c if sub.sub_type in (EXCLUSIVE, FAILOVER) else True,
                 }
                 for c in sub.consumers
             ],

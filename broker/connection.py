@@ -398,8 +398,7 @@ class ServerConnection:
             try:
                 existing = registry.find(body.schema.type, bytes(body.schema.schema_data))
                 if existing is None:
-                    idle = topic.log_end == topic.log.start_offset and not topic.producers and not topic.consumers()
-                    if registry.latest is None and not idle:
+                    if registry.latest is None and not topic.is_idle():
                         pass  # a typed consumer on an untyped, busy topic: allowed, nothing registered
                     else:
                         _, added = registry.get_or_add(body.schema, allow_add=registry.latest is None)

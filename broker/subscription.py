@@ -238,9 +238,6 @@ class Subscription:
             _, offset = heapq.heappop(self.delayed)
             self._push_replay(offset)
 
-    def next_delayed_ms(self) -> int | None:
-        return self.delayed[0][0] if self.delayed else None
-
     def _push_replay(self, offset: int) -> None:
         if offset in self.replay:
             return
@@ -388,17 +385,14 @@ class Subscription:
 
     # ------------------------------------------------------------------ redelivery, seek
     def redeliver(self, consumer: Consumer, offsets: list[int] | None) -> None:
-        if self.sub_type in (EXCLUSIVE, FAILOVER) or offsets is None:
-            if self.sub_type in (SHARED, KEY_SHARED):
-                offsets = sorted(consumer.pending)
-            else:
-                for offset in self.pending:
-                    self.redelivery_counts[offset] = self.redelivery_counts.get(offset, 0) + 1
-                for c in self.consumers:
-                    c.pending.clear()
-                self.pending.clear()
-                self._rewind()
-                return
+        if self.sub_type in (EXCLUSIVE, FAILOVER):
+            # Ids or not, an in-order subscription rewinds to its first unacknowledged entry (§10).
+            for offset in self.pending:
+                self.redelivery_counts[offset] = self.redelivery_counts.get(offset, 0) + 1
+            self._rewind()
+            return
+        if offsets is None:
+            offsets = sorted(consumer.pending)
         for offset in offsets:
             if self.pending.get(offset) is consumer:
                 self._release_pending(offset)
@@ -432,9 +426,6 @@ class Subscription:
     def backlog(self) -> int:
         end = self.topic.log_end
         return max(0, end - (self.mark_delete + 1) - sum(1 for o in self.acked if o < end))
-
-    def unacked_of(self, consumer: Consumer) -> int:
-        return len(consumer.pending)
 
     def to_json(self) -> dict[str, Any]:
         ranges: list[list[int]] = []

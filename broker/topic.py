@@ -19,7 +19,7 @@ import mmh3
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.storage import LedgerIds, TopicLog, read_json, write_json_atomic
-from broker.subscription import HASH_RANGE, Consumer, Subscription
+from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, Consumer, Subscription
 from broker.wire import parse_entry_metadata
 
 log = logging.getLogger("wtpulsar.broker.topic")
@@ -247,7 +247,7 @@ class Topic:
         meta = entry_meta_of(metadata, len(entry))
         self._metas.append(meta)
         for sub in self.subscriptions.values():
-            consumer = sub._choose(offset, meta) if sub.sub_type not in (0, 2) else sub.active
+            consumer = sub.active if sub.sub_type in (EXCLUSIVE, FAILOVER) else sub._choose(offset, meta)
             if consumer is not None and consumer.permits > 0:
                 consumer.permits -= meta.num_messages
                 consumer.deliver(consumer, offset, meta, entry, 0, None)
