@@ -29,7 +29,6 @@ from deploy.topology import Pipeline
 
 ALL_CLUSTERS = "<every cluster from GET /admin/v2/clusters>"  # filled in by the REST runner
 SCHEMA_DIR = Path("build/schemas")  # payload files for `pulsar-admin schemas upload --filename`
-PACKAGE_DIR = Path("build/functions")
 PARTITION_SUFFIX = re.compile(r"-partition-\d+$")
 
 Log = Callable[[str], None]
@@ -105,7 +104,7 @@ def _function_configs(root: Path, pipeline: Pipeline) -> list[tuple[str, Path, d
     problems: list[str] = []
     for entry in pipeline.functions:
         try:
-            config = load_function_config(root / entry.config, str(entry.config))
+            config = load_function_config(root / entry.config, str(entry.config), deployable=True)
         except ValueError as exc:
             problems.append(str(exc))
             continue
@@ -151,14 +150,15 @@ def deploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
                             ("schemas", "upload", name, "--filename", str(file)),
                             RestCall("POST", f"/admin/v2/schemas/{ns}/{topic.name}/schema", payload),
                             writes=((file, json.dumps(payload, indent=2) + "\n"),)))
-    for name, config_file, _config in _function_configs(root, pipeline):
-        package = PACKAGE_DIR / f"{name}.zip"
+    for name, config_file, config in _function_configs(root, pipeline):
+        # `py` is build/functions/<name>.zip (checked above), relative to the root, where the runners
+        # work: pulsar-admin uploads the file the YAML names, and so does the REST runner.
+        package = Path(config["py"])
         fqfn = ("--tenant", pipeline.tenant, "--namespace", pipeline.namespace, "--name", name)
         path = f"/admin/v3/functions/{ns}/{name}"
-        # --py on the command line replaces the YAML's `py` (§3: CLI flags apply on top of the file).
-        code = ("--function-config-file", str(config_file), "--py", str(package))
+        code = ("--function-config-file", str(config_file))
         steps.append(Upsert(
-            f"function {ns}/{name}",
+            f"function {ns}/{name} (py: {package}, relative to the project root where this runs)",
             probe=Action(f"does function {ns}/{name} exist", ("functions", "get", *fqfn), RestCall("GET", path)),
             create=Action(f"create function {ns}/{name}", ("functions", "create", *code),
                           RestCall("POST", path, upload=(config_file, package))),

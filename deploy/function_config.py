@@ -148,6 +148,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.=:-]+$")  # Pulsar's allowed characters in t
 QUALIFIED_TOPIC_RE = re.compile(r"^(persistent|non-persistent)://[^/]+/[^/]+/[^/]+$")
 CLASS_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 MIN_ACK_TIMEOUT_MS = 10_000  # §2.1: the C++ client rejects a smaller unacked-message timeout
+# Where `make package` (deploy/packaging.py) writes each function's archive, relative to the repo root.
+PACKAGE_DIR = "build/functions"
 
 
 @dataclass(frozen=True)
@@ -266,13 +268,35 @@ def validate_function_config(config: Any, source: str) -> list[Problem]:
     return [Problem(source, path, message) for path, message in found]
 
 
+def package_path(name: str) -> str:
+    """The archive `make package` builds for function `name`: what a deployable config's `py` names."""
+    return f"{PACKAGE_DIR}/{name}.zip"
+
+
+def deployable_py_problems(config: Any, source: str) -> list[Problem]:
+    """A config deployed from this repo must name its archive in `py`: `pulsar-admin functions create
+    --function-config-file` uploads that file as it is, and a lone .py would arrive without its
+    sibling modules and wheels (§4). Run from source locally with localrun's `--py` instead."""
+    if not isinstance(config, dict) or not isinstance(config.get("py"), str) or not isinstance(config.get("name"), str):
+        return []  # missing or mistyped: validate_function_config reports it
+    want = package_path(config["name"])
+    if config["py"] != want:
+        hint = " (a .py runs locally with `functions localrun --py`, not on a cluster)" \
+            if config["py"].endswith(".py") else ""
+        return [Problem(source, "py", f"should be {want}, the archive `make package` builds, "
+                                      f"is {config['py']}{hint}")]
+    return []
+
+
 def input_topics(config: Mapping[str, Any]) -> list[str]:
     """The input topic strings exactly as configured (the instance's consumer map keys, §1.5)."""
     return _input_topics(config)
 
 
-def load_function_config(path: Path, source: str | None = None) -> dict[str, Any]:
-    """Parse and check one FunctionConfig file; raise FunctionConfigError naming every problem."""
+def load_function_config(path: Path, source: str | None = None, *, deployable: bool = False) -> dict[str, Any]:
+    """Parse and check one FunctionConfig file; raise FunctionConfigError naming every problem.
+
+    `deployable`: also require `py` to be the function's archive (`deployable_py_problems`)."""
     label = source or str(path)
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -283,6 +307,8 @@ def load_function_config(path: Path, source: str | None = None) -> dict[str, Any
     except yaml.YAMLError as exc:
         raise FunctionConfigError([Problem(label, "", f"not valid YAML: {exc}")]) from exc
     problems = validate_function_config(config, label)
+    if deployable:
+        problems += deployable_py_problems(config, label)
     if problems:
         raise FunctionConfigError(problems)
     return config

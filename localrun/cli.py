@@ -44,6 +44,10 @@ def add_parser(sub: Any) -> None:
     )
     lr.add_argument("--function-config-file", required=True, action="append", metavar="FILE",
                     help="FunctionConfig YAML (repeat to run several functions)")
+    lr.add_argument("--py", default=None, metavar="FILE",
+                    help="the function's .py file or .zip package, replacing the config's `py` as "
+                         "`pulsar-admin functions localrun --py` does (one --function-config-file only); "
+                         "e.g. --py functions/transcode.py runs deploy/functions/transcode.yaml from source")
     lr.add_argument("--broker-service-url", default=None,
                     help=f"broker URL (default: $PULSAR_URL or {DEFAULT_SERVICE_URL})")
     state = lr.add_mutually_exclusive_group()
@@ -78,8 +82,13 @@ def cmd_localrun(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(levelname)s] %(name)s: %(message)s",
                         stream=sys.stderr)
+    if args.py is not None and len(args.function_config_file) != 1:
+        print(f"error: --py replaces the `py` of one FunctionConfig, but {len(args.function_config_file)} "
+              "--function-config-file were given: run one localrun per function to override each `py`",
+              file=sys.stderr)
+        return 2
     try:
-        specs = [load_function_config(path) for path in args.function_config_file]
+        specs = [load_function_config(path, args.py) for path in args.function_config_file]
     except ConfigError as exc:
         print(f"error: invalid function config: {exc}", file=sys.stderr)
         return 2
@@ -104,8 +113,8 @@ def cmd_localrun(args: argparse.Namespace) -> int:
         supervisor.stop()
         return 1
     for spec in specs:
-        print(f"running {spec.fqfn} ({spec.parallelism} instance(s)) from {spec.source_file} on {url}",
-              file=sys.stderr)
+        print(f"running {spec.fqfn} ({spec.parallelism} instance(s)) from {spec.source_file} "
+              f"(code: {spec.py}) on {url}", file=sys.stderr)
     print(f"state: {state_dir or 'off (--no-state)'}; counters: wtpulsar functions status --run-dir {supervisor.run_dir}",
           file=sys.stderr)
     supervisor.wait()

@@ -6,6 +6,10 @@ admin server does for a Python function (`FunctionConfigUtils.doCommonChecks` fo
 `doPythonChecks`), with the same reasons, so a file rejected here is rejected by a cluster and
 the other way round. Every error names the file and the offending field.
 
+`py` may be replaced, as `pulsar-admin functions localrun --py FILE` replaces it (CLI flags apply on
+top of the file, pulsar-functions.md §3): `deploy/functions/*.yaml` name the deployable archive
+`build/functions/X.zip`, and `--py functions/X.py` runs the same function from source.
+
 Pure: no I/O besides reading the YAML file and checking that `py` exists.
 """
 
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,8 +162,12 @@ def is_valid_topic(topic: str) -> bool:
     return all(_NAME_PART.match(p) for p in parts[:-1])
 
 
-def load_function_config(path: str | os.PathLike[str]) -> FunctionSpec:
-    """Read and validate one `--function-config-file`. Raises `ConfigError`."""
+def load_function_config(path: str | os.PathLike[str], py: str | os.PathLike[str] | None = None) -> FunctionSpec:
+    """Read and validate one `--function-config-file`. Raises `ConfigError`.
+
+    `py`, when given, replaces the file's `py` (what `--py` does, §3); it is checked the same way but
+    resolved against the working directory only, and errors name it `--py`.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -177,11 +186,14 @@ def load_function_config(path: str | os.PathLike[str]) -> FunctionSpec:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(path, "(yaml)", f"expected a mapping of FunctionConfig fields, got {type(raw).__name__}")
-    return build_spec(raw, path)
+    return build_spec(raw, path, py=py)
 
 
-def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>") -> FunctionSpec:
-    """Apply the CLI's defaults, then the admin server's checks, to a parsed FunctionConfig."""
+def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>", *,
+               py: str | os.PathLike[str] | None = None) -> FunctionSpec:
+    """Apply the CLI's defaults, then the admin server's checks, to a parsed FunctionConfig.
+
+    `py` replaces `raw["py"]` like `--py` does (see `load_function_config`)."""
     path = Path(path)
 
     def fail(field_name: str, reason: str) -> ConfigError:
@@ -235,7 +247,11 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>") -
     runtime = (raw.get("runtime") or "PYTHON").upper()
     if raw.get("jar") or raw.get("go") or runtime != "PYTHON":
         raise fail("runtime", "localrun runs Python functions only (set `py`, not `jar`/`go`)")
-    if not raw.get("py"):
+    if py is not None:
+        py = os.fspath(py)
+        if not py:
+            raise fail("--py", "is empty: give the function's .py file or .zip package")
+    elif not raw.get("py"):
         raise fail("py", "required: the function's .py file or .zip package")
 
     guarantees = (raw.get("processingGuarantees") or "ATLEAST_ONCE").upper()
@@ -309,7 +325,10 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>") -
                    "When effectively once processing guarantee is specified, retain Key ordering cannot be set")
     if raw.get("retainKeyOrdering") and raw.get("retainOrdering"):
         raise fail("retainKeyOrdering", "Only one of retain ordering or retain key ordering can be set")
-    py = _resolve_py(raw["py"], path, fail)
+    if py is not None:
+        py = _resolve_py(py, path, fail, "--py", class_name, near_config=False)
+    else:
+        py = _resolve_py(raw["py"], path, fail, "py", class_name, near_config=True)
     for topic, spec in specs.items():
         if spec.receiver_queue_size is not None and spec.receiver_queue_size < 0:
             raise fail(f"inputSpecs.{topic}.receiverQueueSize", "Receiver queue size should be >= zero")
@@ -427,21 +446,57 @@ def _check_resources(resources: dict[str, Any] | None, fail: Any) -> None:
             raise fail(f"resources.{key}", f"must be a positive number, got {value!r}")
 
 
-def _resolve_py(py: str, config_path: Path, fail: Any) -> str:
-    """Pulsar's CLI resolves `py` against the working directory; we also accept it relative to
-    the config file, so `deploy/functions/*.yaml` work from any directory."""
+def _resolve_py(py: str, config_path: Path, fail: Any, field_name: str, class_name: str, *,
+                near_config: bool) -> str:
+    """Pulsar's CLI resolves `py` against the working directory. A `py` written in the file is also
+    looked up from the config file's folder and each folder above it, so `deploy/functions/*.yaml`
+    (whose `py` is relative to the repo root) work from any directory; `--py` is not (`near_config`)."""
     if py.startswith(("http://", "https://", "function://", "builtin://")):
-        raise fail("py", f"{py}: localrun loads local files only (a .py or .zip path or file:// URL)")
+        raise fail(field_name, f"{py}: localrun loads local files only (a .py or .zip path or file:// URL)")
     if py.startswith("file://"):
         py = py[len("file://"):]
     if ".." in Path(py).parts and not Path(py).exists():
-        raise fail("py", f"Invalid filename: {py}")
+        raise fail(field_name, f"Invalid filename: {py}")
     candidates = [Path(py)]
-    if not Path(py).is_absolute():
-        candidates.append(config_path.parent / py)
+    if near_config and not Path(py).is_absolute():
+        folder = config_path.resolve().parent
+        candidates += [directory / py for directory in (folder, *folder.parents)]
     for candidate in candidates:
         if candidate.is_file():
             if candidate.suffix not in (".py", ".zip"):
-                raise fail("py", f"{py}: localrun loads .py files and .zip packages")
+                raise fail(field_name, f"{py}: localrun loads .py files and .zip packages")
             return str(candidate.resolve())
-    raise fail("py", f"The supplied python file does not exist: {py}")
+    if Path(py).suffix == ".zip":
+        # The deployable archive is built, not checked in (deploy/packaging.py): say how to get it,
+        # or how to run the same code without it.
+        raise fail(field_name, f"{py} does not exist: run `make package` to build it, or run from source "
+                               f"with --py functions/{module_of(class_name)}.py")
+    raise fail(field_name, f"The supplied python file does not exist: {py}")
+
+
+def module_of(class_name: str) -> str:
+    """The module a `className` is imported from (§1.1), as its first dotted part: `transcode` for
+    `transcode.TranscodeFunction`. FunctionConfigs in this repo use `module.Class` or `module`."""
+    return class_name.split(".", 1)[0]
+
+
+def source_py(config: Mapping[str, Any] | str | os.PathLike[str], functions_dir: str | os.PathLike[str]) -> str:
+    """The source file that runs a function without its archive: `<functions_dir>/<module>.py`, where
+    module is the first part of `className`. Pass it as `--py` (or `py=` / `py_overrides`).
+
+    `config` is a parsed FunctionConfig or the path of its YAML; a missing `className` raises
+    `ConfigError`, a missing source file does not (loading the config reports it).
+    """
+    if isinstance(config, Mapping):
+        raw: Any = config
+        where: str | os.PathLike[str] = "<config>"
+    else:
+        where = config
+        try:
+            raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(config, "(file)", f"cannot read className: {exc}") from exc
+    class_name = raw.get("className") if isinstance(raw, Mapping) else None
+    if not isinstance(class_name, str) or not class_name:
+        raise ConfigError(where, "className", "required to find the function's source file")
+    return str(Path(functions_dir) / f"{module_of(class_name)}.py")

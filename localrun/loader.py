@@ -17,6 +17,8 @@ import importlib
 import inspect
 import logging
 import os
+import platform
+import re
 import subprocess
 import sys
 import zipfile
@@ -86,9 +88,26 @@ def prepare_package(py: str, work_dir: str | os.PathLike[str]) -> list[str]:
     wheels = sorted(str(w) for w in deps.glob("*.whl")) if deps.is_dir() else []
     if wheels:
         site = work / "site-packages"
-        install_wheels(wheels, str(deps), str(site))
+        try:
+            install_wheels(wheels, str(deps), str(site))
+        except IncompatibleWheelError as exc:
+            raise PackageError(_incompatible_message(py, folder, exc, (src / f"{folder}.py").is_file())) from exc
         dirs.append(str(site))
     return dirs
+
+
+# pip's reason when a wheel's tags do not match the running interpreter (pip/_internal/req/
+# constructors.py, unchanged from pip 10 to 26): "<file>.whl is not a supported wheel on this platform."
+_UNSUPPORTED_WHEEL = re.compile(r"(\S+\.whl)\s+is\s+not\s+a\s+supported\s+wheel\s+on\s+this\s+platform")
+
+
+class IncompatibleWheelError(PackageError):
+    """pip refused a wheel built for another Python version, ABI or platform."""
+
+    def __init__(self, wheel: str, pip_output: str) -> None:
+        self.wheel = wheel
+        self.pip_output = pip_output
+        super().__init__(f"{wheel} is not a supported wheel on this platform")
 
 
 def install_wheels(wheels: list[str], find_links: str, target: str) -> None:
@@ -98,10 +117,42 @@ def install_wheels(wheels: list[str], find_links: str, target: str) -> None:
            "-t", target, "--no-index", "--find-links", find_links, *wheels]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        unsupported = _UNSUPPORTED_WHEEL.search(output)
+        if unsupported:
+            raise IncompatibleWheelError(os.path.basename(unsupported.group(1)), output)
         raise PackageError(
-            f"installing dependency wheels from {find_links} failed (pip exit {result.returncode}):\n"
-            f"{(result.stderr or result.stdout).strip()}"
+            f"installing dependency wheels from {find_links} failed (pip exit {result.returncode}):\n{output}"
         )
+
+
+def _wheel_tags(wheel: str) -> str:
+    """`python tag, ABI, platform` from a wheel file name (PEP 427: name-ver[-build]-py-abi-plat.whl)."""
+    parts = wheel.removesuffix(".whl").split("-")
+    if len(parts) < 5:
+        return "tags unreadable from the file name"
+    return f"Python {parts[-3]}, ABI {parts[-2]}, platform {parts[-1]}"
+
+
+def _incompatible_message(py: str, folder: str, exc: IncompatibleWheelError, has_own_module: bool) -> str:
+    """Why the archive's wheels do not fit this interpreter, and the two ways out (deploy/README.md
+    "Function archives": archives target the worker's Python, by default the Pulsar image's)."""
+    libc, libc_version = platform.libc_ver()
+    machine = platform.machine() or "unknown"
+    here = f"CPython {sys.version_info.major}.{sys.version_info.minor} on {sys.platform} {machine}"
+    if libc:
+        here += f" ({libc} {libc_version})"
+    # PyAV 18 publishes manylinux_2_28 wheels only (no manylinux2014), musl systems need musllinux.
+    platform_tag = f"musllinux_1_2_{machine}" if libc != "glibc" else f"manylinux_2_28_{machine}"
+    source = f"functions/{folder}.py" if has_own_module else "functions/<module of className>.py"
+    return (
+        f"{py}: its dependency wheels ({folder}/deps/) do not install on this interpreter: pip says "
+        f"{exc.wheel} is not a supported wheel on this platform ({_wheel_tags(exc.wheel)}; this is {here}). "
+        f"The archive was built for another worker (`make package` targets CPython 3.12 musllinux, the "
+        f"apachepulsar/pulsar image, by default). Run from source with --py {source}, or rebuild the archive "
+        f"for this interpreter: make package PLATFORM={platform_tag} "
+        f"PYTHON_VERSION={sys.version_info.major}.{sys.version_info.minor}"
+    )
 
 
 def add_to_sys_path(dirs: list[str]) -> None:

@@ -5,12 +5,16 @@
 backoff (0.5 s doubling to 30 s; reset once it has run for 30 s), and the reason (exit status
 or signal) is logged. `stop()` sends SIGTERM to all and waits, then SIGKILLs stragglers.
 
-Python API for `wtpulsar up`::
+Python API (tests and benches; `wtpulsar up` runs the `functions localrun` CLI)::
 
-    handle = run_functions(["deploy/functions/chat.yaml"], "pulsar://127.0.0.1:6650",
-                           state_dir=".wtpulsar/state")
+    handle = run_functions(["deploy/functions/moderate.yaml"], "pulsar://127.0.0.1:6650",
+                           state_dir=".wtpulsar/state",
+                           py_overrides={"deploy/functions/moderate.yaml": "functions/moderate.py"})
     ...
     handle.stop()
+
+`py_overrides` does what `--py` does on the command line: the YAMLs name the deployable archive,
+the override runs the source instead (`localrun.config.source_py` gives the file).
 
 Status files: `<run_dir>/<tenant>__<ns>__<name>/supervisor.json` (supervisor pid, instances,
 pids, restarts) and `instance-<id>.json` (written by each instance: pid, metrics port);
@@ -29,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,10 +286,18 @@ def run_functions(
     metrics_port_start: int | None = None,
     run_dir: str | None = None,
     log_level: str = "INFO",
+    py_overrides: Mapping[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
 ) -> Supervisor:
     """Validate every config (raising `ConfigError` before anything starts), start all
-    instances of all functions, and return the running `Supervisor` (call `.stop()`)."""
-    specs = [load_function_config(path) for path in config_files]
+    instances of all functions, and return the running `Supervisor` (call `.stop()`).
+
+    `py_overrides` maps a config file (as given in `config_files`) to the `py` that replaces the
+    file's own, like `functions localrun --py` (see `load_function_config`)."""
+    overrides = {Path(key): value for key, value in (py_overrides or {}).items()}
+    unknown = set(overrides) - {Path(path) for path in config_files}
+    if unknown:
+        raise ValueError(f"py_overrides names config files that are not run: {', '.join(sorted(map(str, unknown)))}")
+    specs = [load_function_config(path, overrides.get(Path(path))) for path in config_files]
     names = [s.fqfn for s in specs]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

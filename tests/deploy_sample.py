@@ -24,7 +24,8 @@ CHAT_SCHEMA = {
 }
 
 ECHO_CONFIG: dict[str, Any] = {
-    "tenant": "acme", "namespace": "media", "name": "echo", "className": "echo.Echo", "py": "functions/echo.py",
+    "tenant": "acme", "namespace": "media", "name": "echo", "className": "echo.Echo",
+    "py": "build/functions/echo.zip",
     "inputSpecs": {"persistent://acme/media/in": {"serdeClassName": "bytes_serde.BytesSerDe"}},
     "processingGuarantees": "MANUAL", "retainKeyOrdering": True, "parallelism": 1,
 }  # fmt: skip

@@ -68,14 +68,14 @@ DEPLOY_LINES = [
     f"{A} schemas upload persistent://acme/media/chat-in --filename build/schemas/chat-in.json",
     f"    REST: POST {URL}/admin/v2/schemas/acme/media/chat-in/schema "
     f"{json.dumps(CHAT_PAYLOAD, separators=(',', ':'))}",
-    "# function acme/media/echo",
+    "# function acme/media/echo (py: build/functions/echo.zip, relative to the project root where this runs)",
     f"{A} functions get --tenant acme --namespace media --name echo    # found: update, not found: create",
     f"    REST: GET {URL}/admin/v3/functions/acme/media/echo",
-    f"{A} functions create --function-config-file deploy/functions/echo.yaml --py build/functions/echo.zip"
+    f"{A} functions create --function-config-file deploy/functions/echo.yaml"
     "    # when not found",
     f"    REST: POST {URL}/admin/v3/functions/acme/media/echo multipart functionConfig=<deploy/functions/echo.yaml "
     "as JSON, runtime PYTHON, py echo.zip> data=@build/functions/echo.zip",
-    f"{A} functions update --function-config-file deploy/functions/echo.yaml --py build/functions/echo.zip"
+    f"{A} functions update --function-config-file deploy/functions/echo.yaml"
     "    # when found",
     f"    REST: PUT {URL}/admin/v3/functions/acme/media/echo multipart functionConfig=<deploy/functions/echo.yaml "
     "as JSON, runtime PYTHON, py echo.zip> data=@build/functions/echo.zip",
@@ -174,6 +174,17 @@ def test_bad_function_config_stops_the_plan_naming_file_and_field(project: Path,
     (project / "deploy" / "functions" / "echo.yaml").write_text(yaml.safe_dump({**ECHO_CONFIG, "parallelism": "1"}))
     assert wtpulsar_main(["deploy", "--dry-run", "--root", str(project)]) == 1
     assert "deploy/functions/echo.yaml: parallelism: should be an integer, is a string" in capsys.readouterr().err
+
+
+def test_function_config_whose_py_is_not_the_archive_is_not_deployed(project: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    # pulsar-admin would upload a lone echo.py, without its sibling modules and wheels.
+    (project / "deploy" / "functions" / "echo.yaml").write_text(yaml.safe_dump({**ECHO_CONFIG, "py": "functions/echo.py"}))
+    assert wtpulsar_main(["deploy", "--dry-run", "--root", str(project), "--admin-url", URL]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert ("deploy/functions/echo.yaml: py: should be build/functions/echo.zip, the archive `make package` builds, "
+            "is functions/echo.py (a .py runs locally with `functions localrun --py`, not on a cluster)") in captured.err
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -288,8 +299,7 @@ def test_pulsar_admin_runner_deploys_twice_and_undeploys_twice(project: Path, tm
         ["topics", "create", "persistent://acme/media/chat-in"],
         ["schemas", "upload", "persistent://acme/media/chat-in", "--filename", "build/schemas/chat-in.json"],
         ["functions", "get", "--tenant", "acme", "--namespace", "media", "--name", "echo"],
-        ["functions", "create", "--function-config-file", "deploy/functions/echo.yaml",
-         "--py", "build/functions/echo.zip"],
+        ["functions", "create", "--function-config-file", "deploy/functions/echo.yaml"],
     ]  # fmt: skip
     assert state["calls"] == expected_first
     assert json.loads((project / "build" / "schemas" / "chat-in.json").read_text()) == CHAT_PAYLOAD
@@ -514,5 +524,7 @@ def test_repo_pipeline_plans_every_topic_schema_and_function() -> None:
     uploads = [c.split()[2] for c in commands if c.startswith("schemas upload")]
     assert uploads == [pipeline.qualified(n) for n in ("chat-in", "chat-approved", "moderation")]
     for fn in pipeline.functions:
-        assert any(c.startswith(f"functions create --function-config-file {fn.config} "
-                                f"--py build/functions/{fn.name}.zip") for c in commands), fn.name
+        # the YAML's py is the archive: no --py override, pulsar-admin uploads what the file names
+        assert f"functions create --function-config-file {fn.config}    # when not found" in commands, fn.name
+        config = yaml.safe_load((REPO / fn.config).read_text())
+        assert config["py"] == f"build/functions/{fn.name}.zip"

@@ -13,6 +13,7 @@ from deploy.function_config import (
     FIELDS,
     FunctionConfigError,
     Problem,
+    deployable_py_problems,
     load_function_config,
     validate_function_config,
 )
@@ -42,6 +43,34 @@ def test_repo_function_configs_are_accepted(path: Path) -> None:
     config = yaml.safe_load(path.read_text())
     assert validate_function_config(config, path.name) == []
     assert set(config) <= set(FIELDS)
+
+
+@pytest.mark.skipif(not REPO_CONFIGS, reason="deploy/functions/ has no FunctionConfig yet")
+@pytest.mark.parametrize("path", REPO_CONFIGS, ids=lambda p: p.name)
+def test_repo_function_configs_name_the_archive_make_package_builds(path: Path) -> None:
+    """`pulsar-admin functions create --function-config-file` uploads `py` as it is: a .py would go
+    without its sibling modules and PyAV; the archive is build/functions/<name>.zip (deploy/packaging.py)."""
+    config = yaml.safe_load(path.read_text())
+    assert deployable_py_problems(config, path.name) == []
+    assert config["py"] == f"build/functions/{config['name']}.zip"
+    assert load_function_config(path, deployable=True) == config
+
+
+@pytest.mark.parametrize(("py", "message"), [
+    ("functions/exclaim.py", "should be build/functions/exclaim.zip, the archive `make package` builds, is "
+                             "functions/exclaim.py (a .py runs locally with `functions localrun --py`, not on a cluster)"),
+    ("build/functions/other.zip", "should be build/functions/exclaim.zip, the archive `make package` builds, is "
+                                  "build/functions/other.zip"),
+    ("exclaim.zip", "should be build/functions/exclaim.zip, the archive `make package` builds, is exclaim.zip"),
+])  # fmt: skip
+def test_py_other_than_the_archive_is_not_deployable(tmp_path: Path, py: str, message: str) -> None:
+    assert [(p.field, p.message) for p in deployable_py_problems({**GOOD, "py": py}, "x.yaml")] == [("py", message)]
+    path = tmp_path / "exclaim.yaml"
+    path.write_text(yaml.safe_dump({**GOOD, "py": py}))
+    assert load_function_config(path) == {**GOOD, "py": py}  # a valid FunctionConfig all the same
+    with pytest.raises(FunctionConfigError) as caught:
+        load_function_config(path, "deploy/functions/exclaim.yaml", deployable=True)
+    assert str(caught.value) == f"deploy/functions/exclaim.yaml: py: {message}"
 
 
 def test_good_sample_has_no_problem() -> None:

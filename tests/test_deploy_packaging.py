@@ -22,7 +22,7 @@ from deploy.packaging import (
     requirements_for,
     write_archive,
 )
-from tests.deploy_sample import write_project
+from tests.deploy_sample import ECHO_CONFIG, write_project
 from tests.deploy_wheels import make_clean_venv, pip_for, tiny_wheel, wheel_from_installed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,6 +95,7 @@ def test_archive_layout_and_cache(tmp_path: Path) -> None:
     built = package_functions(root, target=HOST, pins={"tinydep": "tinydep==1.0"}, pip_extra=pip_extra,
                               log=log.append)  # fmt: skip
     assert built == [root / "build" / "functions" / "echo.zip"]
+    assert built == [root / ECHO_CONFIG["py"]]  # what the FunctionConfig's py names (and pulsar-admin uploads)
     with zipfile.ZipFile(built[0]) as archive:
         assert sorted(archive.namelist()) == ["echo/deps/tinydep-1.0-py3-none-any.whl", "echo/src/bytes_serde.py",
                                               "echo/src/echo.py"]  # fmt: skip

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from broker.testing import BrokerProcess, free_port
+from localrun.config import source_py
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("transcode", "chunk", "moderate", "route")
@@ -42,7 +43,7 @@ def function_configs(folder: Path, parallelism: int = 1) -> list[Path]:
     out = []
     for name in FUNCTIONS:
         cfg = yaml.safe_load((REPO / "deploy" / "functions" / f"{name}.yaml").read_text())
-        cfg["py"] = str(REPO / "functions" / f"{name}.py")
+        cfg["py"] = source_py(cfg, REPO / "functions")  # the shipped py is the archive `make package` builds
         cfg["parallelism"] = parallelism
         user = cfg.setdefault("userConfig", {})
         if name == "transcode":

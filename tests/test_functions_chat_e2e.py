@@ -13,6 +13,7 @@ import pulsar
 import pytest
 import yaml
 
+from localrun.config import source_py
 from tests.localrun_harness import running, write_config
 from tests.test_functions_chat_support import ROOT, chat
 
@@ -24,13 +25,13 @@ def configs(tmp_path: Path, tag: str, rate_messages: int = 100) -> tuple[list[Pa
     topics = {name: f"{NS}/{tag}-{name}" for name in ("chat-in", "chat-approved", "moderation", "dead-letter",
                                                          "unroutable")}  # fmt: skip
     moderate = yaml.safe_load((ROOT / "deploy/functions/moderate.yaml").read_text())
-    moderate.update(namespace="default", name=f"moderate-{tag}", py=str(ROOT / "functions/moderate.py"),
+    moderate.update(namespace="default", name=f"moderate-{tag}", py=source_py(moderate, ROOT / "functions"),
                     inputSpecs={topics["chat-in"]: {"serdeClassName": "bytes_serde.BytesSerDe"}}, parallelism=1)  # fmt: skip
     moderate["userConfig"].update(deadLetterTopic=topics["dead-letter"], approvedTopic=topics["chat-approved"],
                                   verdictTopic=topics["moderation"])  # fmt: skip
     moderate["userConfig"]["limits"]["rate_messages"] = rate_messages
     route = yaml.safe_load((ROOT / "deploy/functions/route.yaml").read_text())
-    route.update(namespace="default", name=f"route-{tag}", py=str(ROOT / "functions/route.py"),
+    route.update(namespace="default", name=f"route-{tag}", py=source_py(route, ROOT / "functions"),
                  inputSpecs={topics["chat-approved"]: {"serdeClassName": "bytes_serde.BytesSerDe"}}, parallelism=1)  # fmt: skip
     route["userConfig"].update(namespace="default", unroutableTopic=topics["unroutable"])
     return [write_config(tmp_path / "cfg", "moderate.yaml", **moderate),
@@ -108,7 +109,7 @@ def test_route_fans_segments_out_per_room_and_rendition(broker: Any, tmp_path: P
     room = f"room{uuid.uuid4().hex[:8]}"
     segments, unroutable = f"{NS}/{tag}-segments", f"{NS}/{tag}-unroutable"
     route = yaml.safe_load((ROOT / "deploy/functions/route.yaml").read_text())
-    route.update(namespace="default", name=f"route-{tag}", py=str(ROOT / "functions/route.py"),
+    route.update(namespace="default", name=f"route-{tag}", py=source_py(route, ROOT / "functions"),
                  inputSpecs={segments: {"serdeClassName": "bytes_serde.BytesSerDe"}}, parallelism=1)  # fmt: skip
     route["userConfig"].update(namespace="default", unroutableTopic=unroutable)
     files = [write_config(tmp_path / "cfg", "route.yaml", **route)]

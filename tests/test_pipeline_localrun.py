@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pulsar
 
+from localrun.config import source_py
 from localrun.supervisor import run_functions
 from tests.broker_helpers import admin, client
 from tests.test_functions_media_support import RAW_VIDEO, decode_fmp4, frame_props, media_synth
@@ -32,7 +33,10 @@ def wait_for_consumers(admin_url: str, topic: str, timeout: float = 60) -> None:
 def test_raw_frames_become_playable_fmp4_on_the_room_topic(broker_factory, tmp_path: Path) -> None:
     broker = broker_factory()
     configs = [REPO / "deploy" / "functions" / f"{name}.yaml" for name in ("transcode", "chunk", "route")]
-    supervisor = run_functions(configs, broker.service_url, str(tmp_path / "state"), nack_delay_ms=500, run_dir=str(tmp_path / "run"))
+    # The YAMLs name the deployable archives; run the source, as `wtpulsar up` does (--py).
+    from_source = {config: source_py(config, REPO / "functions") for config in configs}
+    supervisor = run_functions(configs, broker.service_url, str(tmp_path / "state"), nack_delay_ms=500,
+                               run_dir=str(tmp_path / "run"), py_overrides=from_source)
     try:
         # transcode and chunk subscribe at the latest position (Pulsar's default): wait for them.
         for topic in ("raw-video", "encoded", "segments"):

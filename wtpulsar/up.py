@@ -2,6 +2,11 @@
 
 Each part runs as its own child process with the same CLI a user would type, so `up` shows
 exactly how to run them separately. Ctrl-C (SIGINT) or SIGTERM stops them all, in reverse order.
+
+The FunctionConfigs name the deployable archive (`py: build/functions/X.zip`, built by `make
+package` for the cluster's Python); on the laptop the functions run from source instead, with
+`--py <functions-src>/<module>.py` as `pulsar-admin functions localrun --py` would. `--from-package`
+runs the archives as the YAMLs say.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--ingress-listen", default="0.0.0.0:4433", metavar="HOST:PORT", help="WebTransport (UDP)")
     p.add_argument("--ingress-http", default="127.0.0.1:8000", metavar="HOST:PORT", help="page, /health, /metrics, WebSocket fallback")
     p.add_argument("--functions", default=str(REPO / "deploy" / "functions"), metavar="DIR", help="FunctionConfig files to run (default deploy/functions)")
+    p.add_argument("--functions-src", default=str(REPO / "functions"), metavar="DIR",
+                   help="run each function whose `py` is a .zip from DIR/<module of className>.py (default functions/)")
+    p.add_argument("--from-package", action="store_true",
+                   help="run the archives the FunctionConfigs name (build/functions/*.zip, see `make package`) "
+                        "instead of the source")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)
@@ -56,6 +66,32 @@ def _wait_port(host: str, port: int, proc: subprocess.Popen[bytes], what: str, t
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
+
+
+def code_override(config: Path, functions_src: str, from_package: bool) -> tuple[list[str], str]:
+    """The `--py` arguments for one FunctionConfig, and a line saying which code runs.
+
+    A `py` that is not a .zip is run as written; so is everything with `from_package`. A YAML that
+    cannot be read gets no override: localrun then reports what is wrong with it.
+    """
+    import yaml
+
+    from localrun.config import ConfigError, source_py
+
+    try:
+        raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return [], "as configured"
+    py = raw.get("py") if isinstance(raw, dict) else None
+    if not isinstance(py, str) or not py.endswith(".zip"):
+        return [], f"py {py} from the config"
+    if from_package:
+        return [], f"package {py} (--from-package)"
+    try:
+        source = source_py(raw, functions_src)
+    except ConfigError:
+        return [], "as configured"
+    return ["--py", source], f"source {source} (--py; the config's {py} runs with --from-package)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -91,10 +127,13 @@ def run(args: argparse.Namespace) -> int:
         if not configs:
             print(f"[up] no FunctionConfig files in {args.functions}", file=sys.stderr)
         for config in configs:
+            py_args, code = code_override(config, args.functions_src, args.from_package)
+            print(f"[up] function {config.stem} runs {code}", flush=True)
             start(
                 f"function {config.stem}",
                 [
-                    "functions", "localrun", "--function-config-file", str(config), "--broker-service-url", service_url,
+                    "functions", "localrun", "--function-config-file", str(config), *py_args,
+                    "--broker-service-url", service_url,
                     "--state-dir", str(state / "functions"), "--nack-delay-ms", str(args.nack_delay_ms),
                 ],
             )
@@ -111,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         print("", flush=True)
         print("wtpulsar is up", flush=True)
         print(f"  broker      {service_url}" + (f"   admin {admin_url}/admin/v2   metrics {admin_url}/metrics" if admin_url else " (external)"))
-        print(f"  functions   {', '.join(c.stem for c in configs)} (localrun, state in {state / 'functions'})")
+        code = "archives from the configs" if args.from_package else f"source from {args.functions_src}"
+        print(f"  functions   {', '.join(c.stem for c in configs)} (localrun, {code}, state in {state / 'functions'})")
         print(f"  ingress     https://{args.ingress_listen.replace('0.0.0.0', 'localhost')}/wt (WebTransport)   http://{args.ingress_http}/health   /metrics")
         print(f"  page        http://{args.ingress_http}/?room={args.room}&token={tokens['publisher']}")
         print(f"  viewer      http://{args.ingress_http}/?room={args.room}&token={tokens['viewer']}&mode=view")
