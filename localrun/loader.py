@@ -197,6 +197,13 @@ def load_serde(class_name: str) -> Any:
     kclass = import_class(class_name or DEFAULT_SERDE)
     if kclass is None:
         raise NameError(f"Could not import serde class {class_name}")
+    from pulsar.functions.serde import IdentitySerDe
+
+    if kclass is IdentitySerDe:
+        # The official class itself (not a user subclass): the same results, faster (see the module).
+        from localrun.identity_serde import FastIdentitySerDe
+
+        return FastIdentitySerDe()
     return kclass()
 
 

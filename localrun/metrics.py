@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -44,60 +44,84 @@ class ExceptionReport:
     timestamp_ms: int
 
 
-@dataclass
 class InstanceStats:
-    """Counters of one instance. Thread-safe: the listener, the execution thread and producer
-    callbacks all update it."""
+    """Counters of one instance.
 
-    total: Window = field(default_factory=Window)
-    window: Window = field(default_factory=Window)
-    window_start: float = 0.0
-    last_invocation_ms: int = 0
-    user_metrics: dict[str, tuple[int, float]] = field(default_factory=dict)
-    latest_user_exceptions: deque[ExceptionReport] = field(
-        default_factory=lambda: deque(maxlen=LATEST_EXCEPTIONS_KEPT))
-    latest_system_exceptions: deque[ExceptionReport] = field(
-        default_factory=lambda: deque(maxlen=LATEST_EXCEPTIONS_KEPT))
-    # Exception messages currently exposed as gauges in this window.
-    user_exception_gauges: list[str] = field(default_factory=list)
-    system_exception_gauges: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    The per-message counters (`received`, `processed`) are plain attributes written by one
+    thread only, the execution thread, so the hot path takes no lock (a lock per message cost
+    measurably in bench/localrun.py). When several receiving threads feed the queue they count
+    through `received_shared()`, which locks. Readers (the metrics endpoint, status) may see a
+    value one message old, never a torn one. The 1-minute window is the totals minus a snapshot
+    taken when the window started, so rolling it never races with an increment. Exceptions and
+    user metrics are rare and come from several threads: they lock.
+    """
+
+    def __init__(self, window_start: float = 0.0) -> None:
+        self.n_received = 0
+        self.n_processed = 0
+        self.latency_sum_ms = 0.0
+        self.n_user_exceptions = 0
+        self.n_system_exceptions = 0
+        self.window_start = window_start
+        self._window_base = Window()
+        self.last_invocation_ms = 0
+        self.user_metrics: dict[str, tuple[int, float]] = {}
+        self.latest_user_exceptions: deque[ExceptionReport] = deque(maxlen=LATEST_EXCEPTIONS_KEPT)
+        self.latest_system_exceptions: deque[ExceptionReport] = deque(maxlen=LATEST_EXCEPTIONS_KEPT)
+        # Exception messages currently exposed as gauges in this window.
+        self.user_exception_gauges: list[str] = []
+        self.system_exception_gauges: list[str] = []
+        self._lock = threading.Lock()
+
+    @property
+    def total(self) -> Window:
+        """Everything since the instance started."""
+        return Window(self.n_received, self.n_processed, self.n_user_exceptions, self.n_system_exceptions,
+                      self.latency_sum_ms, self.n_processed)
+
+    @property
+    def window(self) -> Window:
+        """The current 1-minute window."""
+        total, base = self.total, self._window_base
+        return Window(total.received - base.received, total.processed - base.processed,
+                      total.user_exceptions - base.user_exceptions,
+                      total.system_exceptions - base.system_exceptions,
+                      total.latency_sum_ms - base.latency_sum_ms, total.latency_count - base.latency_count)
 
     def roll(self, now: float) -> None:
         """Start a new 1-minute window if the current one is over."""
         with self._lock:
             if now - self.window_start >= WINDOW_S:
-                self.window = Window()
+                self._window_base = self.total
                 self.window_start = now
                 self.user_exception_gauges.clear()
                 self.system_exception_gauges.clear()
 
     def received(self) -> None:
+        """One delivery handed to the execution thread (call from that thread only)."""
+        self.n_received += 1
+
+    def received_shared(self) -> None:
+        """One delivery, counted from one of several receiving threads."""
         with self._lock:
-            self.total.received += 1
-            self.window.received += 1
+            self.n_received += 1
 
     def processed(self, latency_ms: float) -> None:
-        with self._lock:
-            for w in (self.total, self.window):
-                w.processed += 1
-                w.latency_sum_ms += latency_ms
-                w.latency_count += 1
+        """process() returned; `latency_ms` is its duration (execution thread only)."""
+        self.latency_sum_ms += latency_ms
+        self.n_processed += 1
 
     def invoked(self, now: float) -> None:
-        with self._lock:
-            self.last_invocation_ms = int(now * 1000)
+        self.last_invocation_ms = int(now * 1000)
 
     def user_exception(self, exc: BaseException, now: float) -> None:
         with self._lock:
-            self.total.user_exceptions += 1
-            self.window.user_exceptions += 1
+            self.n_user_exceptions += 1
             self._report(self.latest_user_exceptions, self.user_exception_gauges, exc, now)
 
     def system_exception(self, exc: BaseException, now: float) -> None:
         with self._lock:
-            self.total.system_exceptions += 1
-            self.window.system_exceptions += 1
+            self.n_system_exceptions += 1
             self._report(self.latest_system_exceptions, self.system_exception_gauges, exc, now)
 
     def _report(self, latest: deque[ExceptionReport], gauges: list[str], exc: BaseException, now: float) -> None:
@@ -113,12 +137,13 @@ class InstanceStats:
     def snapshot(self) -> dict[str, object]:
         """A `functions status`-like view of this instance."""
         with self._lock:
-            avg = self.total.latency_sum_ms / self.total.latency_count if self.total.latency_count else 0.0
+            total = self.total
+            avg = total.latency_sum_ms / total.latency_count if total.latency_count else 0.0
             return {
-                "numReceived": self.total.received,
-                "numSuccessfullyProcessed": self.total.processed,
-                "numUserExceptions": self.total.user_exceptions,
-                "numSystemExceptions": self.total.system_exceptions,
+                "numReceived": total.received,
+                "numSuccessfullyProcessed": total.processed,
+                "numUserExceptions": total.user_exceptions,
+                "numSystemExceptions": total.system_exceptions,
                 "averageLatency": avg,
                 "lastInvocationTime": self.last_invocation_ms,
                 "latestUserExceptions": [
