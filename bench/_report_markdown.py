@@ -22,6 +22,7 @@ class ModuleOutcome:
     stdout_file: str  # relative to the report
     stdout_tail: str
     plots: list[tuple[str, str]] = field(default_factory=list)  # (title, png path relative to the report)
+    reused_from: str | None = None  # when the figures come from an earlier saved run (--reuse)
 
     @property
     def ok(self) -> bool:
@@ -49,11 +50,14 @@ def render(outcomes: list[ModuleOutcome], started: float, quick: bool) -> str:
     ]
     for o in outcomes:
         mark = "ok" if o.ok else f"**{o.status}**"
+        if o.reused_from:
+            mark += f" (run of {o.reused_from}, reused)"
         lines.append(f"| {o.name} | {mark} | {o.seconds:.0f} s | [{o.stdout_file}]({o.stdout_file}) |")
     failed = [o.name for o in outcomes if not o.ok]
     lines += ["", f"**Failed: {', '.join(failed)}**" if failed else "All modules ran to completion.", ""]
     for o in outcomes:
-        lines += [f"## {o.name}", "", f"`{' '.join(o.command)}` — {o.status}, {o.seconds:.0f} s", ""]
+        reused = f" — figures from the run of {o.reused_from} (`--reuse`)" if o.reused_from else ""
+        lines += [f"## {o.name}", "", f"`{' '.join(o.command)}` — {o.status}, {o.seconds:.0f} s{reused}", ""]
         tail = o.stdout_tail.rstrip("\n").splitlines()[-TAIL_LINES:]
         lines += ["```", *(tail or ["(no output)"]), "```", ""]
         for title, png in o.plots:

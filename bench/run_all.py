@@ -9,6 +9,11 @@ JSON, from which bench/_report_plots.py draws PNGs; `--json` without a file mean
 printed at the end of stdout. Every module's stdout+stderr is saved to <out>/<name>.log. A module
 that exits non-zero, times out or cannot start is reported as failed at the top of the report, and
 the others still run. Exit status: 1 if any module failed.
+
+`--reuse a,b` takes those modules' figures from the last run saved in <out> instead of running
+them again (each module's status, command and time are kept in <out>/<name>.status.json); the
+report says so and when that run was. Meant for modules whose figures do not depend on the load
+of the machine, such as fuzz (inputs and crashes), so that a long run need not be repeated.
 """
 
 from __future__ import annotations
@@ -116,8 +121,38 @@ def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tu
     if style == "stdout" and doc is not None:
         shown = text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
     print(f"[bench] {name}: {status} in {seconds:.0f} s", flush=True)
-    return ModuleOutcome(name, ["python", "-m", f"bench.{name}", *args], status, seconds,
-                         f"{out_dir.name}/{log_path.name}", shown), doc
+    shown_command = ["python", "-m", f"bench.{name}", *args]
+    (out_dir / f"{name}.status.json").write_text(json.dumps(
+        {"status": status, "seconds": seconds, "command": shown_command, "finished": time.time(),
+         "json": style is not None and doc is not None}))
+    return ModuleOutcome(name, shown_command, status, seconds, f"{out_dir.name}/{log_path.name}", shown), doc
+
+
+def reuse_module(name: str, out_dir: Path) -> tuple[ModuleOutcome, dict | None]:
+    """The outcome of `name` saved by an earlier run in `out_dir` (see --reuse)."""
+    status_path, log_path, json_path = (out_dir / f"{name}.status.json", out_dir / f"{name}.log",
+                                        out_dir / f"{name}.json")
+    try:
+        saved = json.loads(status_path.read_text())
+        text = log_path.read_text(errors="replace")
+    except (OSError, ValueError) as exc:
+        outcome = ModuleOutcome(name, ["python", "-m", f"bench.{name}"],
+                                f"could not reuse: no saved run in {out_dir} ({exc})", 0.0, "", "")
+        return outcome, None
+    doc: dict | None = None
+    if saved.get("json"):
+        try:
+            doc = json.loads(json_path.read_text()) if json_path.exists() else last_json_object(text)
+        except ValueError:
+            doc = None
+    shown = text
+    if doc is not None and not json_path.exists():
+        shown = text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(saved.get("finished", 0)))
+    print(f"[bench] {name}: reused the run finished {when}: {saved.get('status')}", flush=True)
+    return ModuleOutcome(name, list(saved.get("command", [])), str(saved.get("status", "?")),
+                         float(saved.get("seconds", 0.0)), f"{out_dir.name}/{log_path.name}", shown,
+                         reused_from=when), doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="each module's smoke-run flags (minutes, not an hour)")
     parser.add_argument("--only", help="comma-separated modules to run")
     parser.add_argument("--skip", default="", help="comma-separated modules to leave out")
+    parser.add_argument("--reuse", default="", help="comma-separated modules whose last saved run in --out is "
+                                                    "reported instead of running them again")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="per module, s (default %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="logs, JSON and PNGs")
     parser.add_argument("--report", type=Path, default=ROOT / "bench" / "report.md")
@@ -143,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     outcomes = []
     table = QUICK_ARGS if args.quick else FULL_ARGS
+    reuse = {m.strip() for m in args.reuse.split(",") if m.strip()}
     for name in modules:
-        outcome, doc = run_module(name, table.get(name, []), args.out, args.timeout)
+        if name in reuse:
+            outcome, doc = reuse_module(name, args.out)
+        else:
+            outcome, doc = run_module(name, table.get(name, []), args.out, args.timeout)
         plotter = PLOTTERS.get(name)
         if doc is not None and plotter is not None:
             try:

@@ -71,6 +71,24 @@ def test_run_all_reports_figures_plots_and_failures(tmp_path: Path, monkeypatch:
     assert "![Fuzzing: speed and depth per target](results/fuzz_targets.png)" in text
 
 
+def test_run_all_reuses_a_saved_run_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(run_all.QUICK_ARGS, "fuzz", ["--inputs", "30", "--jobs", "1", "--targets", "framing",
+                                                     "--tolerate-known"])
+    results, report = tmp_path / "results", tmp_path / "report.md"
+    assert run_all.main(["--quick", "--only", "fuzz", "--out", str(results), "--report", str(report)]) == 0
+    first_log = (results / "fuzz.log").read_text()
+    assert run_all.main(["--quick", "--only", "fuzz", "--reuse", "fuzz", "--out", str(results),
+                         "--report", str(report)]) == 0
+    text = report.read_text()
+    assert (results / "fuzz.log").read_text() == first_log  # not run again
+    assert "reused" in text and "random (baseline)" in text
+    assert "![Fuzzing: speed and depth per target](results/fuzz_targets.png)" in text
+    # nothing saved: reported as a failure, not as figures
+    code = run_all.main(["--quick", "--only", "moderation", "--reuse", "moderation", "--out", str(tmp_path / "empty"),
+                         "--report", str(report)])
+    assert code == 1 and "could not reuse" in report.read_text()
+
+
 def test_json_flag_styles_and_trailing_json() -> None:
     assert run_all.json_style("  --json FILE   also write") == "file"
     assert run_all.json_style("  --json      print the raw report as JSON too") == "stdout"
