@@ -403,7 +403,7 @@ class VerdictFollower:
 
     def handle(self, actions: list[Action]) -> None:
         super().handle(actions)  # type: ignore[misc]
-        if self.verdict_watch is None and self.core.chatted and not self.ended:
+        if actions and self.verdict_watch is None and self.core.chatted and not self.ended:
             claims = self.core.claims
             self.verdict_watch = self.app.egress.watch_verdicts(claims.room, claims.user, self.on_verdict)
 

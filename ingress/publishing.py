@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ingress.session import (
     Action,
@@ -36,6 +36,8 @@ class PublishingShell:
         self._ack_flush_scheduled = False
         self._was_paused = False
         self.ended = False
+        # kind -> (frames counter, bytes counter) children: labels() per frame is a lock + dict lookup
+        self._kind_metrics: dict[str, tuple[Any, Any]] = {}
 
     # ---- transport hooks (subclasses) -------------------------------------------------------
     def send_record(self, channel: int, data: bytes) -> None:
@@ -59,13 +61,22 @@ class PublishingShell:
         return self.core.backlogged
 
     def handle(self, actions: list[Action]) -> None:
+        if not actions:
+            # Most QUIC packets carry part of a frame and yield nothing: nothing was written, so no flush;
+            # a broker receipt may still have freed an in-flight slot, so the pause state is checked.
+            self._check_pause()
+            return
         now = time.time()
         metrics = self.app.metrics
         for action in actions:
             if isinstance(action, Publish):
                 kind = action.properties["kind"]
-                metrics.frames.labels(kind, self.transport).inc()
-                metrics.frame_bytes.labels(kind).inc(len(action.payload))
+                counters = self._kind_metrics.get(kind)
+                if counters is None:
+                    counters = self._kind_metrics[kind] = (metrics.frames.labels(kind, self.transport),
+                                                           metrics.frame_bytes.labels(kind))
+                counters[0].inc()
+                counters[1].inc(len(action.payload))
                 ticket = action.ticket
                 self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
             elif isinstance(action, Send):

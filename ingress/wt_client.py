@@ -122,8 +122,11 @@ class WebTransportClientProtocol(QuicConnectionProtocol):
 
 
 @asynccontextmanager
-async def open_webtransport(url: str, timeout: float = 10.0, idle_timeout: float | None = None) -> Any:
-    """``async with open_webtransport("https://127.0.0.1:4433/wt?token=...") as client:``."""
+async def open_webtransport(url: str, timeout: float = 10.0, idle_timeout: float | None = None,
+                            max_datagram_size: int | None = None) -> Any:
+    """``async with open_webtransport("https://127.0.0.1:4433/wt?token=...") as client:``.
+
+    ``max_datagram_size`` is the UDP payload the client sends (aioquic's default 1200; Chromium 1350)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 443
     path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -134,6 +137,8 @@ async def open_webtransport(url: str, timeout: float = 10.0, idle_timeout: float
     cfg.server_name = host
     if idle_timeout is not None:
         cfg.idle_timeout = idle_timeout
+    if max_datagram_size is not None:
+        cfg.max_datagram_size = max_datagram_size
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     family, addr = infos[0][0], infos[0][4]
