@@ -17,6 +17,13 @@ whole. Appends are written at once, before any receipt goes out (that survives k
 `--sync fsync` the server also makes them durable in groups (fdatasync of every ledger written
 since the last group, in a worker thread) before the receipts. A torn record at
 the end of the last ledger (kill -9 mid-write) is cut off at load.
+
+Memory per stored entry: none. With retention on, a topic keeps entries long after every
+subscription has acknowledged them, so nothing here may grow with the number of entries (Apache
+Pulsar's broker likewise holds only the ledger list; entry positions live in BookKeeper). A ledger
+keeps its size, count, last publish time (for retention by time) and the file position of every
+`POSITION_BLOCK`-th record; the positions of one block are found by walking the record headers
+from there when an entry must be read from disk, and a few such blocks are kept per topic.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import struct
 from array import array
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +47,8 @@ log = logging.getLogger("wtpulsar.broker.storage")
 _RECORD = struct.Struct(">II")
 DEFAULT_LEDGER_MAX_BYTES = 64 * 1024 * 1024
 DEFAULT_CACHE_BYTES = 16 * 1024 * 1024  # recently written entries kept in memory, all topics together
+POSITION_BLOCK = 1024  # records per checkpointed file position (8 bytes per 1024 entries kept)
+POSITION_BLOCKS_KEPT = 4  # walked blocks of record boundaries kept per topic for disk reads
 
 
 _LOG_IDS = itertools.count(1)
@@ -114,7 +124,8 @@ class Ledger:
     size: int
     path: Path
     fd: int = -1  # open for reads (and appends when current)
-    positions: array = field(default_factory=lambda: array("q"))  # file position of each record
+    checkpoints: array = field(default_factory=lambda: array("q"))  # file position of record k * POSITION_BLOCK
+    last_publish_time: int = 0  # of its last entry (ms), for retention by time without an entry index
 
 
 class TopicLog:
@@ -136,6 +147,8 @@ class TopicLog:
         self._firsts: list[int] = []
         self._dirty_fds: set[int] = set()  # ledgers written since the last take_dirty()
         self._memory: dict[int, bytes] = {}  # in-memory topics only
+        # (ledger id, block) -> file positions of the block's records plus the end of its last one
+        self._boundaries: OrderedDict[tuple[int, int], array] = OrderedDict()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -150,15 +163,15 @@ class TopicLog:
             path = self.directory / f"{ledger_id}.log"
             if not path.exists():
                 continue  # deleted after every subscription acknowledged it
-            positions = array("q")
-            count, size = self._scan(path, positions)
+            checkpoints = array("q")
+            count, size = self._scan(path, checkpoints)
             fd = os.open(path, os.O_RDONLY)
-            self.ledgers.append(Ledger(ledger_id, first, count, size, path, fd, positions))
+            self.ledgers.append(Ledger(ledger_id, first, count, size, path, fd, checkpoints))
         self._firsts = [led.first_offset for led in self.ledgers]
 
     @staticmethod
-    def _scan(path: Path, positions: array) -> tuple[int, int]:
-        """Count whole records and note where each starts; cut a torn tail left by a crash."""
+    def _scan(path: Path, checkpoints: array) -> tuple[int, int]:
+        """Count whole records and note where every POSITION_BLOCK-th starts; cut a torn tail."""
         data = path.read_bytes()
         pos = count = 0
         while pos + 8 <= len(data):
@@ -166,7 +179,8 @@ class TopicLog:
             end = pos + 8 + length
             if end > len(data) or crc32c.crc32c(data[pos + 8 : end]) != crc:
                 break
-            positions.append(pos)
+            if count % POSITION_BLOCK == 0:
+                checkpoints.append(pos)
             pos = end
             count += 1
         if pos != len(data):
@@ -231,7 +245,7 @@ class TopicLog:
         return self.end_offset
 
     # ---- entries ----
-    def append(self, entry: bytes) -> int:
+    def append(self, entry: bytes, publish_time: int = 0) -> int:
         ledger = self.ledgers[-1]
         if ledger.size >= self.ledger_max_bytes and ledger.count:
             self._start_ledger()
@@ -240,13 +254,25 @@ class TopicLog:
         if self.directory is None:
             self._memory[offset] = entry
         else:
-            ledger.positions.append(ledger.size)
+            if ledger.count % POSITION_BLOCK == 0:
+                ledger.checkpoints.append(ledger.size)
             os.write(ledger.fd, _RECORD.pack(len(entry), crc32c.crc32c(entry)) + entry)
             self._dirty_fds.add(ledger.fd)
             self._remember(offset, entry)
+            block, index = divmod(ledger.count, POSITION_BLOCK)
+            walked = self._boundaries.get((ledger.ledger_id, block))
+            if walked is not None and len(walked) == index + 1:  # keep a walked tail block whole
+                walked.append(ledger.size + 8 + len(entry))
         ledger.count += 1
         ledger.size += 8 + len(entry)
+        ledger.last_publish_time = publish_time
         return offset
+
+    def stamp(self, offset: int, publish_time: int) -> None:
+        """Note an entry's publish time while loading (the entries are read in order)."""
+        index = bisect.bisect_right(self._firsts, offset) - 1
+        if index >= 0:
+            self.ledgers[index].last_publish_time = publish_time
 
     def _remember(self, offset: int, entry: bytes) -> None:
         self._cache.put(self._id, offset, entry)
@@ -269,14 +295,34 @@ class TopicLog:
             raise KeyError(offset)
         # One positioned read per entry (the OS page cache serves replays); not kept in our cache,
         # which is for the tail that live consumers read.
-        pos = ledger.positions[wanted]
-        end = ledger.positions[wanted + 1] if wanted + 1 < ledger.count else ledger.size
-        record = os.pread(ledger.fd, end - pos, pos)
-        return record[8:]
+        block, index = divmod(wanted, POSITION_BLOCK)
+        walked = self._walked_block(ledger, block)
+        if index + 1 >= len(walked):  # walked before this entry was appended
+            self._boundaries.pop((ledger.ledger_id, block), None)
+            walked = self._walked_block(ledger, block)
+        pos, end = walked[index], walked[index + 1]
+        return os.pread(ledger.fd, end - pos, pos)[8:]
 
-    def entries_from_disk(self) -> list[tuple[int, bytes]]:
-        """Every stored entry, for rebuilding in-memory indexes at load."""
-        result: list[tuple[int, bytes]] = []
+    def _walked_block(self, ledger: Ledger, block: int) -> array:
+        """Record boundaries of one block, from its checkpoint by reading each record's header."""
+        key = (ledger.ledger_id, block)
+        walked = self._boundaries.get(key)
+        if walked is not None:
+            self._boundaries.move_to_end(key)
+            return walked
+        pos = ledger.checkpoints[block]
+        walked = array("q", [pos])
+        for _ in range(min(POSITION_BLOCK, ledger.count - block * POSITION_BLOCK)):
+            (length,) = struct.unpack(">I", os.pread(ledger.fd, 4, pos))
+            pos += 8 + length
+            walked.append(pos)
+        self._boundaries[key] = walked
+        if len(self._boundaries) > POSITION_BLOCKS_KEPT:
+            self._boundaries.popitem(last=False)
+        return walked
+
+    def entries_from_disk(self) -> Iterator[tuple[int, bytes]]:
+        """Every stored entry in order, one ledger file in memory at a time (rebuilding at load)."""
         for ledger in self.ledgers:
             if self.directory is None or ledger.count == 0:
                 continue
@@ -284,9 +330,8 @@ class TopicLog:
             pos = 0
             for i in range(ledger.count):
                 (length,) = struct.unpack_from(">I", data, pos)
-                result.append((ledger.first_offset + i, data[pos + 8 : pos + 8 + length]))
+                yield ledger.first_offset + i, data[pos + 8 : pos + 8 + length]
                 pos += 8 + length
-        return result
 
     def take_dirty(self) -> set[int]:
         """File descriptors of every ledger appended to since the last call (rollover included)."""
@@ -315,6 +360,8 @@ class TopicLog:
             for offset in range(ledger.first_offset, ledger.first_offset + ledger.count):
                 self._cache.drop(self._id, offset)
                 self._memory.pop(offset, None)
+            for key in [k for k in self._boundaries if k[0] == ledger.ledger_id]:
+                del self._boundaries[key]
             if self.directory is not None:
                 os.close(ledger.fd)
                 ledger.path.unlink(missing_ok=True)

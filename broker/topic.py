@@ -1,4 +1,14 @@
-"""A topic: its entry log, entry index, producers, de-duplication, schemas and subscriptions."""
+"""A topic: its entry log, entry index, producers, de-duplication, schemas and subscriptions.
+
+The entry index (publish time, batch size, Key_Shared slot, delivery time, size of each entry)
+is kept in memory only for the part of the log that a subscription may still dispatch: from the
+slowest subscription's mark-delete position to the end ("warm"). Entries below it are "cold":
+with retention on they stay on disk for hours, and an index entry each would grow the broker
+without bound, where Apache Pulsar's broker keeps nothing per retained entry. A cold entry's
+facts are read back from its ledger a block at a time when something asks for them (a
+subscription or reader starting at Earliest, a seek or reset below the warm part); a few such
+blocks are kept. Retention by time uses each ledger's last publish time (storage.Ledger).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +19,7 @@ import os
 import time
 import urllib.parse
 from array import array
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +35,9 @@ from broker.wire import parse_entry_metadata
 log = logging.getLogger("wtpulsar.broker.topic")
 
 NONE_KEY = b"NONE_KEY"
+COLD_BLOCK = 1024  # entries whose facts are read back from disk together
+COLD_BLOCKS_KEPT = 4  # such blocks kept per topic (a replay reads them in order)
+COOL_MIN = 1024  # entries dropped from the warm index at once, at least (bounds the array shifting)
 
 
 def sticky_slot(metadata: pb.MessageMetadata) -> int:
@@ -74,6 +87,9 @@ class EntryIndex:
         c = self._cols
         return EntryMeta(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i])
 
+    def covers(self, offset: int) -> bool:
+        return self.base <= offset < self.base + len(self)
+
     def drop_before(self, offset: int) -> None:
         count = offset - self.base
         if count > 0:
@@ -122,7 +138,8 @@ class Topic:
         self.name = name
         self.directory = directory
         self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.entry_cache)
-        self._metas = EntryIndex(self.log.start_offset)
+        self._metas = EntryIndex(self.log.start_offset)  # warm part: from the slowest cursor to the end
+        self._cold: OrderedDict[int, EntryIndex] = OrderedDict()  # block number -> facts read back
         self._ticks = 0
         self.durable_end = self.log.end_offset
         self.producers: dict[tuple[int, int], Producer] = {}  # (connection id, producer id) -> producer
@@ -144,15 +161,27 @@ class Topic:
     # ------------------------------------------------------------------ load
     def _load(self) -> None:
         assert self.directory is not None
-        for _offset, entry in self.log.entries_from_disk():
+        self._load_cursors()
+        # Every entry is read for the producers' sequence ids and the ledgers' last publish
+        # times, but only the warm part (from the slowest cursor on) is indexed.
+        self._metas = EntryIndex(max(self.log.start_offset, self.warm_from()))
+        for offset, entry in self.log.entries_from_disk():
             metadata, _ = parse_entry_metadata(entry)
-            self._metas.append(entry_meta_of(metadata, len(entry)))
+            if offset >= self._metas.base:
+                self._metas.append(entry_meta_of(metadata, len(entry)))
+            self.log.stamp(offset, metadata.publish_time)
             self._remember_sequence(metadata)
         self.durable_end = self.log.end_offset
         saved = read_json(self.directory / "dedup.json", {})
         if isinstance(saved, dict):
             for name, seq in saved.items():
                 self.dedup[name] = max(self.dedup.get(name, -1), int(seq))
+        meta = read_json(self.directory / "topic.json", {})
+        if isinstance(meta, dict):
+            self.topic_epoch = int(meta.get("topic_epoch", 0))
+
+    def _load_cursors(self) -> None:
+        assert self.directory is not None
         cursors = self.directory / "cursors"
         if cursors.is_dir():
             for path in sorted(cursors.glob("*.json")):
@@ -166,9 +195,6 @@ class Topic:
                 if sub.mark_delete < self.log.start_offset - 1:
                     sub.skip_to(self.log.start_offset)
                 self.subscriptions[name] = sub
-        meta = read_json(self.directory / "topic.json", {})
-        if isinstance(meta, dict):
-            self.topic_epoch = int(meta.get("topic_epoch", 0))
 
     def _remember_sequence(self, metadata: pb.MessageMetadata) -> None:
         name = metadata.producer_name
@@ -186,7 +212,45 @@ class Topic:
         return self.log.end_offset
 
     def entry_meta(self, offset: int) -> EntryMeta:
-        return self._metas[offset]
+        if offset >= self._metas.base:
+            return self._metas[offset]
+        return self._cold_meta(offset)
+
+    def _cold_meta(self, offset: int) -> EntryMeta:
+        """Facts of an entry below the warm part, read back from the log with its block."""
+        if offset < self.log.start_offset:
+            raise IndexError(offset)
+        block = offset // COLD_BLOCK
+        facts = self._cold.get(block)
+        if facts is None or not facts.covers(offset):
+            facts = EntryIndex(max(block * COLD_BLOCK, self.log.start_offset))
+            for cold in range(facts.base, min((block + 1) * COLD_BLOCK, self._metas.base)):
+                entry = self.log.read(cold)
+                facts.append(entry_meta_of(parse_entry_metadata(entry)[0], len(entry)))
+            self._cold[block] = facts
+            if len(self._cold) > COLD_BLOCKS_KEPT:
+                self._cold.popitem(last=False)
+        else:
+            self._cold.move_to_end(block)
+        return facts[offset]
+
+    def warm_from(self) -> int:
+        """The first offset some subscription may still dispatch (any later entry can be pending,
+        parked, delayed or redelivered; none at or below a mark-delete position is). With no
+        subscription nothing is needed, but the last entry stays for GET_LAST_MESSAGE_ID."""
+        low = min((sub.mark_delete + 1 for sub in self.subscriptions.values()), default=self.log_end)
+        return min(low, self.durable_end - 1)
+
+    def warm_entries(self) -> int:
+        """Entries whose facts are held in memory (the warm index and the cold blocks read back)."""
+        return len(self._metas) + sum(len(block) for block in self._cold.values())
+
+    def cool(self) -> None:
+        """Drop the index of entries no subscription can dispatch any more (in steps of at least
+        COOL_MIN, or an eighth of the warm part, so the arrays are not shifted on every tick)."""
+        count = self.warm_from() - self._metas.base
+        if count >= max(COOL_MIN, len(self._metas) // 8):
+            self._metas.drop_before(self._metas.base + count)
 
     def read_entry(self, offset: int) -> bytes:
         return self.log.read(offset)
@@ -213,7 +277,7 @@ class Topic:
         if not self.name.persistent:
             self._publish_non_persistent(producer, send, entry, metadata)
             return
-        offset = self.log.append(entry)
+        offset = self.log.append(entry, metadata.publish_time)
         self._metas.append(entry_meta_of(metadata, len(entry)))
         if is_chunk:
             if metadata.chunk_id == metadata.num_chunks_from_msg - 1:
@@ -387,6 +451,7 @@ class Topic:
             if sub.dirty and snapshot:
                 self.save_cursor(sub)
         self._trim(now_ms, retention_ms, retention_bytes)
+        self.cool()
         if any(s.delayed for s in self.subscriptions.values()):
             self.dispatch(now_ms)
 
@@ -402,23 +467,42 @@ class Topic:
         durable = [s for s in self.subscriptions.values() if s.durable]
         if not durable or not self.name.persistent:
             return
-        below = min(s.mark_delete for s in durable) + 1
-        # Keep acknowledged data while retention (time and size) asks for it.
-        if retention_ms > 0 or retention_bytes > 0:
-            first = self.log.ledgers[0]
-            last_entry = first.first_offset + first.count - 1
-            if first.count and retention_ms > 0 and self.entry_meta(last_entry).publish_time >= now_ms - retention_ms:
-                return
-            if retention_bytes > 0 and self.log.size_bytes <= retention_bytes:
-                return
-        self.log.roll_if_idle_and_acked(below)
+        acked_below = min(s.mark_delete for s in durable) + 1
+        below = self._retained_from(now_ms, retention_ms, retention_bytes, acked_below)
+        if below >= self.log.ledgers[-1].first_offset:
+            # Retention keeps no closed ledger: close the current one too once it is acknowledged,
+            # so that it can go (while retention keeps data, ledgers roll only when full).
+            self.log.roll_if_idle_and_acked(acked_below)
+            below = self._retained_from(now_ms, retention_ms, retention_bytes, acked_below)
         if self.log.trimmable(below) and self._dedup_dirty:
             self._save_dedup()  # the entries that prove these sequence ids are about to go
         if self.log.trim(below):
             self._metas.drop_before(self.log.start_offset)
+            self._cold.clear()
             for sub in self.subscriptions.values():
                 if sub.mark_delete < self.log.start_offset - 1:
                     sub.skip_to(self.log.start_offset)
+
+    def _retained_from(self, now_ms: int, retention_ms: int, retention_bytes: int, acked_below: int) -> int:
+        """Where the log may be cut: after the oldest acknowledged ledgers that retention no
+        longer asks for. A ledger stays while its last entry is younger than the retention time
+        or while the topic is within the retention size (each limit only when set), and every
+        later ledger stays with it. Judged per ledger, from its summary: no entry index needed."""
+        if retention_ms <= 0 and retention_bytes <= 0:
+            return acked_below
+        size = self.log.size_bytes
+        cut = self.log.start_offset
+        for ledger in self.log.ledgers[:-1]:
+            end = ledger.first_offset + ledger.count
+            if end > acked_below:
+                break
+            if retention_ms > 0 and ledger.last_publish_time >= now_ms - retention_ms:
+                break
+            if retention_bytes > 0 and size <= retention_bytes:
+                break
+            size -= ledger.size
+            cut = end
+        return cut
 
     def _save_dedup(self) -> None:
         """Producer high-water marks are rebuilt from the log at load; the file keeps the ones
