@@ -387,12 +387,6 @@ class Instance:
             self.stats.system_exception(exc, time.time())
             consumer.negative_acknowledge(message)
 
-    def _process_result(self, output: Any, item: InputItem) -> None:
-        if output is not None and self.spec.output:
-            self._send_output(output, item.message, item.topic, item.consumer)
-        elif self._ack_without_output:
-            item.consumer.acknowledge(item.message)
-
     def _send_output(self, output: Any, message: Any, topic: str, consumer: Any) -> None:
         if self.output_producer is None:
             self._setup_output()
@@ -419,13 +413,6 @@ class Instance:
             self._raw_send(self._message_builder().content(payload).properties(props).build(), done)
         else:
             self.output_producer.send_async(payload, done, properties=props)
-
-    def _done_producing(self, item: InputItem, result: Any, msg_id: Any) -> None:
-        if result == self._result_ok:
-            if self._ack_after_send:
-                item.consumer.acknowledge(item.message)
-            return
-        self._send_failed(result, item.message, item.consumer)
 
     def _send_failed(self, result: Any, message: Any, consumer: Any) -> None:
         error = (f"Failed to publish to topic [{self.spec.output}] with error [{result}] "
