@@ -80,6 +80,11 @@ def last_json_object(text: str) -> dict[str, Any] | None:
     return None
 
 
+def without_trailing_json(text: str) -> str:
+    """Figures only: `text` without the JSON dump a `--json` flag printed at its end."""
+    return text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
+
+
 def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tuple[ModuleOutcome, dict | None]:
     base = [sys.executable, "-m", f"bench.{name}"]
     log_path = out_dir / f"{name}.log"
@@ -116,10 +121,7 @@ def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tu
             doc = None
     elif style == "stdout":
         doc = last_json_object(text)
-    # Figures only: drop a trailing JSON dump from what the report quotes.
-    shown = text
-    if style == "stdout" and doc is not None:
-        shown = text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
+    shown = without_trailing_json(text) if style == "stdout" and doc is not None else text
     print(f"[bench] {name}: {status} in {seconds:.0f} s", flush=True)
     shown_command = ["python", "-m", f"bench.{name}", *args]
     (out_dir / f"{name}.status.json").write_text(json.dumps(
@@ -145,9 +147,7 @@ def reuse_module(name: str, out_dir: Path) -> tuple[ModuleOutcome, dict | None]:
             doc = json.loads(json_path.read_text()) if json_path.exists() else last_json_object(text)
         except ValueError:
             doc = None
-    shown = text
-    if doc is not None and not json_path.exists():
-        shown = text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
+    shown = without_trailing_json(text) if doc is not None and not json_path.exists() else text
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(saved.get("finished", 0)))
     print(f"[bench] {name}: reused the run finished {when}: {saved.get('status')}", flush=True)
     return ModuleOutcome(name, list(saved.get("command", [])), str(saved.get("status", "?")),
