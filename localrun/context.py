@@ -21,6 +21,7 @@ from pulsar import Context as _SdkContext
 from localrun.config import FunctionSpec
 from localrun.loader import DEFAULT_SERDE, load_serde
 from localrun.metrics import InstanceStats
+from localrun.sent_messages import SentMessages, send_keeping
 from localrun.state import StateStore
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class ContextImpl(_SdkContext):
         function_version: str = "",
         secrets: Any = None,
         clock: Callable[[], float] = time.time,
+        sent: SentMessages | None = None,
     ) -> None:
         self._spec = spec
         self._instance_id = instance_id
@@ -89,6 +91,8 @@ class ContextImpl(_SdkContext):
         self._producers: dict[str, Any] = {}
         self._serdes: dict[str, Any] = {}
         self._producer_lock = threading.Lock()
+        # publish() runs on the execution thread, whose loop releases these (localrun/sent_messages.py)
+        self._sent = sent if sent is not None else SentMessages()
 
     def set_current_message(self, message: Any, topic: str) -> None:
         self._message = message
@@ -210,7 +214,7 @@ class ContextImpl(_SdkContext):
         if properties:
             conf["properties"] = properties
         source_id = self._message.message_id() if self._message is not None else None
-        producer.send_async(payload, partial(self._published, callback, topic_name, source_id), **conf)
+        send_keeping(producer, self._sent, payload, partial(self._published, callback, topic_name, source_id), **conf)
 
     def _producer_for(self, topic_name: str, compression_type: Any) -> Any:
         with self._producer_lock:

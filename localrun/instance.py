@@ -28,6 +28,7 @@ from typing import Any
 from localrun.config import FunctionSpec
 from localrun.guarantees import AckPolicy
 from localrun.metrics import InstanceStats, StatsCollector, build_registry, serve
+from localrun.sent_messages import SentMessages, send_keeping
 
 log = logging.getLogger("localrun.instance")
 
@@ -135,6 +136,8 @@ class Instance:
         self.output_schema_is_bytes = True
         self._raw_send: Any = None  # see raw_sender()
         self._message_builder: Any = None
+        # Sent messages are dropped on this (the execution) thread: see localrun/sent_messages.py.
+        self.sent = SentMessages()
         self.log_producer: Any = None
         self.log_handler: LogTopicHandler | None = None
         self.context: Any = None
@@ -208,7 +211,7 @@ class Instance:
         self.context = ContextImpl(
             self.spec, self.instance_id, self.client, self.consumers, self.state, self.stats,
             function_id=self.function_id, function_version=self.function_version,
-            secrets=secrets_provider(self.secrets_provider_name),
+            secrets=secrets_provider(self.secrets_provider_name), sent=self.sent,
         )
 
     def _setup_output(self) -> None:
@@ -290,6 +293,7 @@ class Instance:
             try:
                 item = self.queue.get(timeout=0.2)
             except queue.Empty:
+                self.sent.release()
                 continue
             if not self._execute(item):
                 return
@@ -303,10 +307,12 @@ class Instance:
         stats = self.stats
         serde, use_schema = self.decoders[topic_key]
         remap = bool(self.topic_keys)  # one consumer for several topics: the serde depends on the topic
+        release_sent = self.sent.release
         while not self.stopping:
             try:
                 message = receive(RECEIVE_POLL_MS)
             except timeout:
+                release_sent()
                 continue
             stats.received()
             if remap:
@@ -357,6 +363,7 @@ class Instance:
     # The per-message path. It runs once per input, so it is written for speed: no per-message
     # locks or property lookups (the policy flags are precomputed), the ack callback is a closure.
     def _handle(self, message: Any, topic: str, serde: Any, use_schema: bool, consumer: Any) -> None:
+        self.sent.release()
         try:
             value = message.value() if use_schema else serde.deserialize(message.data())
             context = self.context
@@ -395,8 +402,12 @@ class Instance:
             return
         ack_after_send = self._ack_after_send
         ok = self._result_ok
+        keep = self.sent.keep
+        built: Any = None  # the message, when built here
 
         def done(result: Any, _msg_id: Any) -> None:
+            if built is not None:
+                keep(built)
             if result == ok:
                 if ack_after_send:
                     consumer.acknowledge(message)
@@ -410,9 +421,10 @@ class Instance:
             # The same message the public `Producer.send_async` builds for bytes content and
             # properties, without its ten argument checks (about 3 µs a message; see
             # `raw_sender`).
-            self._raw_send(self._message_builder().content(payload).properties(props).build(), done)
+            built = self._message_builder().content(payload).properties(props).build()
+            self._raw_send(built, done)
         else:
-            self.output_producer.send_async(payload, done, properties=props)
+            send_keeping(self.output_producer, self.sent, payload, done, properties=props)
 
     def _send_failed(self, result: Any, message: Any, consumer: Any) -> None:
         error = (f"Failed to publish to topic [{self.spec.output}] with error [{result}] "
@@ -469,6 +481,7 @@ class Instance:
             self.client.close()
         if self.state is not None:
             self.state.close()
+        self.sent.clear()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
 
