@@ -119,6 +119,26 @@ def soak_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
     return out
 
 
+def sent_messages_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """malloc'd memory against messages sent: public send_async (baseline) vs localrun's keeping."""
+    plt = _pyplot()
+    results = [r for r in doc.get("results") or [] if isinstance(r, dict) and r.get("samples")]
+    if not results:
+        return []
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for r in results:
+        samples = r["samples"]
+        label = f"{r['way']}, {'batched' if r['batched'] else 'unbatched'}"
+        label += f", {r['rate']:.0f}/s" if r.get("rate") else ", unpaced"
+        ax.plot([s[0] for s in samples], [(s[1] - samples[0][1]) / 1e6 for s in samples], label=label,
+                linestyle="-" if r["way"] == "baseline" else "--")
+    ax.set_xlabel("messages sent")
+    ax.set_ylabel("malloc'd memory growth, MB")
+    ax.set_title("one producer's memory: send_async vs localrun's SentMessages")
+    ax.legend(fontsize=8)
+    return [("Sent messages: memory against messages sent", _save(fig, out_dir, "sent_messages.png"))]
+
+
 def glass_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
     """Glass-to-glass latency per playback mode: histogram when samples are present, else p50/p95."""
     plt = _pyplot()
@@ -147,4 +167,5 @@ def glass_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
     return [("Glass-to-glass latency", _save(fig, out_dir, "glass_to_glass.png"))]
 
 
-PLOTTERS = {"broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots}
+PLOTTERS = {"broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots,
+            "sent_messages": sent_messages_plots}
