@@ -12,24 +12,20 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pulsar
 import pytest
 
+from bench.sent_messages import growth
 from localrun.config import load_function_config
 from localrun.instance import Instance
 from localrun.sent_messages import HOLD_SECONDS, KEEP_UP_TO_PER_SECOND, SentMessages, send_keeping
-from tests.localrun_harness import FIXTURES, write_config
+from tests.localrun_harness import FIXTURES, topic, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 STEP = HOLD_SECONDS * 1.01  # a clock step of HOLD_SECONDS, safe from float rounding
-
-
-def topic(tag: str) -> str:
-    return f"persistent://public/default/sent-{uuid.uuid4().hex[:10]}-{tag}"
 
 
 class Clock:
@@ -232,8 +228,7 @@ def test_keeping_stops_the_client_pool_from_growing(broker: Any, tmp_path: Path)
     assert len(results) == 5
     for r in results:
         assert r["acked"] == 6000
-        first, last = r["samples"][0][1], r["samples"][-1][1]
-        grown_mb = (last - first) / 1e6
+        grown_mb = growth(r)[0]
         if r["way"] == "baseline" or not r["rate"]:
             # The client behaviour this works around; if a new client version stops pooling this
             # way, this fails and the workaround can go.
