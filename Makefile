@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-slow bench lint proto package deploy clean venv
+.PHONY: run test test-slow test-pulsar pulsar bench lint proto package deploy clean venv
 
 venv: $(STAMP)
 
@@ -21,6 +21,14 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The real-Pulsar tier alone: Apache Pulsar standalone (fetched once into ~/.cache/wtpulsar) started by the tests.
+test-pulsar: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m pulsar
+
+# Apache Pulsar standalone on 127.0.0.1:16650 (admin http://127.0.0.1:18080), function state on; Ctrl-C stops it.
+pulsar: $(STAMP)
+	$(BIN)/wtpulsar pulsar
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m slow

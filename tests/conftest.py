@@ -59,3 +59,13 @@ def broker_factory(tmp_path: Path) -> Iterator[Callable[..., BrokerProcess]]:
     yield make
     for process in started:
         process.close()
+
+
+@pytest.fixture(scope="session")
+def real_pulsar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """Apache Pulsar standalone (broker, bookie, table service, functions worker) for the `pulsar` tier."""
+    from tests.realpulsar_support import start_standalone
+
+    standalone = start_standalone(tmp_path_factory.mktemp("real-pulsar"))
+    yield standalone
+    standalone.stop()

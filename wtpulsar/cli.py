@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "ingress.cli",       # wtpulsar ingress, consume, token
     "wtpulsar.up",       # wtpulsar up
     "deploy.cli",        # wtpulsar deploy, undeploy
+    "realpulsar.cli",    # wtpulsar pulsar (Apache Pulsar standalone)
     "wtpulsar.audit",    # wtpulsar audit
 ]
 
