@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace, undeploy: bool) -> int:
         AdminCliRunner,
         DeployError,
         RestRunner,
+        check_cluster_version,
         execute,
         find_pulsar_admin,
         render_plan,
@@ -85,6 +86,8 @@ def _run(args: argparse.Namespace, undeploy: bool) -> int:
         else:
             print(f"# {verb} {pipeline.namespace_path} through the REST API at {args.admin_url} (no pulsar-admin)")
             runner = RestRunner(args.admin_url, root)
+        if not undeploy:
+            check_cluster_version(root, pipeline, runner, args.admin_url)
         execute(steps, runner)
     except (DeployError, FunctionConfigError, PipelineError, PackagingError, SchemaConversionError,
             ImportScanError) as exc:

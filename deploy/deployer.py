@@ -147,18 +147,19 @@ def deploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
         file = SCHEMA_DIR / f"{topic.name}.json"
         # Uploading the same definition again returns the existing version: no special case needed.
         steps.append(Action(f"schema of {name} from schemas/{topic.schema}",
-                            ("schemas", "upload", name, "--filename", str(file)),
+                            ("schemas", "upload", name, "--filename", str(root / file)),
                             RestCall("POST", f"/admin/v2/schemas/{ns}/{topic.name}/schema", payload),
                             writes=((file, json.dumps(payload, indent=2) + "\n"),)))
     for name, config_file, config in _function_configs(root, pipeline):
-        # `py` is build/functions/<name>.zip (checked above), relative to the root, where the runners
-        # work: pulsar-admin uploads the file the YAML names, and so does the REST runner.
+        # `py` is build/functions/<name>.zip (checked above), relative to the project root. Pulsar's
+        # bin/pulsar-admin changes into PULSAR_HOME before it runs (docs/real-pulsar.md §6), so it gets
+        # both files as absolute paths; `--py` names the same archive the YAML does.
         package = Path(config["py"])
         fqfn = ("--tenant", pipeline.tenant, "--namespace", pipeline.namespace, "--name", name)
         path = f"/admin/v3/functions/{ns}/{name}"
-        code = ("--function-config-file", str(config_file))
+        code = ("--function-config-file", str(root / config_file), "--py", str(root / package))
         steps.append(Upsert(
-            f"function {ns}/{name} (py: {package}, relative to the project root where this runs)",
+            f"function {ns}/{name} (py: {package}, in the project root {root})",
             probe=Action(f"does function {ns}/{name} exist", ("functions", "get", *fqfn), RestCall("GET", path)),
             create=Action(f"create function {ns}/{name}", ("functions", "create", *code),
                           RestCall("POST", path, upload=(config_file, package))),
@@ -250,6 +251,8 @@ class Runner(Protocol):
 
     def list_topics(self, namespace: str) -> tuple[list[str], list[str]]: ...
 
+    def cluster_version(self) -> str | None: ...
+
 
 def classify_text(text: str) -> str:
     """What a failed pulsar-admin call means, from its message (it prints the server's reason)."""
@@ -275,7 +278,7 @@ def classify_status(method: str, path: str, response: Response) -> str:
 
 
 class AdminCliRunner:
-    """Runs ``pulsar-admin`` in the project root (the commands use paths relative to it)."""
+    """Runs ``pulsar-admin`` in the project root; the commands name files by absolute path (see deploy_plan)."""
 
     def __init__(self, pulsar_admin: str, admin_url: str, root: Path) -> None:
         self.base = [pulsar_admin, "--admin-url", admin_url]
@@ -293,6 +296,11 @@ class AdminCliRunner:
         if done.returncode == 0:
             return Outcome("done")
         return Outcome(classify_text(output), output)
+
+    def cluster_version(self) -> str | None:
+        """`pulsar-admin brokers version`; None when the cluster does not say."""
+        done = self._call(("brokers", "version"))
+        return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
 
     def list_topics(self, namespace: str) -> tuple[list[str], list[str]]:
         lists: list[list[str]] = []
@@ -343,6 +351,11 @@ class RestRunner:
             return Outcome("failed", reply.body)
         return Outcome(classify_status(call.method, call.path, reply), f"HTTP {reply.status} {reply.body}".strip())
 
+    def cluster_version(self) -> str | None:
+        """GET /admin/v2/brokers/version; None when the cluster does not say."""
+        reply = self.api.request("GET", "/admin/v2/brokers/version")
+        return reply.body.strip() if reply.status == 200 and reply.body.strip() else None
+
     def list_topics(self, namespace: str) -> tuple[list[str], list[str]]:
         lists: list[list[str]] = []
         for path in (f"/admin/v2/persistent/{namespace}", f"/admin/v2/persistent/{namespace}/partitioned"):
@@ -365,6 +378,16 @@ def _must(runner: Runner, action: Action, log: Log, hint: str = "") -> Outcome:
 
 UPDATE_HINT = ("\n(functions update cannot change the processing guarantees, ordering flags, subscription, "
                "runtime or output serde, nor add input topics: run `wtpulsar undeploy` then deploy again)")
+
+
+def check_cluster_version(root: Path, pipeline: Pipeline, runner: Runner, admin_url: str) -> None:
+    """DeployError when the cluster is too old for the FunctionConfigs (deploy/cluster_version.py)."""
+    from deploy.cluster_version import version_problem
+
+    configs = [config for _, _, config in _function_configs(root, pipeline)]
+    problem = version_problem(runner.cluster_version(), configs, admin_url)
+    if problem:
+        raise DeployError(problem)
 
 
 def execute(steps: Sequence[Step], runner: Runner, log: Log = print) -> None:

@@ -1,0 +1,75 @@
+"""`wtpulsar deploy` / `wtpulsar undeploy` for real, with Pulsar's own pulsar-admin, against the standalone.
+
+Runs on a copy of the project (deploy/, functions/, schemas/) so the archives it builds for the worker's
+Python do not replace the repo's build/. Named `zz` so that it runs after the pipeline module, which
+uses the same namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from realpulsar.standalone import Standalone
+from tests.realpulsar_support import FUNCTIONS, REPO, WORKER_PLATFORM, WORKER_PYTHON_VERSION, rest, wait_running
+
+pytestmark = pytest.mark.pulsar
+
+
+def project_copy(folder: Path) -> Path:
+    for part in ("deploy", "functions", "schemas"):
+        shutil.copytree(REPO / part, folder / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def deploy_cli(pulsar: Standalone, root: Path, verb: str, rest_api: bool = False) -> tuple[int, str]:
+    """`wtpulsar deploy|undeploy`, with Pulsar's pulsar-admin or (rest_api) through the admin REST API.
+
+    Each pulsar-admin command starts a JVM (~3 s here), so the later passes use the REST runner: both
+    runners are then proven on Apache Pulsar in one test."""
+    args = [sys.executable, "-m", "wtpulsar.cli", verb, "--root", str(root), "--admin-url", pulsar.admin_url]
+    args += ["--rest"] if rest_api else ["--pulsar-admin", str(pulsar.home / "bin" / "pulsar-admin")]
+    if verb == "deploy":
+        args += ["--python-version", WORKER_PYTHON_VERSION, "--platform", WORKER_PLATFORM]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAVA_HOME": pulsar.java_home})
+    return done.returncode, done.stdout + done.stderr
+
+
+def names(pulsar: Standalone, path: str) -> list[str]:
+    status, body = rest(pulsar, "GET", path)
+    return list(body) if status == 200 and isinstance(body, list) else []
+
+
+def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalone, tmp_path: Path) -> None:
+    pulsar = real_pulsar
+    root = project_copy(tmp_path / "project")
+    code, out = deploy_cli(pulsar, root, "deploy")
+    assert code == 0, out
+    assert "with " + str(pulsar.home / "bin" / "pulsar-admin") in out  # Pulsar's own CLI did the work
+    assert "public/wtpulsar" in names(pulsar, "/admin/v2/namespaces/public")
+    topics = names(pulsar, "/admin/v2/persistent/public/wtpulsar")
+    assert {f"persistent://public/wtpulsar/{t}" for t in ("raw-video", "encoded", "segments", "chat-in")} <= set(topics)
+    status, schema = rest(pulsar, "GET", "/admin/v2/schemas/public/wtpulsar/chat-in/schema")
+    assert status == 200 and schema["type"] == "JSON", schema
+    assert sorted(names(pulsar, "/admin/v3/functions/public/wtpulsar")) == sorted(FUNCTIONS)
+    for name in FUNCTIONS:
+        wait_running(pulsar, name)
+
+    code, out = deploy_cli(pulsar, root, "deploy", rest_api=True)  # again: everything exists, functions updated
+    assert code == 0, out
+    assert out.count("  update function public/wtpulsar/") == len(FUNCTIONS), out
+    for name in FUNCTIONS:
+        wait_running(pulsar, name)
+
+    code, out = deploy_cli(pulsar, root, "undeploy", rest_api=True)
+    assert code == 0, out
+    assert names(pulsar, "/admin/v3/functions/public/wtpulsar") == []
+    assert "public/wtpulsar" not in names(pulsar, "/admin/v2/namespaces/public")
+    code, out = deploy_cli(pulsar, root, "undeploy", rest_api=True)  # nothing left: still fine
+    assert code == 0, out
