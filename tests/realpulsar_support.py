@@ -115,9 +115,10 @@ def wait_subscribed(standalone: Standalone, topics: list[str], timeout: float = 
     raise AssertionError(f"no function subscribed to {missing} within {timeout:.0f} s")
 
 
-def instance_pids(name: str, tenant: str = "public", namespace: str = "wtpulsar") -> list[int]:
-    """Pids of the worker's Python instance processes of one function (from /proc)."""
-    wanted = re.compile(rf'"tenant":"{tenant}","namespace":"{namespace}","name":"{name}"')
+def instance_pids(standalone: Standalone, name: str, tenant: str = "public", namespace: str = "wtpulsar") -> list[int]:
+    """Pids of this standalone's Python instance processes of one function (from /proc)."""
+    wanted = re.compile(rf'"tenant":"{tenant}","namespace":"{namespace}","name":"{name}".*'
+                        rf'--pulsar_serviceurl {re.escape(standalone.service_url)} ')
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

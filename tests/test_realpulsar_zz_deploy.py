@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from realpulsar.standalone import Standalone
-from tests.realpulsar_support import FUNCTIONS, REPO, WORKER_PLATFORM, WORKER_PYTHON_VERSION, rest, wait_running
+from tests.realpulsar_support import (
+    FUNCTIONS,
+    REPO,
+    WORKER_PLATFORM,
+    WORKER_PYTHON_VERSION,
+    rest,
+    wait_running,
+)
 
 pytestmark = pytest.mark.pulsar
 
