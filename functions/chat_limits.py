@@ -4,6 +4,8 @@ Pulsar's state API is live only when the cluster has state storage (pulsar-funct
 without it `incr_counter`/`put_state` silently do nothing and the getters return None. So
 `state_available(context)` probes once: increment a probe counter and read it back; None (or
 any exception) means no state storage, and the function keeps its counters in memory instead.
+That covers a worker with no state URL. A state URL whose table service is down never reaches
+this code: Pulsar's Python instance dies while creating its state table (docs/real-pulsar.md §5).
 In memory the counts are per instance: chat is keyed by room and consumed Key_Shared
 (`retainKeyOrdering`), so a room stays on one instance, but a user writing in two rooms served
 by two instances is counted twice as leniently. With state storage the counters are shared.
