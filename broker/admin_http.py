@@ -18,19 +18,27 @@ from broker.subscription import EXCLUSIVE, FAILOVER, SUB_TYPE_NAMES
 from broker.topic import Topic
 
 SCHEMA_TYPES = {name.upper(): value for name, value in pb.Schema.Type.items()}
+CLUSTER = "standalone"  # the one cluster, named as Pulsar standalone names its own
 
 
 def _error(status: int, reason: str) -> web.Response:
     return web.json_response({"reason": reason}, status=status)
 
 
+def tracks_unacked(sub: Any) -> bool:
+    """Pulsar counts unacked messages per consumer only where it dispatches them one by one
+    (Shared, Key_Shared); a single-active-consumer subscription reports 0."""
+    return sub.sub_type not in (EXCLUSIVE, FAILOVER)
+
+
 def topic_stats(topic: Topic) -> dict[str, Any]:
     subs: dict[str, Any] = {}
     for name, sub in topic.subscriptions.items():
+        counted = tracks_unacked(sub)
         subs[name] = {
             "type": SUB_TYPE_NAMES.get(sub.sub_type, "?"),
             "msgBacklog": sub.backlog(),
-            "unackedMessages": len(sub.pending),
+            "unackedMessages": len(sub.pending) if counted else 0,
             "msgOutCounter": sub.msg_out_counter,
             "msgRateExpired": 0.0,
             "expiredMessages": sub.expired_counter,
@@ -40,7 +48,7 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
                 {
                     "consumerName": c.name,
                     "availablePermits": c.permits,
-                    "unackedMessages": len(c.pending),
+                    "unackedMessages": len(c.pending) if counted else 0,
                     "msgOutCounter": c.messages_out,
                     "bytesOutCounter": c.bytes_out,
                     "address": c.address,
@@ -76,7 +84,8 @@ class _Collector:
         self.service = service
 
     def collect(self):  # type: ignore[no-untyped-def]
-        labels = ["topic"]
+        # Pulsar's topic-level series carry cluster, namespace and topic (and subscription) labels.
+        labels = ["cluster", "namespace", "topic"]
         msg_in = CounterMetricFamily("pulsar_in_messages", "Messages published to the topic", labels=labels)
         bytes_in = CounterMetricFamily("pulsar_in_bytes", "Bytes published to the topic", labels=labels)
         msg_out = CounterMetricFamily("pulsar_out_messages", "Messages delivered from the topic", labels=labels)
@@ -86,20 +95,21 @@ class _Collector:
         storage = GaugeMetricFamily("pulsar_storage_size", "Bytes stored for the topic", labels=labels)
         producers = GaugeMetricFamily("pulsar_producers_count", "Connected producers", labels=labels)
         consumers = GaugeMetricFamily("pulsar_consumers_count", "Connected consumers", labels=labels)
-        backlog = GaugeMetricFamily("pulsar_subscription_back_log", "Unacknowledged messages per subscription", labels=["topic", "subscription"])
+        backlog = GaugeMetricFamily("pulsar_subscription_back_log", "Unacknowledged messages per subscription", labels=[*labels, "subscription"])
         for key, topic in self.service.topics.items():
             rates = getattr(topic, "rates", {})
-            msg_in.add_metric([key], topic.msg_in)
-            bytes_in.add_metric([key], topic.bytes_in)
-            msg_out.add_metric([key], topic.msg_out)
-            bytes_out.add_metric([key], topic.bytes_out)
-            rate_in.add_metric([key], rates.get("msg_in", 0.0))
-            rate_out.add_metric([key], rates.get("msg_out", 0.0))
-            storage.add_metric([key], topic.log.size_bytes)
-            producers.add_metric([key], len(topic.producers))
-            consumers.add_metric([key], len(topic.consumers()))
+            values = [CLUSTER, "/".join(key.split("://", 1)[-1].split("/")[:2]), key]
+            msg_in.add_metric(values, topic.msg_in)
+            bytes_in.add_metric(values, topic.bytes_in)
+            msg_out.add_metric(values, topic.msg_out)
+            bytes_out.add_metric(values, topic.bytes_out)
+            rate_in.add_metric(values, rates.get("msg_in", 0.0))
+            rate_out.add_metric(values, rates.get("msg_out", 0.0))
+            storage.add_metric(values, topic.log.size_bytes)
+            producers.add_metric(values, len(topic.producers))
+            consumers.add_metric(values, len(topic.consumers()))
             for name, sub in topic.subscriptions.items():
-                backlog.add_metric([key, name], sub.backlog())
+                backlog.add_metric([*values, name], sub.backlog())
         connections = GaugeMetricFamily("pulsar_active_connections", "Open client connections")
         connections.add_metric([], len(self.service.connections))
         topics = GaugeMetricFamily("pulsar_topics_count", "Loaded topics")
@@ -139,8 +149,21 @@ def build_app(server: Any) -> web.Application:
     async def tenants(request: web.Request) -> web.Response:
         return web.json_response(sorted(service.tenants))
 
+    @routes.get("/admin/v2/clusters")
+    async def clusters(request: web.Request) -> web.Response:
+        return web.json_response([CLUSTER])
+
     @routes.put("/admin/v2/tenants/{tenant}")
     async def create_tenant(request: web.Request) -> web.Response:
+        # Pulsar checks the TenantInfo body before anything else (412 with these reasons).
+        info = await body_json(request) if request.can_read_body else None
+        if not isinstance(info, dict):
+            return _error(412, "TenantInfo is null")
+        allowed = info.get("allowedClusters")
+        if not isinstance(allowed, list):
+            return _error(412, "Clusters cannot be null")
+        if any(cluster != CLUSTER for cluster in allowed):
+            return _error(412, "Clusters do not exist")
         if not service.create_tenant(request.match_info["tenant"]):
             return _error(409, "Tenant already exists")
         return web.Response(status=204)
@@ -228,7 +251,9 @@ def build_app(server: Any) -> web.Application:
         except InvalidTopicName as exc:
             return _error(412, str(exc))
         count = await body_json(request)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or count > 10_000:
+        if not isinstance(count, int) or isinstance(count, bool):
+            return _error(400, f"number of partitions must be an integer, not {json.dumps(count)[:40]}")
+        if count < 1 or count > 10_000:
             return _error(412, "number of partitions must be an integer from 1 to 10000")
         if str(name) in service.partitioned or service.topic_exists(name):
             return _error(409, "This topic already exists")
@@ -244,7 +269,8 @@ def build_app(server: Any) -> web.Application:
             name = topic_from(request)
         except InvalidTopicName as exc:
             return _error(412, str(exc))
-        return web.json_response({"partitions": service.partitioned.get(str(name), 0)})
+        # Pulsar's PartitionedTopicMetadata also says whether the topic is being deleted.
+        return web.json_response({"partitions": service.partitioned.get(str(name), 0), "deleted": False})
 
     @routes.delete(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitions")
     async def delete_partitioned(request: web.Request) -> web.Response:

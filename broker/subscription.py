@@ -387,8 +387,8 @@ class Subscription:
     def redeliver(self, consumer: Consumer, offsets: list[int] | None) -> None:
         if self.sub_type in (EXCLUSIVE, FAILOVER):
             # Ids or not, an in-order subscription rewinds to its first unacknowledged entry (§10).
-            for offset in self.pending:
-                self.redelivery_counts[offset] = self.redelivery_counts.get(offset, 0) + 1
+            # Pulsar tracks no redelivery count there (single-active-consumer dispatchers have the
+            # tracker disabled): the rewound messages arrive with count 0, as on Apache Pulsar.
             self._rewind()
             return
         if offsets is None:

@@ -223,9 +223,13 @@ class Standalone:
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        checks: Sequence[tuple[str, str]] = (("/admin/v2/brokers/health", "broker"),
-                                             ("/admin/v2/worker/cluster", "functions worker"))
-        for path, what in checks:
+        # Standalone creates public/default after the broker answers: clients that use it right away
+        # would get "Namespace not found".
+        checks: Sequence[tuple[str, str, str]] = (("/admin/v2/brokers/health", "broker", ""),
+                                                  ("/admin/v2/namespaces/public", "namespace public/default",
+                                                   "public/default"),
+                                                  ("/admin/v2/worker/cluster", "functions worker", ""))
+        for path, what, needle in checks:
             while True:
                 assert self.proc is not None
                 if self.proc.poll() is not None:
@@ -233,7 +237,7 @@ class Standalone:
                         f"Apache Pulsar standalone exited with status {self.proc.returncode} before its {what} was "
                         f"ready; its log is {self.output_path}. Last lines: {self.tail(6)}")
                 status, body = self._get(path)
-                if status == 200 and body.strip() not in ("", "[]"):
+                if status == 200 and body.strip() not in ("", "[]") and needle in body:
                     break
                 if time.monotonic() > deadline:
                     raise StandaloneError(f"Apache Pulsar standalone's {what} was not ready within {timeout:.0f} s; "

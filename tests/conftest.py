@@ -69,3 +69,11 @@ def real_pulsar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     standalone = start_standalone(tmp_path_factory.mktemp("real-pulsar"))
     yield standalone
     standalone.stop()
+
+
+@pytest.fixture(params=["embedded", pytest.param("pulsar", marks=pytest.mark.pulsar)])
+def backend(request: pytest.FixtureRequest) -> object:
+    """The same test on our broker (every `make test`) and on Apache Pulsar (the real-Pulsar tier).
+
+    Both expose `.service_url` and `.admin_url`; a test taking `backend` must only use those."""
+    return request.getfixturevalue("broker" if request.param == "embedded" else "real_pulsar")

@@ -14,11 +14,28 @@ from tests.broker_helpers import admin, client, drain, receive_all, unique_topic
 from tests.test_broker_bad_input import RawClient
 
 
-def test_tenants_namespaces_topics_and_stats(broker) -> None:
-    url = broker.admin_url
+def series(text: str, topic: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus samples of one topic: (name, sorted labels) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples
+            if sample.labels.get("topic") == topic}
+
+
+def test_tenants_namespaces_topics_and_stats(backend) -> None:
+    url = backend.admin_url
     assert admin(url, "GET", "/admin/v2/brokers/health") == (200, "ok")
-    assert admin(url, "PUT", "/admin/v2/tenants/acme")[0] == 204
-    assert admin(url, "PUT", "/admin/v2/tenants/acme")[0] == 409
+    status, clusters = admin(url, "GET", "/admin/v2/clusters")
+    assert status == 200 and clusters == ["standalone"]
+    # Pulsar wants a TenantInfo naming existing clusters (412 and the reason otherwise).
+    assert admin(url, "PUT", "/admin/v2/tenants/acme") == (412, {"reason": "TenantInfo is null"})
+    assert admin(url, "PUT", "/admin/v2/tenants/acme", {}) == (412, {"reason": "Clusters cannot be null"})
+    assert admin(url, "PUT", "/admin/v2/tenants/acme", {"allowedClusters": ["elsewhere"]}) == (
+        412, {"reason": "Clusters do not exist"})
+    info = {"adminRoles": [], "allowedClusters": clusters}
+    assert admin(url, "PUT", "/admin/v2/tenants/acme", info)[0] == 204
+    assert admin(url, "PUT", "/admin/v2/tenants/acme", info)[0] == 409
     assert "acme" in admin(url, "GET", "/admin/v2/tenants")[1]
     assert admin(url, "PUT", "/admin/v2/namespaces/acme/live")[0] == 204
     assert admin(url, "GET", "/admin/v2/namespaces/acme") == (200, ["acme/live"])
@@ -26,11 +43,11 @@ def test_tenants_namespaces_topics_and_stats(broker) -> None:
     assert admin(url, "PUT", "/admin/v2/persistent/acme/live/plain")[0] == 204
     assert admin(url, "PUT", "/admin/v2/persistent/acme/live/plain")[0] == 409
     assert admin(url, "PUT", "/admin/v2/persistent/acme/live/wide/partitions", 2)[0] == 204
-    assert admin(url, "PUT", "/admin/v2/persistent/acme/live/bad/partitions", "two")[0] == 412
+    assert admin(url, "PUT", "/admin/v2/persistent/acme/live/bad/partitions", "two")[0] == 400  # not an int
     topics = admin(url, "GET", "/admin/v2/persistent/acme/live")[1]
     assert set(topics) == {"persistent://acme/live/plain", "persistent://acme/live/wide-partition-0", "persistent://acme/live/wide-partition-1"}
     assert admin(url, "GET", "/admin/v2/persistent/acme/live/partitioned") == (200, ["persistent://acme/live/wide"])
-    with client(broker.service_url) as c:
+    with client(backend.service_url) as c:
         consumer = c.subscribe("persistent://acme/live/plain", "viewer")
         producer = c.create_producer("persistent://acme/live/plain")
         for _ in range(3):
@@ -41,11 +58,13 @@ def test_tenants_namespaces_topics_and_stats(broker) -> None:
         assert status == 200
         assert stats["msgInCounter"] == 3 and stats["storageSize"] > 0
         assert stats["subscriptions"]["viewer"]["msgBacklog"] == 2
-        assert stats["subscriptions"]["viewer"]["consumers"][0]["unackedMessages"] == 2  # prefetched, not acked
+        # prefetched, not acked, but an Exclusive subscription counts no unacked messages (as Pulsar)
+        assert stats["subscriptions"]["viewer"]["consumers"][0]["unackedMessages"] == 0
         assert stats["publishers"][0]["accessMode"] == "Shared"
-        metrics = admin(url, "GET", "/metrics")[1]
-        assert 'pulsar_in_messages_total{topic="persistent://acme/live/plain"} 3.0' in metrics
-        assert 'pulsar_subscription_back_log{subscription="viewer",topic="persistent://acme/live/plain"} 2.0' in metrics
+        metrics = series(admin(url, "GET", "/metrics/")[1], "persistent://acme/live/plain")
+        labels = {"cluster": "standalone", "namespace": "acme/live", "topic": "persistent://acme/live/plain"}
+        assert metrics[("pulsar_in_messages_total", tuple(sorted(labels.items())))] == 3
+        assert metrics[("pulsar_subscription_back_log", tuple(sorted({**labels, "subscription": "viewer"}.items())))] == 2
         assert admin(url, "DELETE", "/admin/v2/persistent/acme/live/plain")[0] == 412  # in use
         consumer.close()
         producer.close()
@@ -114,9 +133,9 @@ def test_retention_keeps_acknowledged_data_for_readers(broker_factory) -> None:
         assert sum(1 for _ in iter(lambda: reader.read_next(2000) if reader.has_message_available() else None, None)) == 40
 
 
-def test_wait_for_exclusive_producer_gets_access_when_owner_leaves(broker) -> None:
+def test_wait_for_exclusive_producer_gets_access_when_owner_leaves(backend) -> None:
     topic = unique_topic("wait")
-    with client(broker.service_url) as c:
+    with client(backend.service_url) as c:
         owner = c.create_producer(topic, access_mode=pulsar.ProducerAccessMode.Exclusive)
         got: list[pulsar.Producer] = []
         waiter = threading.Thread(target=lambda: got.append(c.create_producer(topic, access_mode=pulsar.ProducerAccessMode.WaitForExclusive)))
@@ -129,9 +148,9 @@ def test_wait_for_exclusive_producer_gets_access_when_owner_leaves(broker) -> No
         got[0].send(b"my turn")
 
 
-def test_cumulative_ack_on_exclusive(broker) -> None:
+def test_cumulative_ack_on_exclusive(backend) -> None:
     topic = unique_topic("cumulative")
-    with client(broker.service_url) as c:
+    with client(backend.service_url) as c:
         consumer = c.subscribe(topic, "s")
         producer = c.create_producer(topic, batching_enabled=False)
         for i in range(10):

@@ -113,19 +113,19 @@ def run_case(service_url: str, batching: bool, sub_type: str, when: str, queue: 
 
 
 @pytest.mark.parametrize("batching,sub_type,when,queue", CASES, ids=lambda v: str(v))
-def test_delivery_matrix(broker, batching: bool, sub_type: str, when: str, queue: int) -> None:
-    run_case(broker.service_url, batching, sub_type, when, queue, 2000 if queue > 1 else 500)
+def test_delivery_matrix(backend, batching: bool, sub_type: str, when: str, queue: int) -> None:
+    run_case(backend.service_url, batching, sub_type, when, queue, 2000 if queue > 1 else 500)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batching,sub_type,when,queue", CASES, ids=lambda v: str(v))
-def test_delivery_matrix_20000(broker, batching: bool, sub_type: str, when: str, queue: int) -> None:
-    run_case(broker.service_url, batching, sub_type, when, queue, 20_000)
+def test_delivery_matrix_20000(backend, batching: bool, sub_type: str, when: str, queue: int) -> None:
+    run_case(backend.service_url, batching, sub_type, when, queue, 20_000)
 
 
-def test_receive_all_helper_reports_shortfall(broker) -> None:
+def test_receive_all_helper_reports_shortfall(backend) -> None:
     topic = unique_topic("shortfall")
-    with client(broker.service_url) as c:
+    with client(backend.service_url) as c:
         consumer = c.subscribe(topic, "s")
         producer = c.create_producer(topic)
         producer.send(b"only-one")
