@@ -430,8 +430,15 @@ class ServerConnection:
             if sub_name in topic.subscriptions and topic.subscriptions[sub_name].consumers:
                 self.error(request_id, pb.ConsumerBusy, f"reader subscription {sub_name} is in use")
                 return
-            start = body.start_message_id if body.HasField("start_message_id") else None
-            sub = topic.attach_reader(sub_name, start, body.initialPosition == pb.CommandSubscribe.Earliest)
+            kept = topic.subscriptions.get(sub_name)
+            if kept is not None and not kept.durable and not kept.consumers:
+                # A reader reconnecting after a seek: the broker keeps the position the seek set and
+                # ignores the client's start id, which still names where the reader was (Pulsar reuses
+                # the existing non-durable subscription the same way).
+                sub = kept
+            else:
+                start = body.start_message_id if body.HasField("start_message_id") else None
+                sub = topic.attach_reader(sub_name, start, body.initialPosition == pb.CommandSubscribe.Earliest)
             sub.sub_type = sub_type
         sticky: list[tuple[int, int]] | None = None
         if sub_type == KEY_SHARED and body.HasField("keySharedMeta") and body.keySharedMeta.keySharedMode == pb.STICKY:

@@ -350,3 +350,23 @@ def test_unsubscribe_removes_subscription(backend) -> None:
 def test_unknown_namespace_is_topic_not_found(backend) -> None:
     with client(backend.service_url) as c, pytest.raises(pulsar.TopicNotFound):
         c.create_producer("persistent://nobody/nothing/t")
+
+
+def test_reader_seeks_by_id_then_by_publish_time(backend) -> None:
+    """A reader that seeks by message id and then by publish time gets the message published at that
+    time, then the next (Apache Pulsar's behaviour)."""
+    topic = unique_topic("rseek")
+    with client(backend.service_url) as c:
+        producer = c.create_producer(topic, batching_enabled=False)
+        ids, stamps = [], []
+        for i in range(5):
+            ids.append(producer.send(str(i).encode()))
+            time.sleep(0.05)
+        reader = c.create_reader(topic, pulsar.MessageId.earliest)
+        msgs = [reader.read_next(5000) for _ in range(5)]
+        stamps = [m.publish_timestamp() for m in msgs]
+        reader.seek(ids[1])
+        assert reader.read_next(5000).data() in (b"1", b"2")
+        reader.seek(stamps[3])
+        got = [reader.read_next(5000).data() for _ in range(2)]
+        assert got == [b"3", b"4"]
