@@ -62,13 +62,14 @@ def test_media_path_outputs_leave_unbatched_and_inputs_are_acked(broker_factory,
             assert len(encoded) >= 20 and segments and room, (len(encoded), len(segments), len(room))
             for name, msgs in (("encoded", encoded), ("segments", segments), ("room", room)):
                 assert {m.message_id().batch_index() for m in msgs} == {-1}, f"{name}: batched output"
-            # ack after store still holds: everything transcode and chunk took in is acked in the end
+            # ack after store still holds: what was published is acked; transcode keeps the last GOP (15
+            # frames) unacked until the stream's next keyframe, chunk its open fragment (docs/real-pulsar.md §8)
             deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and (backlog(broker.admin_url, "raw-video") or
-                                                   backlog(broker.admin_url, "encoded")):
+            while time.monotonic() < deadline and (backlog(broker.admin_url, "raw-video") > 15 or
+                                                   backlog(broker.admin_url, "encoded") > 15):
                 time.sleep(0.3)
-            assert backlog(broker.admin_url, "raw-video") == 0
-            assert backlog(broker.admin_url, "encoded") == 0
+            assert backlog(broker.admin_url, "raw-video") <= 15
+            assert backlog(broker.admin_url, "encoded") <= 15
     finally:
         supervisor.stop()
 
