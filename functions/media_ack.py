@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import immediate_publish
+
 log = logging.getLogger(__name__)
 
 METRIC_PUBLISH_FAILED = "publish_failed"
@@ -61,7 +63,8 @@ class OutputBatch:
             if self._sealed:
                 raise RuntimeError("publish on a sealed OutputBatch")
             self._outstanding += 1
-        self._context.publish(topic, payload, serde, callback=self._on_published, message_conf=message_conf)
+        # Unbatched, straight away (immediate_publish.py); context.publish where that is unavailable.
+        immediate_publish.publish(self._context, topic, payload, serde, self._on_published, message_conf)
 
     def seal(self) -> None:
         """No more publishes will join; acks now if nothing is outstanding."""

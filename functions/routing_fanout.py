@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import immediate_publish
+
 SERDE = "bytes_serde.BytesSerDe"  # resolved by the instance like className (§1.7)
 
 
@@ -89,7 +91,7 @@ def publish_all(context: Any, outputs: list[Output], label: str) -> AckBarrier:
     if not outputs:
         context.ack(barrier.message_id, barrier.topic)
         return barrier
-    for out in outputs:
-        context.publish(out.topic, out.payload, SERDE, callback=barrier.callback(out.topic),
-                        message_conf=out.message_conf())  # fmt: skip
+    for out in outputs:  # unbatched, straight away (immediate_publish.py), else context.publish
+        immediate_publish.publish(context, out.topic, out.payload, SERDE, barrier.callback(out.topic),
+                                  out.message_conf())
     return barrier

@@ -85,9 +85,10 @@ class Pipeline:
 
 
 def start_pipeline(state_dir: Path, room: str = "demo", timeout: float = 60.0,
-                   functions_dir: Path | None = None) -> Pipeline:
+                   functions_dir: Path | None = None, service_url: str | None = None) -> Pipeline:
     """Start broker + every deploy/functions/*.yaml (or `functions_dir`) + ingress on free ports; wait for the
-    printed URLs and for every function to have subscribed."""
+    printed URLs and for every function to have subscribed. With `service_url` (a Pulsar whose functions
+    are already deployed there) no broker is started and `functions_dir` should be an empty folder."""
     broker, broker_http, wt, http = free_ports()
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "up.log"
@@ -97,6 +98,8 @@ def start_pipeline(state_dir: Path, room: str = "demo", timeout: float = 60.0,
             "--ingress-listen", f"127.0.0.1:{wt}", "--ingress-http", f"127.0.0.1:{http}"]
     if functions_dir is not None:
         argv += ["--functions", str(functions_dir)]
+    if service_url is not None:
+        argv += ["--broker-service-url", service_url]
     proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     pipeline = Pipeline(proc, log_path, f"http://127.0.0.1:{http}")
     deadline = time.monotonic() + timeout
@@ -111,7 +114,8 @@ def start_pipeline(state_dir: Path, room: str = "demo", timeout: float = 60.0,
                 pipeline.publisher_url, pipeline.viewer_url = page.group(1), viewer.group(1)
                 for role, url in (("publisher", page.group(1)), ("viewer", viewer.group(1))):
                     pipeline.tokens[role] = re.search(r"token=([^&]+)", url).group(1)  # type: ignore[union-attr]
-                wait_functions_ready(pipeline, deadline)
+                if service_url is None:
+                    wait_functions_ready(pipeline, deadline)
                 return pipeline
             time.sleep(0.2)
         raise TimeoutError(f"wtpulsar up printed no page URL within {timeout:.0f}s:\n{pipeline.log_tail()}")
