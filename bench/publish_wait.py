@@ -1,4 +1,4 @@
-"""How long a function's output waits before it leaves, for each way of publishing (issue 20).
+"""How long a function's output waits before it leaves, for each way of publishing.
 
     .venv/bin/python -m bench.publish_wait [--pulsar] [--messages 300] [--rate 30] [--burst 20000]
 
