@@ -12,17 +12,18 @@ subclass whose ``code`` (a stable string, also used as a metric label) and messa
 from __future__ import annotations
 
 import math
-import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from schemas.names import ID_RE
 
 VERSION = 1
 LENGTH_PREFIX = 4  # bytes of the u32 record length
 MAX_RECORD_SIZE = 64 * 1024 * 1024  # bytes; hard ceiling, configurable limits sit below it
 MAX_REASON_BYTES = 1024  # same cap as a WebTransport close reason
 MAX_PROPERTIES = 64
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = ID_RE  # room, stream and user ids: the one name rule (schemas/names.py, docs/names.md)
 
 
 class Kind(IntEnum):
