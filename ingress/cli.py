@@ -25,20 +25,32 @@ def _add_namespace(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default="wtpulsar", help="Pulsar namespace (default wtpulsar)")
 
 
+SECRET_ENV = "WTPULSAR_INGRESS_SECRET"
+
+
 def _add_secret(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--secret", help="token HMAC key (default: read/create <state-dir>/ingress-secret)")
-    p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key")
+    p.add_argument("--secret", help=f"token HMAC key, at least 32 bytes; visible to every local user in `ps`, so "
+                                    f"prefer --secret-file or ${SECRET_ENV} (default: read/create <state-dir>/ingress-secret)")
+    p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key (at least 32 bytes)")
     p.add_argument("--state-dir", type=Path, default=Path(".wtpulsar"),
                    help="where the generated secret and certificate live (default .wtpulsar)")
 
 
 def _secret(args: argparse.Namespace) -> bytes:
+    import os
+
     from ingress import tokens
 
     if args.secret:
-        return args.secret.encode("utf-8")
+        print(f"wtpulsar: --secret is visible in the process list; use --secret-file or ${SECRET_ENV}", file=sys.stderr)
+        return tokens.check_secret(args.secret.encode("utf-8"), "--secret")
     if args.secret_file:
-        return args.secret_file.read_bytes().strip()
+        try:
+            return tokens.check_secret(args.secret_file.read_bytes().strip(), str(args.secret_file))
+        except OSError as exc:
+            raise ValueError(f"--secret-file {args.secret_file}: {exc.strerror}") from None
+    if os.environ.get(SECRET_ENV):
+        return tokens.check_secret(os.environ[SECRET_ENV].encode("utf-8"), f"${SECRET_ENV}")
     return tokens.load_or_create_secret(args.state_dir / "ingress-secret")
 
 
@@ -131,7 +143,12 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(run_ingress(config_from_args(args)))
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"wtpulsar ingress: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_ingress(config))
     except KeyboardInterrupt:
         return 0
     except (ValueError, RuntimeError, OSError) as exc:
