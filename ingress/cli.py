@@ -69,6 +69,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bitrate", type=int, help="per-session media bitrate limit, bit/s")
     p.add_argument("--max-streams", type=int, help="open streams per session")
     p.add_argument("--max-inflight", type=int, help="frames per session awaiting a broker ack")
+    p.add_argument("--idle-timeout", type=float, help="close a publishing session that sent nothing for this many "
+                                                       "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
     p.set_defaults(func=run_ingress_cli)
@@ -126,6 +128,7 @@ def config_from_args(args: argparse.Namespace):  # -> IngressConfig
     overrides = {k: v for k, v in {
         "max_frame_bytes": args.max_frame_bytes, "max_bitrate": args.max_bitrate,
         "max_open_streams": args.max_streams, "max_inflight": args.max_inflight,
+        "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
     return IngressConfig(
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
