@@ -2,7 +2,8 @@
 
 With token authentication on, every `/admin/` request needs `Authorization: Bearer <token>` whose
 role is a superuser (Pulsar's `superUserRoles`); `/metrics` stays open, as Pulsar's
-`authenticateMetricsEndpoint=false` default leaves it. With authentication off (the local
+`authenticateMetricsEndpoint=false` default leaves it, and so does `/admin/v2/brokers/health` (which
+Pulsar reserves to superusers; here it answers only "ok"). With authentication off (the local
 default) nobody is asked who they are, so the server at least makes sure the request comes from
 a client that meant to talk to it: the Host header must name the address it listens on (a
 DNS-rebinding page sends its own host name) and a browser request from another origin (Origin or
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from broker import auth
 
+HEALTH = "/admin/v2/brokers/health"  # says only "ok": open, so supervisors and probes need no token
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 WILDCARDS = ("", "0.0.0.0", "::")
 
@@ -72,7 +74,7 @@ def check_request(
 ) -> tuple[Refusal | None, str | None]:
     """(refusal or None, authenticated role or None) for one admin request."""
     if secret is not None:
-        if not path.startswith("/admin/"):
+        if not path.startswith("/admin/") or path == HEALTH:
             return None, None
         header = headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")

@@ -54,6 +54,12 @@ def _secret(args: argparse.Namespace) -> bytes:
     return tokens.load_or_create_secret(args.state_dir / "ingress-secret")
 
 
+def _add_broker_token(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker-token", default=None, metavar="TOKEN|file:///PATH",
+                   help="token for a broker that requires authentication (default: $PULSAR_TOKEN); "
+                        "a file:// path keeps it out of the process list")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
@@ -63,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cert", type=Path, help="certificate PEM (default: generated ECDSA P-256, <= 14 days)")
     p.add_argument("--key", type=Path, help="private key PEM for --cert")
     p.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
+    _add_broker_token(p)
     _add_namespace(p)
     _add_secret(p)
     p.add_argument("--max-frame-bytes", type=int, help="largest media frame payload")
@@ -89,6 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--rendition", default="360p", help="for video/screen (default 360p)")
     c.add_argument("--out", help="file for video/screen/audio/file payloads (fMP4 for media)")
     c.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
+    _add_broker_token(c)
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.add_argument("--count", type=int, help="stop after this many live messages")
     c.add_argument("--from-start", action="store_true", help="replay the whole topic, not just the join point")
@@ -114,7 +122,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 
     try:
         return consume.run(args)
-    except BadName as exc:
+    except (BadName, ValueError) as exc:
         print(f"wtpulsar consume: {exc}", file=sys.stderr)
         return 2
 
@@ -122,6 +130,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 def config_from_args(args: argparse.Namespace):  # -> IngressConfig
     from dataclasses import replace
 
+    from ingress import broker_auth
     from ingress.server import IngressConfig
     from ingress.session import Limits
 
@@ -133,6 +142,7 @@ def config_from_args(args: argparse.Namespace):  # -> IngressConfig
     return IngressConfig(
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
+        broker_token=broker_auth.resolve(args.broker_token),
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
     )
