@@ -11,11 +11,21 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from broker.admin_guard import check_request
 from broker.names import InvalidTopicName, TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService, NamespaceNotFound
 from broker.subscription import EXCLUSIVE, FAILOVER, SUB_TYPE_NAMES
 from broker.topic import Topic
+from schemas.names import InvalidName, check_local, check_part, check_role
+
+ACTIONS = ("produce", "consume", "functions", "sources", "sinks", "packages")  # Pulsar's AuthAction
+_NAME_CHECKS = {
+    "tenant": lambda v: check_part("tenant", v),
+    "ns": lambda v: check_part("namespace", v),
+    "topic": check_local,
+    "role": check_role,
+}
 
 SCHEMA_TYPES = {name.upper(): value for name, value in pb.Schema.Type.items()}
 CLUSTER = "standalone"  # the one cluster, named as Pulsar standalone names its own
@@ -117,8 +127,44 @@ class _Collector:
         yield from (msg_in, bytes_in, msg_out, bytes_out, rate_in, rate_out, storage, producers, consumers, backlog, connections, topics)
 
 
-def build_app(server: Any) -> web.Application:
+def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int] | None = None) -> web.Application:
+    """`listen_port` is a one-item list so a port picked by the OS (0) can be filled in after binding."""
+    bound = listen_port if listen_port is not None else [8080]
     service: BrokerService = server.service
+    config = service.config
+    superusers = frozenset(config.superuser_roles)
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+        refusal, _role = check_request(request.headers, request.path, listen_host, bound[0], config.auth_token_secret, superusers)
+        if refusal is not None:
+            return _error(refusal.status, refusal.reason)
+        # Every name in the path passes the one name rule before any handler sees it (docs/names.md).
+        for key, check in _NAME_CHECKS.items():
+            if key in request.match_info:
+                try:
+                    check(request.match_info[key])
+                except InvalidName as exc:
+                    return _error(412, str(exc))
+        try:
+            return await handler(request)
+        except NamespaceNotFound as exc:
+            return _error(404, str(exc) or "Namespace does not exist")
+
+    def permissions(namespace: str, topic: str | None = None) -> dict[str, list[str]]:
+        policy = service.namespaces[namespace]
+        if topic is None:
+            return dict(policy.get("permissions", {}))
+        return dict(policy.get("topic_permissions", {}).get(topic, {}))
+
+    async def actions_from(request: web.Request) -> list[str] | web.Response:
+        body = await body_json(request)
+        if not isinstance(body, list) or not all(isinstance(a, str) for a in body):
+            return _error(400, f"body must be a JSON list of actions out of {', '.join(ACTIONS)}")
+        unknown = [a for a in body if a not in ACTIONS]
+        if unknown:
+            return _error(400, f"unknown action(s) {unknown}; known: {', '.join(ACTIONS)}")
+        return sorted(set(body))
     registry = CollectorRegistry()
     registry.register(_Collector(service))  # type: ignore[arg-type]
     routes = web.RouteTableDef()
@@ -154,7 +200,7 @@ def build_app(server: Any) -> web.Application:
         return web.json_response([CLUSTER])
 
     @routes.put("/admin/v2/tenants/{tenant}")
-    async def create_tenant(request: web.Request) -> web.Response:
+    async def create_tenant(request: web.Request) -> web.Response:  # the name was checked by guard()
         # Pulsar checks the TenantInfo body before anything else (412 with these reasons).
         info = await body_json(request) if request.can_read_body else None
         if not isinstance(info, dict):
@@ -184,10 +230,6 @@ def build_app(server: Any) -> web.Application:
     @routes.put("/admin/v2/namespaces/{tenant}/{ns}")
     async def create_namespace(request: web.Request) -> web.Response:
         namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
-        try:
-            TopicName.parse(f"persistent://{namespace}/x")
-        except InvalidTopicName as exc:
-            return _error(412, str(exc))
         if request.match_info["tenant"] not in service.tenants:
             return _error(404, "Tenant does not exist")
         if not service.create_namespace(namespace):
@@ -231,6 +273,65 @@ def build_app(server: Any) -> web.Application:
             return _error(404, "Namespace does not exist")
         return web.Response(status=204)
 
+    def namespace_of(request: web.Request) -> str:
+        namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
+        if namespace not in service.namespaces:
+            raise NamespaceNotFound(f"Namespace {namespace} does not exist")
+        return namespace
+
+    @routes.get("/admin/v2/namespaces/{tenant}/{ns}/permissions")
+    async def get_permissions(request: web.Request) -> web.Response:
+        return web.json_response(permissions(namespace_of(request)))
+
+    @routes.post("/admin/v2/namespaces/{tenant}/{ns}/permissions/{role}")
+    async def grant(request: web.Request) -> web.Response:
+        namespace = namespace_of(request)
+        actions = await actions_from(request)
+        if isinstance(actions, web.Response):
+            return actions
+        granted = permissions(namespace)
+        granted[request.match_info["role"]] = actions
+        service.set_namespace_policy(namespace, "permissions", granted)
+        return web.Response(status=204)
+
+    @routes.delete("/admin/v2/namespaces/{tenant}/{ns}/permissions/{role}")
+    async def revoke(request: web.Request) -> web.Response:
+        namespace = namespace_of(request)
+        granted = permissions(namespace)
+        if granted.pop(request.match_info["role"], None) is None:
+            return _error(404, f"role {request.match_info['role']!r} has no permissions on {namespace}")
+        service.set_namespace_policy(namespace, "permissions", granted)
+        return web.Response(status=204)
+
+    @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/permissions")
+    async def get_topic_permissions(request: web.Request) -> web.Response:
+        name = topic_from(request)
+        return web.json_response(permissions(namespace_of(request), str(name)))
+
+    @routes.post(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/permissions/{role}")
+    async def grant_topic(request: web.Request) -> web.Response:
+        name = topic_from(request)
+        namespace = namespace_of(request)
+        actions = await actions_from(request)
+        if isinstance(actions, web.Response):
+            return actions
+        every = dict(service.namespaces[namespace].get("topic_permissions", {}))
+        every[str(name)] = {**every.get(str(name), {}), request.match_info["role"]: actions}
+        service.set_namespace_policy(namespace, "topic_permissions", every)
+        return web.Response(status=204)
+
+    @routes.delete(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/permissions/{role}")
+    async def revoke_topic(request: web.Request) -> web.Response:
+        name = topic_from(request)
+        namespace = namespace_of(request)
+        every = dict(service.namespaces[namespace].get("topic_permissions", {}))
+        roles = dict(every.get(str(name), {}))
+        if roles.pop(request.match_info["role"], None) is None:
+            return _error(404, f"role {request.match_info['role']!r} has no permissions on {name}")
+        every[str(name)] = roles
+        service.set_namespace_policy(namespace, "topic_permissions", every)
+        return web.Response(status=204)
+
     @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}")
     async def list_topics(request: web.Request) -> web.Response:
         namespace = f"{request.match_info['tenant']}/{request.match_info['ns']}"
@@ -241,6 +342,7 @@ def build_app(server: Any) -> web.Application:
 
     @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/partitioned")
     async def list_partitioned(request: web.Request) -> web.Response:
+        namespace_of(request)
         prefix = f"{request.match_info['domain']}://{request.match_info['tenant']}/{request.match_info['ns']}/"
         return web.json_response(sorted(k for k in service.partitioned if k.startswith(prefix)))
 
@@ -269,6 +371,7 @@ def build_app(server: Any) -> web.Application:
             name = topic_from(request)
         except InvalidTopicName as exc:
             return _error(412, str(exc))
+        namespace_of(request)
         # Pulsar's PartitionedTopicMetadata also says whether the topic is being deleted.
         return web.json_response({"partitions": service.partitioned.get(str(name), 0), "deleted": False})
 
@@ -278,6 +381,7 @@ def build_app(server: Any) -> web.Application:
             name = topic_from(request)
         except InvalidTopicName as exc:
             return _error(412, str(exc))
+        namespace_of(request)
         if not service.delete_partitioned(name):
             return _error(404, "Partitioned topic does not exist")
         return web.Response(status=204)
@@ -302,6 +406,7 @@ def build_app(server: Any) -> web.Application:
             name = topic_from(request)
         except InvalidTopicName as exc:
             return _error(412, str(exc))
+        namespace_of(request)
         try:
             deleted = service.delete_topic(name, force=request.query.get("force") == "true")
         except RuntimeError as exc:
@@ -374,17 +479,20 @@ def build_app(server: Any) -> web.Application:
             service.save_schemas(name)
         return web.json_response({"version": version.version})
 
-    app = web.Application()
+    app = web.Application(middlewares=[guard])
     app.add_routes(routes)
     return app
 
 
 async def start_admin_http(server: Any, host: str, port: int) -> web.AppRunner:
-    app = build_app(server)
+    bound = [port]
+    app = build_app(server, host, bound)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
+    if port == 0 and runner.addresses:
+        bound[0] = int(runner.addresses[0][1])
     return runner
 
 

@@ -16,8 +16,19 @@ class AuthenticationFailed(Exception):
     pass
 
 
+MIN_SECRET_BYTES = 32  # HS256 keys shorter than the hash output are guessable (RFC 7518 §3.2)
+
+
 def load_secret(spec: str) -> bytes:
-    """`--auth-token-secret`: a file path, `file:PATH`, `data:;base64,B64`, or `env:VAR`."""
+    """`--auth-token-secret`: a file path, `file:PATH` (Pulsar's `file:///path` too), `data:;base64,B64`,
+    or `env:VAR`; refused when shorter than MIN_SECRET_BYTES."""
+    secret = _read_secret(spec)
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"token secret is {len(secret)} bytes; at least {MIN_SECRET_BYTES} are required")
+    return secret
+
+
+def _read_secret(spec: str) -> bytes:
     if spec.startswith("data:"):
         _, _, data = spec.partition(",")
         return base64.b64decode(data)

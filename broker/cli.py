@@ -50,6 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         "their receipt, surviving power loss too, at the cost of the disk's sync latency",
     )
     p.add_argument("--auth-token-secret", default=None, metavar="SPEC", help="require HS256 JWT tokens signed with this secret: a file path, file:PATH, data:;base64,B64 or env:VAR")
+    p.add_argument("--superuser-roles", default="", metavar="ROLE[,ROLE]", help="roles that may use the admin REST and every topic (Pulsar's superUserRoles); needs --auth-token-secret")
+    p.add_argument("--max-connections", type=int, default=1024, help="open client connections at most; more are closed at accept (default %(default)s)")
+    p.add_argument("--max-pre-connect-bytes", type=int, default=64 * 1024, metavar="BYTES", help="bytes a connection may send before CONNECT (default %(default)s)")
+    p.add_argument("--handshake-timeout", type=float, default=10.0, metavar="SECONDS", help="close connections that have not sent CONNECT after this long (default %(default)s)")
     p.add_argument("--log-level", default="INFO", help="logging level (default %(default)s)")
     p.set_defaults(func=run)
 
@@ -69,6 +73,14 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"wtpulsar broker: --auth-token-secret: {exc}", file=sys.stderr)
             return 2
+    superusers = tuple(r.strip() for r in args.superuser_roles.split(",") if r.strip())
+    if superusers and secret is None:
+        print("wtpulsar broker: --superuser-roles needs --auth-token-secret (without it nobody is authenticated)", file=sys.stderr)
+        return 2
+    for flag, value in (("--max-connections", args.max_connections), ("--max-pre-connect-bytes", args.max_pre_connect_bytes), ("--handshake-timeout", args.handshake_timeout)):
+        if value <= 0:
+            print(f"wtpulsar broker: {flag} must be positive, got {value}", file=sys.stderr)
+            return 2
     config = BrokerConfig(
         data_dir=Path(args.data),
         host=host,
@@ -84,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
         ledger_max_bytes=args.ledger_max_mb * 1024 * 1024,
         cache_bytes=args.cache_mb * 1024 * 1024,
         auth_token_secret=secret,
+        superuser_roles=superusers,
+        max_connections=args.max_connections,
+        max_pre_connect_bytes=args.max_pre_connect_bytes,
+        handshake_timeout=args.handshake_timeout,
         sync_mode=args.sync,
     )
     try:

@@ -26,7 +26,11 @@ class BrokerConfig:
     ttl_seconds: int = 0  # 0: messages never expire
     retention_minutes: int = 0  # keep acknowledged data this long (0: delete once acked)
     retention_mb: int = 0  # ... or up to this size
-    auth_token_secret: bytes | None = None  # HS256 secret; None: no authentication
+    auth_token_secret: bytes | None = None  # HS256 secret; None: no authentication (nor authorization)
+    superuser_roles: tuple[str, ...] = ()  # Pulsar's superUserRoles: admin REST and every topic
+    max_connections: int = 1024  # open TCP connections at once; more are closed at accept
+    max_pre_connect_bytes: int = 64 * 1024  # bytes a connection may send before its CONNECT
+    handshake_timeout: float = 10.0  # s a connection may take to complete CONNECT
     namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
     # "write": receipts once the entry is written to the OS (survives kill -9 of the broker, not a
     # machine crash); "fsync": fdatasync (group commit) before receipts, surviving power loss too.

@@ -41,6 +41,7 @@ from broker.wire import (
     s64,
     sub_command,
 )
+from schemas.names import InvalidName, check_subscription
 
 log = logging.getLogger("wtpulsar.broker.connection")
 
@@ -51,14 +52,17 @@ _MESSAGE_ID_MAX = (1 << 63) - 1
 
 
 class ServerConnection:
-    def __init__(self, service: BrokerService, send: Callable[[bytes], None], close: Callable[[], None], peer: str = "") -> None:
+    def __init__(self, service: BrokerService, send: Callable[[bytes], None], close: Callable[[], None], peer: str = "", now: float | None = None) -> None:
         self.service = service
         self._send = send
         self._close = close
         self.peer = peer
         service.next_connection_id += 1
         self.id = service.next_connection_id
-        self.decoder = FrameDecoder(service.config.max_message_size + 10 * 1024)
+        # Until CONNECT, a frame (and everything buffered) is bounded by the small pre-CONNECT limit.
+        self.decoder = FrameDecoder(service.config.max_pre_connect_bytes)
+        self.opened_at = time.monotonic() if now is None else now
+        service.pending.add(self)
         self.connected = False
         self.closed = False
         self.protocol_version = 0
@@ -74,6 +78,10 @@ class ServerConnection:
         if self.closed:
             return
         self.n_bytes += len(data)
+        if not self.connected and self.n_bytes > self.service.config.max_pre_connect_bytes:
+            log.warning("closing connection from %s: %d bytes before CONNECT (limit %d)", self.peer, self.n_bytes, self.service.config.max_pre_connect_bytes)
+            self.abort()
+            return
         try:
             frames = self.decoder.feed(data)
         except FrameError as exc:
@@ -106,10 +114,15 @@ class ServerConnection:
         log.debug("connection %s lost: %d sends, %d receipts, %d bytes in", self.peer, self.n_sends, self.n_receipts, self.n_bytes)
         self.closed = True
         self.service.connections.discard(self)
+        self.service.pending.discard(self)
         for producer in list(self.producers.values()):
             self._remove_producer(producer)
         for consumer_id in list(self.consumers):
             self._remove_consumer(consumer_id)
+
+    def handshake_expired(self, now: float) -> bool:
+        """True once a connection that has not completed CONNECT is older than the handshake timeout."""
+        return not self.connected and not self.closed and now - self.opened_at > self.service.config.handshake_timeout
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, frame: Frame) -> None:
@@ -164,6 +177,8 @@ class ServerConnection:
         self.protocol_version = min(body.protocol_version, MAX_PROTOCOL_VERSION)
         self.client_version = body.client_version
         self.connected = True
+        self.decoder.max_frame_size = self.service.config.max_message_size + 10 * 1024
+        self.service.pending.discard(self)
         self.service.connections.add(self)
         self.write(
             command(
@@ -192,12 +207,20 @@ class ServerConnection:
 
         Lookups and partitioned metadata report errors inside their own response (§2)."""
         try:
-            self.service.check_namespace(self._topic_name(text))
+            name = self._topic_name(text)
+            self.service.check_namespace(name)
         except InvalidTopicName as exc:
             return pb.InvalidTopicName, str(exc)
         except NamespaceNotFound as exc:
             return pb.TopicNotFound, str(exc)
+        if not self.service.can_lookup(self.role, name):
+            return pb.AuthorizationError, self._denied("lookup", name)
         return None
+
+    def _denied(self, action: str, name: TopicName) -> str:
+        """The refusal message, and one log line for the operator."""
+        log.warning("refusing %s on %s to role %r from %s: not authorized", action, name, self.role, self.peer)
+        return f"Client with role {self.role!r} is not authorized to {action} on {name}"
 
     def _on_lookup(self, body: pb.CommandLookupTopic) -> None:
         def reply(**fields: Any) -> None:
@@ -237,6 +260,9 @@ class ServerConnection:
             return
         try:
             name = self._topic_name(body.topic)
+            if not self.service.allowed(self.role, name, "produce"):
+                self.error(request_id, pb.AuthorizationError, self._denied("produce", name))
+                return
             topic = self.service.get_topic(name, create=True)
         except InvalidTopicName as exc:
             self.error(request_id, pb.InvalidTopicName, str(exc))
@@ -379,7 +405,15 @@ class ServerConnection:
             self.success(request_id)
             return
         try:
+            check_subscription(body.subscription)
+        except InvalidName as exc:
+            self.error(request_id, pb.InvalidTopicName, str(exc))
+            return
+        try:
             name = self._topic_name(body.topic)
+            if not self.service.allowed(self.role, name, "consume"):
+                self.error(request_id, pb.AuthorizationError, self._denied("consume", name))
+                return
             topic = self.service.get_topic(name, create=body.force_topic_creation or True)
         except InvalidTopicName as exc:
             self.error(request_id, pb.InvalidTopicName, str(exc))
@@ -634,6 +668,10 @@ class ServerConnection:
         if namespace not in self.service.namespaces:
             self.error(body.request_id, pb.MetadataError, f"Namespace {namespace} does not exist")
             return
+        probe = TopicName.parse(f"persistent://{namespace}/x")
+        if not self.service.can_lookup(self.role, probe):  # a namespace-wide grant is needed to list
+            self.error(body.request_id, pb.AuthorizationError, self._denied("list topics", probe))
+            return
         topics = [t for t in self.service.topics_of_namespace(namespace, body.mode) if "/__" not in t]
         if body.topics_pattern:
             try:
@@ -652,10 +690,16 @@ class ServerConnection:
 
         try:
             name = self._topic_name(body.topic)
+            if not self.service.can_lookup(self.role, name):
+                fail(pb.AuthorizationError, self._denied("lookup", name))
+                return
+            registry = self.service.schema_registry(name)
         except InvalidTopicName as exc:
             fail(pb.InvalidTopicName, str(exc))
             return
-        registry = self.service.schema_registry(name)
+        except NamespaceNotFound as exc:
+            fail(pb.TopicNotFound, str(exc))
+            return
         version_number = None
         if body.HasField("schema_version") and len(body.schema_version) == 8:
             version_number = int.from_bytes(body.schema_version, "big", signed=True)
@@ -668,9 +712,15 @@ class ServerConnection:
     def _on_get_or_create_schema(self, body: pb.CommandGetOrCreateSchema) -> None:
         try:
             name = self._topic_name(body.topic)
+            if not self.service.allowed(self.role, name, "produce"):
+                self.write(command(T.GET_OR_CREATE_SCHEMA_RESPONSE, request_id=body.request_id, error_code=pb.AuthorizationError, error_message=self._denied("produce", name)))
+                return
             version, added = self.service.schema_registry(name).get_or_add(body.schema)
         except InvalidTopicName as exc:
             self.write(command(T.GET_OR_CREATE_SCHEMA_RESPONSE, request_id=body.request_id, error_code=pb.InvalidTopicName, error_message=str(exc)))
+            return
+        except NamespaceNotFound as exc:
+            self.write(command(T.GET_OR_CREATE_SCHEMA_RESPONSE, request_id=body.request_id, error_code=pb.TopicNotFound, error_message=str(exc)))
             return
         except IncompatibleSchema as exc:
             self.write(command(T.GET_OR_CREATE_SCHEMA_RESPONSE, request_id=body.request_id, error_code=pb.IncompatibleSchema, error_message=str(exc)))

@@ -1,7 +1,8 @@
 """Topic names: `persistent://tenant/namespace/local` and `non-persistent://...` (§4).
 
-Anything that is not of that shape, or whose parts hold characters Pulsar does not allow, is
-rejected with InvalidTopicName before it reaches storage, so no name can escape the data dir.
+Anything that is not of that shape, or whose parts break the name rule (docs/names.md,
+`schemas/names.py`), is rejected with InvalidTopicName before it reaches storage; the paths built
+from a name are checked again by `broker/paths.py`.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_PART = re.compile(r"^[A-Za-z0-9_=:.\-]+$")
-_LOCAL = re.compile(r"^[A-Za-z0-9_=:.\-%]+$")
+from schemas.names import MAX_LOCAL, InvalidName, check_local, check_part
+
 _PARTITION = re.compile(r"^(?P<base>.+)-partition-(?P<index>\d+)$")
-MAX_LOCAL_NAME = 512
+MAX_LOCAL_NAME = MAX_LOCAL
 
 
-class InvalidTopicName(ValueError):
+class InvalidTopicName(InvalidName):
     pass
 
 
@@ -38,11 +39,12 @@ class TopicName:
         if len(parts) != 3:
             raise InvalidTopicName(f"topic {text!r} is not of the form {domain}://tenant/namespace/topic")
         tenant, namespace, local = parts
-        for label, part in (("tenant", tenant), ("namespace", namespace)):
-            if not _PART.fullmatch(part):
-                raise InvalidTopicName(f"invalid {label} {part!r} in topic {text!r}")
-        if not local or len(local) > MAX_LOCAL_NAME or not _LOCAL.fullmatch(local) or local in (".", ".."):
-            raise InvalidTopicName(f"invalid local topic name {local!r} in {text!r}")
+        try:
+            check_part("tenant", tenant)
+            check_part("namespace", namespace)
+            check_local(local)
+        except InvalidName as exc:
+            raise InvalidTopicName(f"invalid topic {text!r}: {exc}") from None
         return cls(domain, tenant, namespace, local)
 
     @property

@@ -44,6 +44,11 @@ class _Protocol(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
+        limit = self.service.config.max_connections
+        if len(self.service.connections) + len(self.service.pending) >= limit:
+            log.warning("refusing connection from %s: %d connections open (limit %d)", peer, limit, limit)
+            transport.abort()
+            return
         sock = transport.get_extra_info("socket")
         if sock is not None:
             import socket
@@ -52,8 +57,8 @@ class _Protocol(asyncio.Protocol):
         self.connection = ServerConnection(self.service, self._send, self._close, f"{peer[0]}:{peer[1]}" if peer else "?")
 
     def data_received(self, data: bytes) -> None:
-        assert self.connection is not None
-        self.connection.data_received(data)
+        if self.connection is not None:
+            self.connection.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:
@@ -135,7 +140,7 @@ class BrokerServer:
             self._server.close()
         for task in self._tasks:
             task.cancel()
-        for connection in list(self.service.connections):
+        for connection in list(self.service.connections | self.service.pending):
             connection.abort()
         if self._http_runner is not None:
             await self._http_runner.cleanup()

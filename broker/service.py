@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import BrokerConfig
-from broker.names import TopicName
+from broker.names import InvalidTopicName, TopicName
+from broker.paths import inside
 from broker.schemas import SchemaRegistry, SchemaVersion
 from broker.storage import EntryCache, LedgerIds, read_json, write_json_atomic
 from broker.topic import Topic
+from schemas.names import InvalidName, check_namespace, check_part, file_name
 
 log = logging.getLogger("wtpulsar.broker")
 
@@ -47,6 +49,20 @@ def flush_files(fds: set[int]) -> None:
             log.warning("fdatasync of fd %d failed: %s", fd, exc)
 
 
+def _valid(saved: Any, check: Callable[[Any], object]) -> Any:
+    """Entries of saved metadata whose names pass the rule (older versions accepted any name)."""
+    items = saved.items() if isinstance(saved, dict) else saved if isinstance(saved, list) else []
+    kept = []
+    for item in items:
+        try:
+            check(item[0] if isinstance(saved, dict) else item)
+        except InvalidName as exc:
+            log.error("ignoring saved metadata entry %r: %s", item, exc)
+            continue
+        kept.append(item)
+    return dict(kept) if isinstance(saved, dict) else kept
+
+
 class BrokerService:
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
@@ -55,7 +71,8 @@ class BrokerService:
         self._dirty: set[Topic] = set()
         self.schedule_sync: Callable[[], None] = lambda: None
         self._schemas: dict[str, SchemaRegistry] = {}
-        self.connections: set[Any] = set()
+        self.connections: set[Any] = set()  # connected (CONNECT done)
+        self.pending: set[Any] = set()  # accepted, CONNECT not yet done
         self.next_connection_id = 0
         self.started = time.time()
         self.entry_cache = EntryCache(config.cache_bytes)
@@ -78,9 +95,9 @@ class BrokerService:
         if path is not None:
             saved = read_json(path, {})
             if isinstance(saved, dict):
-                namespaces.update(saved.get("namespaces", {}))
-                tenants.update(saved.get("tenants", []))
-                partitioned.update(saved.get("partitioned", {}))
+                namespaces.update(_valid(saved.get("namespaces", {}), check_namespace))
+                tenants.update(_valid(saved.get("tenants", []), lambda t: check_part("tenant", t)))
+                partitioned.update(_valid(saved.get("partitioned", {}), TopicName.parse))
         self.namespaces = namespaces
         self.tenants = tenants
         self.partitioned = partitioned
@@ -94,6 +111,8 @@ class BrokerService:
             )
 
     def create_tenant(self, tenant: str) -> bool:
+        """False when it exists already; InvalidName when the name breaks the rule."""
+        check_part("tenant", tenant)
         if tenant in self.tenants:
             return False
         self.tenants.add(tenant)
@@ -108,6 +127,7 @@ class BrokerService:
         return True
 
     def create_namespace(self, namespace: str) -> bool:
+        check_namespace(namespace)
         if namespace in self.namespaces:
             return False
         self.tenants.add(namespace.split("/")[0])
@@ -134,6 +154,25 @@ class BrokerService:
     def deduplication_enabled(self, name: TopicName) -> bool:
         policy = self.namespaces.get(name.namespace_name, {}).get("deduplication")
         return self.config.deduplication if policy is None else bool(policy)
+
+    # ------------------------------------------------------------------ authorization (SECURITY.md)
+    def allowed(self, role: str | None, name: TopicName, action: str) -> bool:
+        """Pulsar's rule: with authentication on, a superuser may do anything; another role may do
+        `action` on a topic when its namespace grants it to the role or the topic itself does."""
+        if self.config.auth_token_secret is None:
+            return True
+        if role is None:
+            return False
+        if role in self.config.superuser_roles:
+            return True
+        policy = self.namespaces.get(name.namespace_name, {})
+        if action in policy.get("permissions", {}).get(role, ()):
+            return True
+        topic_roles = policy.get("topic_permissions", {})
+        return any(action in topic_roles.get(str(topic), {}).get(role, ()) for topic in {name, name.base})
+
+    def can_lookup(self, role: str | None, name: TopicName) -> bool:
+        return self.allowed(role, name, "produce") or self.allowed(role, name, "consume")
 
     def check_namespace(self, name: TopicName) -> None:
         if name.namespace_name not in self.namespaces:
@@ -162,7 +201,7 @@ class BrokerService:
     def topic_dir(self, name: TopicName) -> Path | None:
         if self.data_dir is None or not name.persistent:
             return None
-        return self.data_dir / "topics" / name.domain / name.tenant / name.namespace / urllib.parse.quote(name.local, safe="")
+        return inside(self.data_dir, "topics", name.domain, name.tenant, name.namespace, file_name(name.local))
 
     def topic_exists(self, name: TopicName) -> bool:
         if str(name) in self.topics:
@@ -206,11 +245,15 @@ class BrokerService:
             if topic.name.namespace_name == namespace and (mode == 2 or topic.name.persistent == (mode == 0)):
                 names.add(key)
         if self.data_dir is not None and mode in (0, 2):
-            base = self.data_dir / "topics" / "persistent" / tenant / ns
+            check_namespace(namespace)
+            base = inside(self.data_dir, "topics", "persistent", tenant, ns)
             if base.is_dir():
                 for child in base.iterdir():
                     if (child / "ledgers.json").exists():
-                        names.add(f"persistent://{tenant}/{ns}/{urllib.parse.unquote(child.name)}")
+                        try:
+                            names.add(str(TopicName.parse(f"persistent://{tenant}/{ns}/{urllib.parse.unquote(child.name)}")))
+                        except InvalidTopicName:
+                            log.warning("ignoring %s: not a valid topic directory name", child)
         for key in self.partitioned:
             name = TopicName.parse(key)
             if name.namespace_name == namespace and (mode == 2 or name.persistent == (mode == 0)):
@@ -219,6 +262,8 @@ class BrokerService:
 
     # ------------------------------------------------------------------ schemas (per base topic)
     def schema_registry(self, name: TopicName) -> SchemaRegistry:
+        """The topic's schemas; NamespaceNotFound (nothing touched on disk) when its namespace is unknown."""
+        self.check_namespace(name)
         base = str(name.base)
         registry = self._schemas.get(base)
         if registry is None:
@@ -232,13 +277,12 @@ class BrokerService:
         if self.data_dir is None:
             return None
         base = name.base
-        directory = self.data_dir / "schemas" / base.domain / base.tenant / base.namespace
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory / f"{urllib.parse.quote(base.local, safe='')}.json"
+        return inside(self.data_dir, "schemas", base.domain, base.tenant, base.namespace, file_name(base.local) + ".json")
 
     def save_schemas(self, name: TopicName) -> None:
         path = self._schema_path(name)
         if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(path, [v.to_json() for v in self.schema_registry(name).versions])
 
     # ------------------------------------------------------------------ group commit and upkeep
@@ -268,7 +312,14 @@ class BrokerService:
             if self.topics.get(str(topic.name)) is topic:
                 topic.on_synced(now, end)
 
+    def expire_handshakes(self, now: float) -> None:
+        """Close connections that did not complete CONNECT within the handshake timeout."""
+        for connection in [c for c in self.pending if c.handshake_expired(now)]:
+            log.warning("closing connection from %s: no CONNECT within %.0f s", connection.peer, self.config.handshake_timeout)
+            connection.abort()
+
     def housekeeping(self) -> None:
+        self.expire_handshakes(time.monotonic())
         now = now_ms()
         retention_ms = self.config.retention_minutes * 60_000
         retention_bytes = self.config.retention_mb * 1024 * 1024

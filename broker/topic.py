@@ -27,10 +27,12 @@ from typing import Any
 import mmh3
 
 from broker.names import TopicName
+from broker.paths import inside
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.storage import LedgerIds, TopicLog, read_json, write_json_atomic
 from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, Consumer, Subscription
 from broker.wire import parse_entry_metadata
+from schemas.names import file_name
 
 log = logging.getLogger("wtpulsar.broker.topic")
 
@@ -130,6 +132,11 @@ class Producer:
     schema_version: bytes = b""
     messages_in: int = 0
     bytes_in: int = 0
+
+
+def cursor_file(cursors: Path, sub_name: str) -> Path:
+    """Where a durable subscription's cursor lives: one percent-encoded file name, proven inside."""
+    return inside(cursors, file_name(sub_name) + ".json")
 
 
 class Topic:
@@ -392,7 +399,7 @@ class Topic:
         assert self.directory is not None
         cursors = self.directory / "cursors"
         cursors.mkdir(exist_ok=True)
-        return cursors / f"{urllib.parse.quote(sub_name, safe='')}.json"
+        return cursor_file(cursors, sub_name)
 
     @staticmethod
     def _read_journal(path: Path) -> list[list[Any]]:

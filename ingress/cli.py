@@ -25,21 +25,39 @@ def _add_namespace(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", default="wtpulsar", help="Pulsar namespace (default wtpulsar)")
 
 
+SECRET_ENV = "WTPULSAR_INGRESS_SECRET"
+
+
 def _add_secret(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--secret", help="token HMAC key (default: read/create <state-dir>/ingress-secret)")
-    p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key")
+    p.add_argument("--secret", help=f"token HMAC key, at least 32 bytes; visible to every local user in `ps`, so "
+                                    f"prefer --secret-file or ${SECRET_ENV} (default: read/create <state-dir>/ingress-secret)")
+    p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key (at least 32 bytes)")
     p.add_argument("--state-dir", type=Path, default=Path(".wtpulsar"),
                    help="where the generated secret and certificate live (default .wtpulsar)")
 
 
 def _secret(args: argparse.Namespace) -> bytes:
+    import os
+
     from ingress import tokens
 
     if args.secret:
-        return args.secret.encode("utf-8")
+        print(f"wtpulsar: --secret is visible in the process list; use --secret-file or ${SECRET_ENV}", file=sys.stderr)
+        return tokens.check_secret(args.secret.encode("utf-8"), "--secret")
     if args.secret_file:
-        return args.secret_file.read_bytes().strip()
+        try:
+            return tokens.check_secret(args.secret_file.read_bytes().strip(), str(args.secret_file))
+        except OSError as exc:
+            raise ValueError(f"--secret-file {args.secret_file}: {exc.strerror}") from None
+    if os.environ.get(SECRET_ENV):
+        return tokens.check_secret(os.environ[SECRET_ENV].encode("utf-8"), f"${SECRET_ENV}")
     return tokens.load_or_create_secret(args.state_dir / "ingress-secret")
+
+
+def _add_broker_token(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker-token", default=None, metavar="TOKEN|file:///PATH",
+                   help="token for a broker that requires authentication (default: $PULSAR_TOKEN); "
+                        "a file:// path keeps it out of the process list")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,12 +69,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cert", type=Path, help="certificate PEM (default: generated ECDSA P-256, <= 14 days)")
     p.add_argument("--key", type=Path, help="private key PEM for --cert")
     p.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
+    _add_broker_token(p)
     _add_namespace(p)
     _add_secret(p)
     p.add_argument("--max-frame-bytes", type=int, help="largest media frame payload")
     p.add_argument("--max-bitrate", type=int, help="per-session media bitrate limit, bit/s")
     p.add_argument("--max-streams", type=int, help="open streams per session")
     p.add_argument("--max-inflight", type=int, help="frames per session awaiting a broker ack")
+    p.add_argument("--idle-timeout", type=float, help="close a publishing session that sent nothing for this many "
+                                                       "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
     p.set_defaults(func=run_ingress_cli)
@@ -75,6 +96,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--rendition", default="360p", help="for video/screen (default 360p)")
     c.add_argument("--out", help="file for video/screen/audio/file payloads (fMP4 for media)")
     c.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
+    _add_broker_token(c)
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.add_argument("--count", type=int, help="stop after this many live messages")
     c.add_argument("--from-start", action="store_true", help="replay the whole topic, not just the join point")
@@ -100,7 +122,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 
     try:
         return consume.run(args)
-    except BadName as exc:
+    except (BadName, ValueError) as exc:
         print(f"wtpulsar consume: {exc}", file=sys.stderr)
         return 2
 
@@ -108,16 +130,19 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 def config_from_args(args: argparse.Namespace):  # -> IngressConfig
     from dataclasses import replace
 
+    from ingress import broker_auth
     from ingress.server import IngressConfig
     from ingress.session import Limits
 
     overrides = {k: v for k, v in {
         "max_frame_bytes": args.max_frame_bytes, "max_bitrate": args.max_bitrate,
         "max_open_streams": args.max_streams, "max_inflight": args.max_inflight,
+        "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
     return IngressConfig(
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
+        broker_token=broker_auth.resolve(args.broker_token),
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
     )
@@ -131,7 +156,12 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        asyncio.run(run_ingress(config_from_args(args)))
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"wtpulsar ingress: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(run_ingress(config))
     except KeyboardInterrupt:
         return 0
     except (ValueError, RuntimeError, OSError) as exc:

@@ -136,14 +136,23 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
 def run(args: Any) -> int:
     import pulsar
 
+    from ingress.broker_auth import ENV, client_kwargs, resolve
+
     kind = Kind[args.kind.upper()]
-    client = pulsar.Client(args.broker_service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    token = resolve(getattr(args, "broker_token", None))
+    client = pulsar.Client(args.broker_service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error),
+                           operation_timeout_seconds=10, **client_kwargs(token))
     out: IO[bytes] | None = None
     try:
         if args.out:
             out = Path(args.out).open("wb")
         latency = consume(client, args.tenant, args.namespace, args.room, kind, args.rendition, out, sys.stdout,
                           duration=args.duration, count=args.count, from_start=args.from_start)
+    except pulsar.PulsarException as exc:
+        hint = (f"the broker requires a token: pass --broker-token or set ${ENV}" if token is None
+                else "the token's role may not read this room (it needs consume permission on the namespace)")
+        print(f"wtpulsar consume: the broker refused: {exc}; {hint}", file=sys.stderr)
+        return 1
     finally:
         if out is not None:
             out.close()

@@ -437,8 +437,11 @@ class EgressHub:
             else:
                 import pulsar
 
+                from ingress.broker_auth import client_kwargs
+
                 self._client = pulsar.Client(self.app.config.broker_service_url,
-                                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+                                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                                             **client_kwargs(self.app.config.broker_token))
         return self._client
 
     def subscribe(self, sink: ViewerSink, room: str, kinds: tuple[Kind, ...], rendition: str) -> ViewerTracks:

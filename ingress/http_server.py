@@ -109,6 +109,9 @@ class WsViewer(ViewerSink):
         return self.writer.buffered()
 
 
+TICK_SECONDS = 1.0  # how often open sessions are checked for token expiry and idleness
+
+
 def _peer(request: web.Request) -> str:
     return request.remote or "?"
 
@@ -139,6 +142,7 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
     core = PublisherSession(session.claims, app.config.limits, time.time())
     pub = WsPublisher(app, core, address, ws)
     app.metrics.sessions.labels("websocket", "publisher").inc()
+    ticker = asyncio.get_running_loop().create_task(_tick_publisher(pub, ws))
     try:
         while pub.close_request is None:
             if not pub.resume.is_set():
@@ -157,6 +161,7 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
             await pub.writer.close()
             await ws.close(code=code, message=reason.encode("utf-8")[:120])
     finally:
+        ticker.cancel()
         pub.ended = True
         pub.stop_following_verdicts()
         core.close()
@@ -164,15 +169,33 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
         app.metrics.sessions.labels("websocket", "publisher").dec()
 
 
+async def _tick_publisher(pub: WsPublisher, ws: web.WebSocketResponse) -> None:
+    """Token expiry and idle timeout (PublisherSession.tick) while the receive loop waits."""
+    while not pub.ended:
+        await asyncio.sleep(TICK_SECONDS)
+        pub.handle(pub.core.tick(time.time()))
+        if pub.close_request is not None:
+            code, reason = pub.close_request
+            await ws.close(code=code, message=reason.encode("utf-8")[:120])
+            return
+
+
+async def _expire_viewer(ws: web.WebSocketResponse, expires_at: float) -> None:
+    await asyncio.sleep(max(0.0, expires_at - time.time()))
+    await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired during the session")
+
+
 async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any) -> None:
     viewer = WsViewer(ws)
     app.metrics.sessions.labels("websocket", "viewer").inc()
     tracks = app.egress.subscribe(viewer, session.claims.room, session.kinds, session.rendition)
+    expiry = asyncio.get_running_loop().create_task(_expire_viewer(ws, session.claims.expires_at))
     try:
         async for msg in ws:
             if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
                 break  # viewers send nothing we act on; we only wait for the close
     finally:
+        expiry.cancel()
         app.egress.unsubscribe(tracks)
         await viewer.writer.close()
         app.metrics.sessions.labels("websocket", "viewer").dec()

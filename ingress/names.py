@@ -1,6 +1,7 @@
 """Name validation and topic naming: nothing a client sends can reach a topic outside tenant/namespace.
 
-ENVELOPE.md "Names": room, user and stream ids match ``^[A-Za-z0-9_-]{1,64}$``.
+ENVELOPE.md "Names": room, user and stream ids match ``^[A-Za-z0-9_-]{1,64}$``, the id rule of
+schemas/names.py (docs/names.md), a subset of Pulsar's topic name rule.
 """
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from __future__ import annotations
 import re
 
 from schemas.framing import NAME_RE, Kind
+from schemas.names import InvalidName, check_part
 
 RENDITION_RE = re.compile(r"^[0-9]{2,4}p$")
-NAMESPACE_PART_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 # ENVELOPE.md topic table: input topic per frame kind.
 INPUT_TOPIC = {
@@ -39,9 +40,12 @@ def check_rendition(value: str) -> str:
 
 
 def check_namespace(tenant: str, namespace: str) -> None:
+    """The one name rule (docs/names.md): Pulsar's characters, never `.` or `..`."""
     for what, value in (("tenant", tenant), ("namespace", namespace)):
-        if not NAMESPACE_PART_RE.fullmatch(value):
-            raise BadName(f"{what} {value!r} must match {NAMESPACE_PART_RE.pattern}")
+        try:
+            check_part(what, value)
+        except InvalidName as exc:
+            raise BadName(str(exc)) from None
 
 
 def topic_url(tenant: str, namespace: str, short_name: str) -> str:

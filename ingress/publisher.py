@@ -35,8 +35,9 @@ class BrokerPublisher:
     """Publishes ``session.Publish`` requests; ``done(ok, error)`` runs on the event loop."""
 
     def __init__(self, service_url: str, tenant: str, namespace: str, metrics: IngressMetrics,
-                 connect_timeout: float = 30.0) -> None:
+                 connect_timeout: float = 30.0, token: str | None = None) -> None:
         self.service_url = service_url
+        self.token = token
         self.tenant = tenant
         self.namespace = namespace
         self.metrics = metrics
@@ -59,8 +60,10 @@ class BrokerPublisher:
         import pulsar
 
         self._loop = asyncio.get_running_loop()
+        from ingress.broker_auth import client_kwargs
+
         self._client = pulsar.Client(self.service_url, operation_timeout_seconds=int(self.connect_timeout),
-                                     logger=_quiet_logger())
+                                     logger=_quiet_logger(), **client_kwargs(self.token))
         deadline = time.monotonic() + self.connect_timeout
         for short in INPUT_TOPIC.values():
             while True:

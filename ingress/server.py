@@ -41,6 +41,7 @@ class IngressConfig:
     cert: Path | None = None
     key: Path | None = None
     broker_service_url: str = "pulsar://127.0.0.1:6650"
+    broker_token: str | None = None  # for a broker that requires authentication (--broker-token, $PULSAR_TOKEN)
     tenant: str = "public"
     namespace: str = "wtpulsar"
     secret: bytes | None = None  # token HMAC key; None = <state_dir>/ingress-secret (created once)
@@ -203,7 +204,7 @@ async def start_ingress(config: IngressConfig, publisher: Publisher | None = Non
     metrics = IngressMetrics()
     if publisher is None:
         publisher = BrokerPublisher(config.broker_service_url, config.tenant, config.namespace, metrics,
-                                    connect_timeout=config.broker_connect_timeout)
+                                    connect_timeout=config.broker_connect_timeout, token=config.broker_token)
     app = IngressApp(config, resolve_secret(config), publisher, metrics, client_factory)
     app.cert = resolve_certificate(config)
     closers: list[Any] = []

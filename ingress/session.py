@@ -39,6 +39,11 @@ CONTROL = -1  # pseudo transport id: the session's control channel (WT server un
 # Chat frames whose verdict a session still waits for; the oldest is forgotten beyond this (a verdict
 # that never comes, e.g. the pipeline is down, must not grow the session without bound).
 MAX_AWAITED_VERDICTS = 256
+# Memory a queued record costs besides its payload (the Publish, its properties dict, the pending
+# entry): charged against the backlog so that empty-payload records are bounded too. Measured by
+# bench/ingress_memory.py (about 1.3 KB each); 1 KiB keeps the accounting on the safe side of it.
+RECORD_OVERHEAD = 1024
+FRAME_HEADER_MAX = 37 + 64  # FRAMING.md: the largest frame header (stream id of 64 bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,10 @@ class Limits:
     max_open_streams: int = 64  # concurrent transport streams
     max_stream_ids: int = 16  # distinct stream ids (tracks) per session
     max_inflight: int = 64  # frames sent to the broker and not yet acked
-    max_backlog_bytes: int = 8 * 1024 * 1024  # parsed frames waiting for an in-flight slot
+    max_backlog_bytes: int = 8 * 1024 * 1024  # parsed frames waiting for an in-flight slot (+RECORD_OVERHEAD each)
+    # partial records on every stream plus the backlog; a file record (32 MiB) must fit
+    max_buffered_bytes: int = 40 * 1024 * 1024
+    idle_timeout: float = 60.0  # s without a byte from the publisher before the session is closed (0: never)
 
     def max_payload(self, kind: Kind) -> int:
         if kind == Kind.CHAT:
@@ -61,6 +69,10 @@ class Limits:
         if kind == Kind.FILE:
             return self.max_file_bytes
         return self.max_frame_bytes
+
+    def kind_record_limits(self) -> dict[int, int]:
+        """Largest record per frame kind, header included (RecordReader checks it before the payload)."""
+        return {int(kind): self.max_payload(kind) + FRAME_HEADER_MAX for kind in Kind}
 
     @property
     def max_record_bytes(self) -> int:
@@ -168,6 +180,26 @@ class PublisherSession:
         # reading, so a verdict matches only the frame it is about (FRAMING.md "Verdict").
         self._verdict_waits: OrderedDict[tuple[str, str], tuple[int, str]] = OrderedDict()
         self.chatted = False  # a chat frame was admitted: the shell starts following the room's verdicts
+        self._kind_limits = limits.kind_record_limits()
+        self._last_activity = now
+
+    # ---- time ------------------------------------------------------------------------------
+    def tick(self, now: float) -> list[Action]:
+        """Called by the shell about once a second: the token's expiry and the idle timeout."""
+        if self.closed:
+            return []
+        if now >= self.claims.expires_at:
+            self.closed = True
+            return [Rejected("token_expired"), CloseSession(CloseCode.TOKEN_EXPIRED, "token expired during the session")]
+        idle = self.limits.idle_timeout
+        if idle > 0 and now - self._last_activity > idle and not self._inflight:
+            self.closed = True
+            return [Rejected("idle"), CloseSession(CloseCode.IDLE_TIMEOUT, f"nothing received for {idle:g} s")]
+        return []
+
+    def _activity(self, now: float) -> list[Action]:
+        self._last_activity = now
+        return self.tick(now) if now >= self.claims.expires_at else []
 
     # ---- state the shell reads -------------------------------------------------------------
     @property
@@ -191,7 +223,7 @@ class PublisherSession:
             return [Rejected("too_many_streams"),
                     CloseStream(channel, CloseCode.LIMIT_EXCEEDED,
                                 f"more than {self.limits.max_open_streams} open streams in this session")]
-        self._readers[channel] = RecordReader(self.limits.max_record_bytes)
+        self._readers[channel] = RecordReader(self.limits.max_record_bytes, self._kind_limits)
         if bidi:
             self._bidi.add(channel)
         return []
@@ -200,7 +232,9 @@ class PublisherSession:
         """Bytes from a client stream (uni or bidi). Errors close that stream only."""
         if self.closed:
             return []
-        actions: list[Action] = []
+        actions: list[Action] = self._activity(now)
+        if self.closed:
+            return actions
         if channel not in self._readers:
             if channel in self._dead:
                 return actions  # bytes still in flight on a stream we already closed
@@ -232,6 +266,9 @@ class PublisherSession:
                 return actions
             if self.closed:
                 return actions
+        if error is None and self._buffered() > self.limits.max_buffered_bytes:
+            self._overflow(actions, self.limits.max_buffered_bytes, "held (partial records and backlog)")
+            return actions
         if error is not None:
             # Whole records before the bad bytes were published; the stream itself has lost sync.
             self._drop_reader(channel, actions)
@@ -252,6 +289,9 @@ class PublisherSession:
         """One whole record (a datagram or a WebSocket binary message). Errors reject that record."""
         if self.closed:
             return []
+        expired = self._activity(now)
+        if expired:
+            return expired
         try:
             record = parse(data, max_bytes or self.limits.max_record_bytes)
         except FramingError as exc:
@@ -300,7 +340,7 @@ class PublisherSession:
             actions.append(Send(CONTROL, serialize_ack(Ack(pending.stream, pending.seq))))
         while self._backlog and len(self._inflight) < self.limits.max_inflight and not self.closed:
             publish, pend = self._backlog.popleft()
-            self._backlog_bytes -= len(publish.payload)
+            self._backlog_bytes -= len(publish.payload) + RECORD_OVERHEAD
             self._inflight[publish.ticket] = pend
             actions.append(publish)
         return actions
@@ -404,10 +444,10 @@ class PublisherSession:
         if channel != CONTROL and state.owner is not None and channel > state.owner:
             # A later group of this stream id arrived before the earlier group's stream ended: hold it
             # so groups reach the topic in the order their streams were opened.
-            if self._backlog_bytes + len(publish.payload) > self.limits.max_backlog_bytes:
+            if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
                 return self._overflow(actions)
             state.held.setdefault(channel, []).append((publish, pending))
-            self._backlog_bytes += len(publish.payload)
+            self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
             return None
         if channel != CONTROL and state.owner is None:
             state.owner = channel
@@ -424,19 +464,25 @@ class PublisherSession:
             self._inflight[publish.ticket] = pending
             actions.append(publish)
             return None
-        if self._backlog_bytes + len(publish.payload) > self.limits.max_backlog_bytes:
+        if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
             return self._overflow(actions)
         self._backlog.append((publish, pending))
-        self._backlog_bytes += len(publish.payload)
+        self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
         return None
 
-    def _overflow(self, actions: list[Action]) -> None:
+    def _buffered(self) -> int:
+        """Bytes this session holds: partial records of every stream plus the backlog."""
+        return sum(reader.buffered for reader in self._readers.values()) + self._backlog_bytes
+
+    def _overflow(self, actions: list[Action], limit: int | None = None, what: str = "waiting for the broker") -> None:
         # The shell should have paused reading long before; a client that ignores flow control
         # (e.g. over WebSocket) is cut off rather than buffered without bound.
         actions.append(Rejected("backlog_full"))
         self.closed = True
         actions.append(CloseSession(CloseCode.LIMIT_EXCEEDED,
-                                    f"more than {self.limits.max_backlog_bytes} bytes waiting for the broker"))
+                                    f"more than {limit or self.limits.max_backlog_bytes} bytes {what} "
+                                    f"(records count {RECORD_OVERHEAD} bytes each on top of their payload)"))
+        self._readers.clear()
         return None
 
     def _channel_ended(self, channel: int, actions: list[Action]) -> None:
@@ -451,7 +497,7 @@ class PublisherSession:
                 nxt = min(state.held)
                 entries = state.held.pop(nxt)
                 for publish, pending in entries:
-                    self._backlog_bytes -= len(publish.payload)
+                    self._backlog_bytes -= len(publish.payload) + RECORD_OVERHEAD
                     self._dispatch(publish, pending, actions)
                 if nxt in state.held_ended:
                     state.held_ended.discard(nxt)

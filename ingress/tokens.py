@@ -76,6 +76,13 @@ def verify(secret: bytes, token: str | None, now: float) -> Claims:
     return Claims(room=room, user=user, role=role, expires_at=exp)
 
 
+def check_secret(secret: bytes, source: str) -> bytes:
+    """Refuse an HMAC key shorter than MIN_SECRET_BYTES (a short HS256 key can be brute-forced)."""
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"{source}: secret is {len(secret)} bytes, need at least {MIN_SECRET_BYTES}")
+    return secret
+
+
 def load_or_create_secret(path: Path) -> bytes:
     """Read the HMAC key from ``path``; create it (0600, random 32 bytes hex) on first use."""
     if path.exists():

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (§1.2)
 SOCKET_BUFFER = 4 * 1024 * 1024  # probe doc pitfall 7: default UDP buffers drop bulk bursts
 IDLE_TIMEOUT = 60.0  # s
+TICK_SECONDS = 1.0  # how often open sessions are checked for token expiry and idleness
 KEEPALIVE = 15.0  # s; PING so a viewer of a quiet room or an idle publisher is not timed out
 
 
@@ -101,6 +102,7 @@ class WtViewer(ViewerSink):
     def __init__(self, proto: IngressProtocol, session_id: int) -> None:
         self.proto = proto
         self.session_id = session_id
+        self.expires_at = float("inf")  # the token's expiry: the session is closed then (4003)
         self.tracks: ViewerTracks | None = None
 
     def open_group(self, kind: Kind) -> int:
@@ -146,6 +148,17 @@ class IngressProtocol(QuicConnectionProtocol):
         self.gate = flow_gate.CreditGate(app.config.stream_window)
         flow_gate.install(self._quic, self.gate)
         self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+        self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
+
+    def _tick(self) -> None:
+        """Token expiry (publishers and viewers) and publisher idle timeout, about once a second."""
+        now = time.time()
+        for pub in list(self.publishers.values()):
+            pub.handle(pub.core.tick(now))
+        for session_id, viewer in list(self.viewers.items()):
+            if now >= viewer.expires_at:
+                self.end_session(session_id, CloseCode.TOKEN_EXPIRED, "token expired during the session")
+        self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _ping(self) -> None:
         self._quic.send_ping(0)
@@ -195,6 +208,7 @@ class IngressProtocol(QuicConnectionProtocol):
                 owner.handle(owner.core.stream_reset(event.stream_id))
         elif isinstance(event, ConnectionTerminated):
             self._keepalive.cancel()
+            self._ticker.cancel()
             for session_id in list(self.publishers) + list(self.viewers):
                 self._forget(session_id)
         if self.h3 is not None:
@@ -276,6 +290,7 @@ class IngressProtocol(QuicConnectionProtocol):
             app.metrics.sessions.labels("webtransport", "publisher").inc()
         else:
             viewer = WtViewer(self, sid)
+            viewer.expires_at = request.claims.expires_at
             self.viewers[sid] = viewer
             app.metrics.sessions.labels("webtransport", "viewer").inc()
             viewer.tracks = app.egress.subscribe(viewer, request.claims.room, request.kinds, request.rendition)
@@ -417,6 +432,7 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
     def close() -> None:
         for proto in list(protocols):
             proto._keepalive.cancel()
+            proto._ticker.cancel()
             try:
                 proto.close_all(CloseCode.NORMAL, "ingress shutting down")
             except Exception as exc:

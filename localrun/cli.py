@@ -61,6 +61,10 @@ def add_parser(sub: Any) -> None:
     lr.add_argument("--secrets-provider-classname", default="",
                     help="secretsprovider.ClearTextSecretsProvider (default) or "
                          "secretsprovider.EnvironmentBasedSecretsProvider")
+    lr.add_argument("--client-auth-plugin", default=None, metavar="CLASS",
+                    help="as pulsar-admin: org.apache.pulsar.client.impl.auth.AuthenticationToken")
+    lr.add_argument("--client-auth-params", default=None, metavar="PARAMS",
+                    help="as pulsar-admin: token:<jwt> or file:///path/to/token (prefer file://: the command line is public)")
     lr.add_argument("--run-dir", default=None, help="where status files go (see `functions status --help`)")
     lr.add_argument("--log-level", default="INFO", help="instance log level (default INFO)")
     lr.set_defaults(func=cmd_localrun)
@@ -95,6 +99,15 @@ def cmd_localrun(args: argparse.Namespace) -> int:
     if args.nack_delay_ms < 0:
         print("error: --nack-delay-ms must be >= 0", file=sys.stderr)
         return 2
+    from localrun import client_auth
+
+    auth_problem = client_auth.problem(args.client_auth_plugin, args.client_auth_params)
+    if auth_problem:
+        print(f"error: {auth_problem}", file=sys.stderr)
+        return 2
+    if args.client_auth_plugin:  # instances read them from the environment, not their command line
+        os.environ[client_auth.ENV_PLUGIN] = args.client_auth_plugin
+        os.environ[client_auth.ENV_PARAMS] = args.client_auth_params
     url = args.broker_service_url or os.environ.get("PULSAR_URL") or DEFAULT_SERVICE_URL
     state_dir = None if args.no_state else (args.state_dir or DEFAULT_STATE_DIR)
     supervisor = Supervisor(specs, url, state_dir=state_dir, nack_delay_ms=args.nack_delay_ms,

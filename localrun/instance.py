@@ -152,6 +152,7 @@ class Instance:
     def start(self) -> None:
         import pulsar
 
+        from localrun.client_auth import client_kwargs_from_env
         from localrun.context import ContextImpl, producer_properties, secrets_provider
         from localrun.loader import instantiate_function, load_schema, load_serde
         from localrun.state import open_state
@@ -163,7 +164,7 @@ class Instance:
         self.state = open_state(self.state_dir, self.spec.tenant, self.spec.namespace, self.spec.name)
         # Operation timeout 30 s, one I/O and one listener thread, as the official instance (§5).
         self.client = pulsar.Client(self.service_url, operation_timeout_seconds=30, io_threads=1,
-                                    message_listener_threads=1, logger=_client_logger())
+                                    message_listener_threads=1, logger=_client_logger(), **client_kwargs_from_env())
         consumer_type = {"Shared": pulsar.ConsumerType.Shared, "Failover": pulsar.ConsumerType.Failover,
                          "KeyShared": pulsar.ConsumerType.KeyShared}[self.spec.subscription_type]
         position = (pulsar.InitialPosition.Earliest if self.spec.subscription_position == "EARLIEST"

@@ -12,17 +12,18 @@ subclass whose ``code`` (a stable string, also used as a metric label) and messa
 from __future__ import annotations
 
 import math
-import re
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
+
+from schemas.names import ID_RE
 
 VERSION = 1
 LENGTH_PREFIX = 4  # bytes of the u32 record length
 MAX_RECORD_SIZE = 64 * 1024 * 1024  # bytes; hard ceiling, configurable limits sit below it
 MAX_REASON_BYTES = 1024  # same cap as a WebTransport close reason
 MAX_PROPERTIES = 64
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+NAME_RE = ID_RE  # room, stream and user ids: the one name rule (schemas/names.py, docs/names.md)
 
 
 class Kind(IntEnum):
@@ -433,12 +434,15 @@ class RecordReader:
     stream has lost sync and must be closed (FRAMING.md "Errors").
     """
 
-    __slots__ = ("_buf", "_max", "_failed")
+    __slots__ = ("_buf", "_max", "_failed", "_kind_max")
 
-    def __init__(self, max_record_size: int = MAX_RECORD_SIZE) -> None:
+    def __init__(self, max_record_size: int = MAX_RECORD_SIZE, kind_max: dict[int, int] | None = None) -> None:
         self._buf = bytearray()
         self._max = max_record_size
         self._failed = False
+        # Largest record per frame kind (header included): checked as soon as the length prefix and
+        # the kind byte are in, so no stream buffers more than its own kind's limit.
+        self._kind_max = kind_max or {}
 
     @property
     def buffered(self) -> int:
@@ -456,6 +460,11 @@ class RecordReader:
                 (length,) = _U32.unpack_from(buf, pos)
                 if length > self._max:
                     raise RecordTooLarge(f"record length {length} exceeds limit {self._max}")
+                if self._kind_max and len(buf) - pos >= LENGTH_PREFIX + 2:
+                    kind_limit = self._kind_max.get(buf[pos + LENGTH_PREFIX + 1])
+                    if kind_limit is not None and length > kind_limit:
+                        kind = Kind(buf[pos + LENGTH_PREFIX + 1]).name.lower()
+                        raise RecordTooLarge(f"{kind} record length {length} exceeds the {kind} limit {kind_limit}")
                 if len(buf) - pos - LENGTH_PREFIX < length:
                     break
                 start = pos + LENGTH_PREFIX
@@ -496,3 +505,4 @@ class CloseCode(IntEnum):
     LIMIT_EXCEEDED = 4011  # frame size, bitrate, stream count
     BROKER_ERROR = 4012  # the broker refused or timed out a publish
     FORBIDDEN = 4013  # frame names another room or a kind the session may not send
+    IDLE_TIMEOUT = 4014  # a publisher sent nothing for the idle timeout

@@ -61,9 +61,12 @@ def drain(consumer: pulsar.Consumer, timeout_ms: int = 300) -> list[pulsar.Messa
             return extra
 
 
-def admin(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def admin(url: str, method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url + path, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()

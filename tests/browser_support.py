@@ -196,10 +196,10 @@ def start_ingress_process(service_url: str, state_dir: Path, http_port: int | No
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "ingress.log"
     argv = [sys.executable, "-m", "wtpulsar.cli", "ingress", "--listen", f"127.0.0.1:{wt}", "--http",
-            f"127.0.0.1:{http}", "--broker-service-url", service_url, "--state-dir", str(state_dir),
-            "--secret", secret.decode()]
+            f"127.0.0.1:{http}", "--broker-service-url", service_url, "--state-dir", str(state_dir)]
+    env = {**os.environ, "WTPULSAR_INGRESS_SECRET": secret.decode()}  # never on the command line (SECURITY.md)
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env)
     handle = IngressProcess(proc, f"http://127.0.0.1:{http}", secret, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -162,7 +162,7 @@ def test_send_for_unknown_producer_closes(broker) -> None:
 def test_token_authentication(broker_factory, tmp_path) -> None:
     secret = tmp_path / "secret.key"
     secret.write_bytes(b"a-test-secret-that-is-long-enough-32b")
-    broker = broker_factory(extra_args=["--auth-token-secret", str(secret)])
+    broker = broker_factory(extra_args=["--auth-token-secret", str(secret), "--superuser-roles", "tester"])
     good = jwt.encode({"sub": "tester"}, secret.read_bytes(), algorithm="HS256")
     with client(broker.service_url, authentication=pulsar.AuthenticationToken(good)) as c:
         topic = unique_topic("auth")

@@ -95,10 +95,10 @@ class Pipeline:
     def start_ingress(self, timeout: float = 30.0) -> None:
         args = [sys.executable, "-m", "wtpulsar.cli", "ingress", "--listen", f"127.0.0.1:{self.udp_port}",
                 "--http", f"127.0.0.1:{self.http_port}", "--broker-service-url", self.broker.service_url,
-                "--state-dir", str(self.root / "ingress"), "--secret", SECRET]
+                "--state-dir", str(self.root / "ingress")]
         log = open(self.ingress_log, "ab")  # noqa: SIM115 - lives as long as the process
         self.ingress = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", "WTPULSAR_INGRESS_SECRET": SECRET})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.ingress.poll() is not None:

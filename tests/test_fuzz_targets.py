@@ -232,8 +232,62 @@ def broker_target(data: bytes) -> bool:
 _BROKER_CONNECT = (CORPUS_ROOT / "broker" / "connect.bin").read_bytes()
 
 
+# ---- names (schemas/names.py, broker/names.py, broker/paths.py; docs/names.md) ----------------
+_names_service: object | None = None
+
+
+def names_target(data: bytes) -> bool:
+    """The bytes as a topic name and as subscription, tenant and namespace names: each is accepted
+    or refused with InvalidName; every path the broker builds from an accepted one lies inside its
+    data directory, and every accepted room/stream/user id makes a valid topic name."""
+    global _names_service
+    from broker.config import BrokerConfig
+    from broker.names import TopicName
+    from broker.service import BrokerService
+    from broker.topic import cursor_file
+    from schemas.names import InvalidName, check_id, check_part, check_subscription
+
+    if _names_service is None:
+        _names_service = BrokerService(BrokerConfig(data_dir=_TMP / "names-broker"))
+    service: BrokerService = _names_service  # type: ignore[assignment]
+    root = (_TMP / "names-broker").resolve()
+    text = data.decode("utf-8", errors="replace")
+    accepted = False
+    for parse in (lambda t: TopicName.parse(t), lambda t: TopicName.parse(f"persistent://{t}")):
+        try:
+            name = parse(text)
+        except InvalidName:
+            continue
+        accepted = True
+        for path in (service.topic_dir(name), service._schema_path(name)):
+            assert path is not None and path.resolve().is_relative_to(root), (text, path)
+    for check in (lambda t: check_part("tenant", t), check_subscription):
+        try:
+            check(text)
+        except InvalidName:
+            continue
+        accepted = True
+    try:
+        check_subscription(text)
+    except InvalidName:
+        pass
+    else:
+        cursors = root / "topics" / "persistent" / "public" / "default" / "t" / "cursors"
+        cursor = cursor_file(cursors, text)
+        assert cursor.resolve().parent == cursors.resolve(), (text, cursor)
+    try:
+        room = check_id("room", text)
+    except InvalidName:
+        pass
+    else:
+        accepted = True
+        TopicName.parse(f"persistent://public/wtpulsar/room-{room}-chat")
+    return accepted
+
+
 TARGETS: dict[str, Callable[[bytes], bool]] = {
     "broker": broker_target,
+    "names": names_target,
     "framing": framing_target,
     "moderate": moderate_target,
     "localrun_config": localrun_config_target,

@@ -6,6 +6,7 @@ import json
 
 from ingress.session import (
     CONTROL,
+    RECORD_OVERHEAD,
     AddressBook,
     CloseSession,
     CloseStream,
@@ -163,7 +164,7 @@ def test_bitrate_limit_closes_session() -> None:
 
 
 def test_backpressure_window_and_backlog() -> None:
-    s = PublisherSession(CLAIMS, Limits(max_inflight=2, max_backlog_bytes=250), T0)
+    s = PublisherSession(CLAIMS, Limits(max_inflight=2, max_backlog_bytes=2 * (100 + RECORD_OVERHEAD) + 50), T0)
     out = s.stream_data(2, b"".join(f.serialize(vframe(i)) for i in range(4)), False, T0)
     first = publishes(out)
     assert len(first) == 2 and s.inflight == 2 and s.backlogged

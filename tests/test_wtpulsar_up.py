@@ -41,7 +41,10 @@ def test_up_starts_the_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/admin/v2/brokers/health", timeout=5) as response:
             assert response.read() == b"ok"
         # every function's instances subscribed to their inputs
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['admin']}/admin/v2/persistent/public/wtpulsar/chat-in/stats", timeout=5) as response:
+        admin_token = (tmp_path / "state" / "broker-auth" / "admin.token").read_text().strip()  # up runs the broker with auth on
+        request = urllib.request.Request(f"http://127.0.0.1:{ports['admin']}/admin/v2/persistent/public/wtpulsar/chat-in/stats",
+                                         headers={"Authorization": f"Bearer {admin_token}"})
+        with urllib.request.urlopen(request, timeout=5) as response:
             stats = json.loads(response.read())
         assert any(sub["consumers"] for sub in stats["subscriptions"].values()), stats
     finally:

@@ -117,28 +117,39 @@ def run(args: argparse.Namespace) -> int:
     try:
         service_url = args.broker_service_url
         admin_url = None
+        configs = sorted(Path(args.functions).glob("*.yaml"))
+        auth: dict[str, Path] = {}  # role -> token file, when up starts the broker (auth on, SECURITY.md)
         if not service_url:
+            from wtpulsar import roles
+
+            auth = roles.ensure(state / "broker-auth", [c.stem for c in configs])
             host, port = _split(args.broker_listen)
-            proc = start("broker", ["broker", "--listen", args.broker_listen, "--http", args.broker_http, "--data", str(state / "broker")])
+            proc = start("broker", ["broker", "--listen", args.broker_listen, "--http", args.broker_http, "--data", str(state / "broker"),
+                                    "--auth-token-secret", f"file://{auth['secret'].resolve()}", "--superuser-roles", roles.SUPERUSER])
             _wait_port(host, port, proc, "the broker")
             service_url = f"pulsar://{host}:{port}"
             admin_url = f"http://{args.broker_http}"
-        configs = sorted(Path(args.functions).glob("*.yaml"))
+            roles.apply(admin_url, auth[roles.SUPERUSER].read_text().strip(), [c.stem for c in configs])
         if not configs:
             print(f"[up] no FunctionConfig files in {args.functions}", file=sys.stderr)
         for config in configs:
             py_args, code = code_override(config, args.functions_src, args.from_package)
+            token_file = auth.get(f"fn-{config.stem}")
+            auth_args = ["--client-auth-plugin", "org.apache.pulsar.client.impl.auth.AuthenticationToken",
+                         "--client-auth-params", f"file://{token_file.resolve()}"] if token_file else []
             print(f"[up] function {config.stem} runs {code}", flush=True)
             start(
                 f"function {config.stem}",
                 [
                     "functions", "localrun", "--function-config-file", str(config), *py_args,
-                    "--broker-service-url", service_url,
+                    "--broker-service-url", service_url, *auth_args,
                     "--state-dir", str(state / "functions"), "--nack-delay-ms", str(args.nack_delay_ms),
                 ],
             )
         ihost, iport = _split(args.ingress_http)
-        ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url, "--state-dir", str(state / "ingress")])
+        ingress_token = ["--broker-token", f"file://{auth['ingress'].resolve()}"] if auth else []
+        ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url,
+                                    *ingress_token, "--state-dir", str(state / "ingress")])
         _wait_port(ihost, iport, ingress, "the ingress")
         tokens = {
             role: subprocess.run(
@@ -155,7 +166,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ingress     https://{args.ingress_listen.replace('0.0.0.0', 'localhost')}/wt (WebTransport)   http://{args.ingress_http}/health   /metrics")
         print(f"  page        http://{args.ingress_http}/?room={args.room}&token={tokens['publisher']}")
         print(f"  viewer      http://{args.ingress_http}/?room={args.room}&token={tokens['viewer']}&mode=view")
-        print(f"  consume     wtpulsar consume {args.room} --kind chat")
+        cli_token = f"PULSAR_TOKEN=$(cat {auth['cli']}) " if auth else ""
+        print(f"  consume     {cli_token}wtpulsar consume {args.room} --kind chat")
+        if auth:
+            print(f"  broker auth on: tokens per role in {state / 'broker-auth'} (admin REST: Authorization: Bearer $(cat {auth['admin']}))")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
             for name, proc in children:
