@@ -143,7 +143,7 @@ def test_admin_rest_requires_a_superuser_token_when_auth_is_on(broker_factory, t
     status, reply = admin(url, "DELETE", "/admin/v2/persistent/public/default/x?force=true", token=token("ingress"))
     assert status == 403 and "'ingress'" in reply["reason"]
     assert admin(url, "POST", "/admin/v2/namespaces/public/default/deduplication", False, token=token("ingress"))[0] == 403
-    assert admin(url, "PUT", "/admin/v2/tenants/acme", token=token("admin"))[0] == 204
+    assert admin(url, "PUT", "/admin/v2/tenants/acme", TENANT_INFO, token=token("admin"))[0] == 204
     assert admin(url, "GET", "/admin/v2/tenants", token=token("admin"))[1].count("acme") == 1
     assert admin(url, "GET", "/metrics")[0] == 200  # Pulsar leaves metrics open by default
 
