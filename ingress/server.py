@@ -30,7 +30,7 @@ from schemas.framing import CloseCode, Kind
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STATE_DIR = Path(".wtpulsar")
+DEFAULT_STATE_DIR = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
 VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 
 

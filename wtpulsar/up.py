@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from ingress.cli import page_url
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -153,8 +155,11 @@ def run(args: argparse.Namespace) -> int:
         code = "archives from the configs" if args.from_package else f"source from {args.functions_src}"
         print(f"  functions   {', '.join(c.stem for c in configs)} (localrun, {code}, state in {state / 'functions'})")
         print(f"  ingress     https://{args.ingress_listen.replace('0.0.0.0', 'localhost')}/wt (WebTransport)   http://{args.ingress_http}/health   /metrics")
-        print(f"  page        http://{args.ingress_http}/?room={args.room}&token={tokens['publisher']}")
-        print(f"  viewer      http://{args.ingress_http}/?room={args.room}&token={tokens['viewer']}&mode=view")
+        print(f"  page        {page_url(args.ingress_http, args.room, tokens['publisher'], 'publisher')}")
+        print(f"  viewer      {page_url(args.ingress_http, args.room, tokens['viewer'], 'viewer')}")
+        default_state = state.resolve() == (Path.cwd() / ".wtpulsar").resolve()
+        where = "" if default_state else f" --state-dir {state / 'ingress'}"
+        print(f"  tokens      wtpulsar token --room R --user U --role publisher|viewer --url{where}")
         print(f"  consume     wtpulsar consume {args.room} --kind chat")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
