@@ -92,7 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
                                    "/metrics, /cert-hash, /ws) at HTTP; publish frames to the input topics.")
-    p.add_argument("--listen", default="0.0.0.0:4433", help="UDP HOST:PORT for WebTransport (default 0.0.0.0:4433)")
+    p.add_argument("--listen", default="127.0.0.1:4433",
+                   help="UDP HOST:PORT for WebTransport (default 127.0.0.1:4433; 0.0.0.0:4433 opens it to the network)")
     p.add_argument("--http", default="127.0.0.1:8000", help="TCP HOST:PORT for HTTP (default 127.0.0.1:8000)")
     p.add_argument("--cert", type=Path, help="certificate PEM (default: generated ECDSA P-256, <= 14 days)")
     p.add_argument("--key", type=Path, help="private key PEM for --cert")

@@ -36,7 +36,7 @@ VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 
 @dataclass
 class IngressConfig:
-    listen: str = "0.0.0.0:4433"  # UDP, HTTP/3 WebTransport at /wt
+    listen: str = "127.0.0.1:4433"  # UDP, HTTP/3 WebTransport at /wt
     http: str = "127.0.0.1:8000"  # TCP: page, /health, /metrics, /cert-hash, /ws
     cert: Path | None = None
     key: Path | None = None
@@ -237,3 +237,4 @@ async def run_ingress(config: IngressConfig) -> None:
         await stop.wait()
     finally:
         await handle.stop()
+        print("ingress: stopped", flush=True)
