@@ -115,7 +115,8 @@ def _peer(request: web.Request) -> str:
 
 async def _ws(request: web.Request) -> web.StreamResponse:
     app: IngressApp = request.app[INGRESS_KEY]
-    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=20.0)
+    # aiohttp pings every `heartbeat` s and closes when the pong is not back within half of it
+    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=app.config.session_timeout * 2 / 3)
     await ws.prepare(request)
     address = _peer(request)
     try:
@@ -139,6 +140,7 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
     core = PublisherSession(session.claims, app.config.limits, time.time())
     pub = WsPublisher(app, core, address, ws)
     app.metrics.sessions.labels("websocket", "publisher").inc()
+    reason = "left"
     try:
         while pub.close_request is None:
             if not pub.resume.is_set():
@@ -153,13 +155,17 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
             else:
                 break  # closed, closing or error
         if pub.close_request is not None:
-            code, reason = pub.close_request
+            reason = "closed"
+            code, why = pub.close_request
             await pub.writer.close()
-            await ws.close(code=code, message=reason.encode("utf-8")[:120])
+            await ws.close(code=code, message=why.encode("utf-8")[:120])
+        elif isinstance(ws.exception(), TimeoutError):
+            reason = "timeout"  # no pong within the heartbeat
     finally:
         pub.ended = True
         pub.stop_following_verdicts()
         core.close()
+        pub.end_streams(reason)
         await pub.writer.close()
         app.metrics.sessions.labels("websocket", "publisher").dec()
 

@@ -54,6 +54,9 @@ class IngressConfig:
     viewer_queue_bytes: int = 2 * 1024 * 1024  # unsent media per viewer stream before skipping to a keyframe
     page: Path = REPO_ROOT / "live_client.html"
     broker_connect_timeout: float = 30.0
+    # s without a packet from a WebTransport peer (QUIC idle timeout; keep-alive PINGs at a third of it)
+    # or a WebSocket pong before its session ends and its streams get an end of stream ("timeout")
+    session_timeout: float = 20.0
 
 
 class Publisher(Protocol):
@@ -104,6 +107,8 @@ class IngressApp:
         self.metrics = metrics
         self.addresses = AddressBook(per_address=config.sessions_per_address, total=config.max_sessions)
         self.egress = EgressHub(self, client_factory)
+        # (room, stream id) -> the publishing shell that last published it (PublishingShell.end_streams)
+        self.stream_owners: dict[tuple[str, str], Any] = {}
         self.cert: certificates.CertificateInfo | None = None
 
     def authenticate(self, query_string: str, address: str) -> SessionRequest:

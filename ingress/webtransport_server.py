@@ -46,8 +46,17 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (§1.2)
 SOCKET_BUFFER = 4 * 1024 * 1024  # probe doc pitfall 7: default UDP buffers drop bulk bursts
-IDLE_TIMEOUT = 60.0  # s
-KEEPALIVE = 15.0  # s; PING so a viewer of a quiet room or an idle publisher is not timed out
+# The QUIC idle timeout is IngressConfig.session_timeout; PINGs every third of it keep a quiet but
+# present peer (a viewer of a quiet room, an idle chat session) alive, so only a vanished one times out.
+KEEPALIVE_FRACTION = 1 / 3
+IDLE_TIMEOUT_REASON = "Idle timeout"  # aioquic's reason_phrase when the idle timer closes a connection
+
+
+def end_reason(event: ConnectionTerminated | None) -> str:
+    """Why a connection's publishing sessions ended, as an end of stream says it (ENVELOPE.md)."""
+    if event is not None and event.reason_phrase == IDLE_TIMEOUT_REASON:
+        return "timeout"
+    return "left"
 
 
 class WtPublisher(VerdictFollower, PublishingShell):
@@ -145,12 +154,13 @@ class IngressProtocol(QuicConnectionProtocol):
         self._quic._ack_delay = app.config.ack_delay
         self.gate = flow_gate.CreditGate(app.config.stream_window)
         flow_gate.install(self._quic, self.gate)
-        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+        self._keepalive_every = app.config.session_timeout * KEEPALIVE_FRACTION
+        self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
 
     def _ping(self) -> None:
         self._quic.send_ping(0)
         self.transmit()
-        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+        self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
 
     # ---- transmit coalescing ----------------------------------------------------------------
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -161,8 +171,9 @@ class IngressProtocol(QuicConnectionProtocol):
         if self._quic._close_event is not None and (self.publishers or self.viewers):
             # The peer closed the connection: aioquic reports ConnectionTerminated only after the
             # draining period (3 x PTO); free the sessions' address slots and feeds now.
+            reason = end_reason(self._quic._close_event)
             for session_id in list(self.publishers) + list(self.viewers):
-                self._forget(session_id)
+                self._forget(session_id, reason)
         self.schedule_transmit()
 
     def transmit(self) -> None:
@@ -196,7 +207,7 @@ class IngressProtocol(QuicConnectionProtocol):
         elif isinstance(event, ConnectionTerminated):
             self._keepalive.cancel()
             for session_id in list(self.publishers) + list(self.viewers):
-                self._forget(session_id)
+                self._forget(session_id, end_reason(event))
         if self.h3 is not None:
             try:
                 for h3_event in self.h3.handle_event(event):
@@ -240,7 +251,7 @@ class IngressProtocol(QuicConnectionProtocol):
             except ValueError:
                 closed = []
             if closed or event.stream_ended:
-                self._forget(event.stream_id)
+                self._forget(event.stream_id, "left")
                 self.transmit()
 
     def _on_request(self, event: HeadersReceived) -> None:
@@ -298,7 +309,7 @@ class IngressProtocol(QuicConnectionProtocol):
             return
         pub = self.publishers.get(session_id)
         streams = list(pub.streams) if pub else []
-        self._forget(session_id)
+        self._forget(session_id, "closed")
         try:
             self.h3.send_data(session_id, close_capsule(code, reason), end_stream=True)
         except Exception as exc:
@@ -310,7 +321,8 @@ class IngressProtocol(QuicConnectionProtocol):
                 pass
         self.transmit()
 
-    def _forget(self, session_id: int) -> None:
+    def _forget(self, session_id: int, reason: str) -> None:
+        """The session is over (``reason``: left, timeout or closed, for its streams' end of stream)."""
         app = self.app
         self._capsules.pop(session_id, None)
         pub = self.publishers.pop(session_id, None)
@@ -318,6 +330,7 @@ class IngressProtocol(QuicConnectionProtocol):
             pub.ended = True
             pub.stop_following_verdicts()
             pub.core.close()
+            pub.end_streams(reason)
             for stream_id in list(pub.streams):
                 self._stream_owner.pop(stream_id, None)
                 self.gate.discard(stream_id)
@@ -388,7 +401,7 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
 
 def quic_configuration(app: IngressApp) -> QuicConfiguration:
     cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=MAX_DATAGRAM_FRAME,
-                            idle_timeout=IDLE_TIMEOUT)
+                            idle_timeout=app.config.session_timeout)
     cfg.max_data = app.config.connection_window
     cfg.max_stream_data = app.config.stream_window
     assert app.cert is not None
