@@ -57,6 +57,9 @@ class IngressConfig:
     # s without a packet from a WebTransport peer (QUIC idle timeout; keep-alive PINGs at a third of it)
     # or a WebSocket pong before its session ends and its streams get an end of stream ("timeout")
     session_timeout: float = 20.0
+    # s: a room topic whose newest media message is older than this has no stream to join (its publisher
+    # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
+    join_stale_after: float = 10.0
 
 
 class Publisher(Protocol):
