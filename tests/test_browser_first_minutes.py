@@ -11,6 +11,7 @@ signed by the pipeline's own secret.
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -101,8 +102,110 @@ def test_first_chat_message_is_not_a_resend_and_a_real_resend_shows_once(pipelin
         assert sum(line.endswith("first words") for line in lines) == 1, lines
 
 
+def broker_urls(pipeline: Pipeline) -> tuple[str, str]:
+    """(service URL, admin URL) from the lines `wtpulsar up` printed."""
+    match = re.search(r"^\s+broker\s+(pulsar://\S+)\s+admin (http://\S+)/admin/v2", pipeline.log_path.read_text(), re.M)
+    assert match, pipeline.log_tail()
+    return match.group(1), match.group(2)
+
+
 def admin_json(pipeline: Pipeline, path: str) -> Any:
-    admin = pipeline.log_tail(400)
-    base = admin.split("admin ", 1)[1].split("/admin/v2", 1)[0]
-    with urllib.request.urlopen(base + path, timeout=5) as response:
+    with urllib.request.urlopen(broker_urls(pipeline)[1] + path, timeout=5) as response:
         return json.loads(response.read())
+
+
+def publish_for(publisher: Any, frames: int) -> None:
+    publisher.click("#startPub")
+    publisher.wait_for_function(f"() => window.wtpulsar.pub.acked >= {frames}", timeout=30_000)
+
+
+def test_viewer_of_a_room_whose_publisher_left_sees_no_frozen_stream_then_plays_then_is_told_it_ended(
+        pipeline: Pipeline, browser: Any) -> None:
+    console: list[str] = []
+    publisher = open_page(browser, page_url(pipeline, "room4", "alice", "publisher"), console)
+    first_viewer = open_page(browser, page_url(pipeline, "room4", "carol", "viewer"), console)
+    try:
+        publish_for(publisher, 30)
+        first_viewer.wait_for_function("() => window.wtpulsar.view.frames >= 10", timeout=30_000)
+        publisher.click("#stopPub")
+        first_viewer.wait_for_function("() => window.wtpulsar.view.ends.some(e => e.kind === 'video')", timeout=15_000)
+
+        # Minutes later (for the page, no difference): a new viewer comes to the room.
+        viewer = open_page(browser, page_url(pipeline, "room4", "bob", "viewer"), console)
+        viewer.wait_for_function("() => window.wtpulsar.view.status === 'nobody'", timeout=15_000)
+        time.sleep(2)
+        idle = stats(viewer)["view"]
+        idle_pill = viewer.inner_text("#viewState")
+        idle_overlay = viewer.inner_text("#viewOverlay")
+
+        publish_for(publisher, 10)  # someone publishes: the waiting viewer plays at once
+        viewer.wait_for_function("() => window.wtpulsar.view.frames >= 20", timeout=30_000)
+        playing = stats(viewer)["view"]
+        playing_pill = viewer.inner_text("#viewState")
+
+        publisher.click("#stopPub")
+        viewer.wait_for_function("() => window.wtpulsar.view.ends.some(e => e.kind === 'video')", timeout=15_000)
+        ended = stats(viewer)
+        ended_pill = viewer.inner_text("#viewState")
+        viewer.close()
+    finally:
+        publisher.close()
+        first_viewer.close()
+    diag = f"{console[-10:]}\n{pipeline.log_tail(20)}"
+    assert idle["frames"] == 0 and idle["latencies"] == [] and not idle["initSeen"], (idle, diag)
+    assert idle_pill == "viewer: no one is publishing in room room4", idle_pill
+    assert idle_overlay == "no one is publishing in room room4", idle_overlay
+    assert playing_pill == "viewer: playing" and playing["status"] == "playing"
+    assert max(playing["latencies"]) < 5_000, max(playing["latencies"])  # live, not a minutes-old frame
+    assert ended["view"]["status"] == "ended" and ended_pill.startswith("viewer: the stream ended")
+    assert [e["reason"] for e in ended["view"]["ends"] if e["kind"] == "video"] == ["left"], ended["view"]["ends"]
+    assert any('The stream in room "room4" ended (the publisher left)' in n for n in ended["notes"]), ended["notes"]
+
+
+def test_a_leaving_publishers_tail_is_flushed_through_every_function(pipeline: Pipeline, browser: Any) -> None:
+    import pulsar
+
+    console: list[str] = []
+    publisher = open_page(browser, page_url(pipeline, "room5", "alice", "publisher"), console)
+    viewer = open_page(browser, page_url(pipeline, "room5", "bob", "viewer"), console)
+    try:
+        publish_for(publisher, 45)
+        viewer.wait_for_function("() => window.wtpulsar.view.audioSegments > 5", timeout=30_000)
+        publisher.click("#stopPub")
+        viewer.wait_for_function("() => ['video', 'audio'].every(k => window.wtpulsar.view.ends.some(e => e.kind === k))",
+                                 timeout=15_000)
+        ends = stats(viewer)["view"]["ends"]
+    finally:
+        publisher.close()
+        viewer.close()
+    # Nothing of the stream is left unacknowledged on any function's input (transcode's last GOP, chunk's last
+    # audio packets, route's last fragments), without waiting for another stream's message.
+    deadline = time.monotonic() + 10
+    held: dict[str, tuple[int, int]] = {}
+    while time.monotonic() < deadline:
+        held = {}
+        for topic in ("raw-video", "raw-audio", "encoded", "segments"):
+            for name, sub in admin_json(pipeline, f"/admin/v2/persistent/public/wtpulsar/{topic}/stats")[
+                    "subscriptions"].items():
+                if sub["msgBacklog"] or sub["unackedMessages"]:
+                    held[f"{topic}/{name}"] = (sub["msgBacklog"], sub["unackedMessages"])
+        if not held:
+            break
+        time.sleep(0.3)
+    assert held == {}, held
+    # The room topics end with the stream's last frames, then the end.
+    client = pulsar.Client(broker_urls(pipeline)[0], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        for topic in ("room-room5-video-360p", "room-room5-audio"):
+            reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
+            props = []
+            while reader.has_message_available():
+                props.append(reader.read_next(5000).properties())
+            reader.close()
+            media = [p for p in props if p.get("segment_type") == "media"]
+            end = props[-1]
+            assert end["segment_type"] == "end" and end["reason"] == "left", end
+            assert media[-1]["last_seq"] == end["last_seq"], (topic, media[-1], end)  # the tail is there
+    finally:
+        client.close()
+    assert {e["kind"] for e in ends} == {"video", "audio"} and {e["reason"] for e in ends} == {"left"}, ends

@@ -168,7 +168,8 @@ def test_watching_an_empty_room_says_nobody_is_publishing(browser: Any, ingress:
     page.goto(f"{ingress.http_url}/?token={quote(ingress.token('viewer', room='empty'))}&rendition=720p")
     page.wait_for_function("() => window.wtpulsar.notes.length > 0", timeout=20_000)
     note = stats(page)["notes"][-1]
-    assert 'No video yet in room "empty" at 720p' in note and "Is someone publishing?" in note
+    assert 'No one is publishing video in room "empty" at 720p' in note and "as soon as someone does" in note
+    assert page.inner_text("#viewState") == "viewer: no one is publishing in room empty"
     assert stats(page)["view"]["frames"] == 0
     page.close()
 
