@@ -202,6 +202,10 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
     from ingress.server import run_ingress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aioquic logs every connection's handshake steps at INFO ("quic" logger), and a retransmitted
+    # handshake packet as "Duplicate CRYPTO data" each time: per-connection noise that buried our own
+    # lines. Its warnings and errors still show.
+    logging.getLogger("quic").setLevel(logging.WARNING)
     try:
         asyncio.run(run_ingress(config_from_args(args)))
     except KeyboardInterrupt:

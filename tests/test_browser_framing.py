@@ -197,3 +197,16 @@ def test_verdict_with_unreadable_json_still_reports_a_drop(page: Any) -> None:
     notes = page.evaluate("() => window.wtpulsar.chatNotes")
     assert notes[-1] == "Your message &quot;x&quot; was removed: no reason given"
     assert page.evaluate("() => chat.pending.has('me.3')") is False
+
+
+def test_mask_and_flag_verdicts_tell_the_sender_why_even_after_the_message_was_delivered(page: Any) -> None:
+    # the masked copy came back on the room topic before the verdict: the message is no longer pending
+    page.evaluate("""() => { chat.texts.set("me.4", "what a shit day"); chat.texts.set("me.5", "buy here");
+                             chat.pending.delete("me.4"); chat.pending.delete("me.5"); }""")
+    send_verdict(page, 904, VerdictAction.MASK, {"v": 1, "msg_id": "me.4", "action": "mask", "rules": ["profanity"],
+                                                 "reason": "profanity: blocked word (shit)"})
+    send_verdict(page, 905, VerdictAction.FLAG, {"v": 1, "msg_id": "me.5", "action": "flag", "rules": ["spam"],
+                                                 "reason": "spam: blocked word (buy)"})
+    notes = page.evaluate("() => window.wtpulsar.chatNotes")
+    assert notes[-2:] == ["Your message &quot;what a shit day&quot; was shown masked: profanity: blocked word (shit)",
+                          "Your message &quot;buy here&quot; was flagged for review: spam: blocked word (buy)"]

@@ -131,3 +131,36 @@ def test_ingress_flags_become_config(tmp_path) -> None:  # type: ignore[no-untyp
 def test_consume_parser_defaults() -> None:
     args = build_parser().parse_args(["consume", "room1", "--kind", "chat"])
     assert args.room == "room1" and args.kind == "chat" and args.rendition == "360p" and args.out is None
+
+
+def test_ingress_log_carries_no_per_connection_quic_info_lines(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from ingress.wt_client import open_webtransport
+    from tests.browser_support import start_ingress_process
+
+    ingress = start_ingress_process(broker.service_url, tmp_path / "ingress")
+    try:
+        wt_port = json_get(ingress.http_url + "/cert-hash")["port"]
+
+        async def connect_twice() -> None:
+            for _ in range(2):
+                url = f"https://127.0.0.1:{wt_port}/wt?token={ingress.token('viewer')}&mode=view"
+                async with open_webtransport(url) as client:
+                    assert client.state.status == 200
+
+        asyncio.run(asyncio.wait_for(connect_twice(), 30))
+    finally:
+        ingress.stop()
+    log = ingress.log_path.read_text()
+    assert "ingress: WebTransport" in log
+    noisy = [line for line in log.splitlines() if " quic INFO " in line]  # e.g. ALPN negotiated, Duplicate CRYPTO
+    assert noisy == [], noisy[:5]
+
+
+def json_get(url: str) -> dict:  # type: ignore[type-arg]
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
