@@ -15,12 +15,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ingress import clock
 from ingress.egress import VerdictFollower, ViewerSink
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
 from ingress.tokens import Role
-from schemas.framing import CloseCode, Kind
+from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,18 @@ class WsViewer(ViewerSink):
         return self.writer.buffered()
 
 
+def _clock_reply(app: IngressApp, data: bytes, writer: _Writer, notify: bool) -> None:
+    """Answer a CLOCK request on the socket it came on (FRAMING.md "Clock"); a malformed one gets a Notice."""
+    received = time.time() * 1000.0
+    result = clock.answer(data, received, time.time() * 1000.0)
+    if result.error:
+        app.metrics.rejected.labels("bad_clock").inc()
+        if notify:
+            writer.put(serialize_notice(Notice(CloseCode.PROTOCOL_ERROR, result.error[:1000])))
+        return
+    writer.put(result.reply)
+
+
 def _peer(request: web.Request) -> str:
     return request.remote or "?"
 
@@ -147,7 +160,9 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
                 await pub.resume.wait()  # backlogged: leave bytes in the socket (TCP pushes back)
                 continue
             msg = await ws.receive()
-            if msg.type == WSMsgType.BINARY:
+            if msg.type == WSMsgType.BINARY and is_clock(msg.data):
+                _clock_reply(app, msg.data, pub.writer, notify=True)
+            elif msg.type == WSMsgType.BINARY:
                 pub.handle(core.message(msg.data, time.time()))
             elif msg.type == WSMsgType.TEXT:
                 app.metrics.rejected.labels("text_message").inc()
@@ -176,8 +191,10 @@ async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any
     tracks = app.egress.subscribe(viewer, session.claims.room, session.kinds, session.rendition)
     try:
         async for msg in ws:
-            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
-                break  # viewers send nothing we act on; we only wait for the close
+            if msg.type == WSMsgType.BINARY and is_clock(msg.data):
+                _clock_reply(app, msg.data, viewer.writer, notify=True)
+            elif msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                break  # viewers send nothing else we act on; we only wait for the close
     finally:
         app.egress.unsubscribe(tracks)
         await viewer.writer.close()

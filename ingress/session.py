@@ -424,7 +424,7 @@ class PublisherSession:
             payload=frame.payload,
             properties=self._properties(frame, now),
             key=self.claims.room if frame.kind == Kind.CHAT else frame.stream,
-            event_timestamp=int(frame.capture_ts),
+            event_timestamp=int(min(frame.capture_ts, now * 1000.0)),
         )
         per_message = frame.kind in (Kind.CHAT, Kind.FILE)
         reply = channel if (per_message and channel in self._bidi) else CONTROL
@@ -515,7 +515,7 @@ class PublisherSession:
             "user": self.claims.user,
             "seq": str(frame.seq),
             "pts": str(frame.pts),
-            "capture_ts": format_ms(frame.capture_ts),
+            "capture_ts": format_ms(min(frame.capture_ts, now * 1000.0)),
             "keyframe": "1" if frame.keyframe else "0",
             "t_ingress": format_ms(now * 1000.0),
         }

@@ -33,14 +33,14 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from ingress import flow_gate
+from ingress import clock, flow_gate
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
 from ingress.egress import VerdictFollower, ViewerSink, ViewerTracks
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
-from schemas.framing import CloseCode, Kind, Notice, serialize_notice
+from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,9 @@ class IngressProtocol(QuicConnectionProtocol):
                 self.gate.discard(event.stream_id)
                 pub.streams.discard(event.stream_id)
         elif isinstance(event, DatagramReceived):
+            if is_clock(event.data):  # publishers and viewers alike measure their clock offset
+                self._clock(event.stream_id, event.data)
+                return
             pub = self.publishers.get(event.stream_id)
             if pub is not None:
                 pub.handle(pub.core.datagram(event.data, time.time()))
@@ -253,6 +256,25 @@ class IngressProtocol(QuicConnectionProtocol):
             if closed or event.stream_ended:
                 self._forget(event.stream_id, "left")
                 self.transmit()
+
+    def _clock(self, session_id: int, data: bytes) -> None:
+        """A CLOCK request datagram: the reply goes back as a datagram at once (FRAMING.md "Clock")."""
+        received = time.time() * 1000.0
+        if session_id not in self.publishers and session_id not in self.viewers:
+            return
+        result = clock.answer(data, received, time.time() * 1000.0)
+        if result.error:
+            self.app.metrics.rejected.labels("bad_clock").inc()
+            pub = self.publishers.get(session_id)
+            if pub is not None:
+                pub.send_record(CONTROL, serialize_notice(Notice(CloseCode.PROTOCOL_ERROR, result.error[:1000])))
+                self.schedule_transmit()
+            return
+        try:
+            self.h3.send_datagram(session_id, result.reply)
+        except Exception as exc:  # the session is closing
+            log.debug("clock reply on %d: %s", session_id, exc)
+        self.transmit()
 
     def _on_request(self, event: HeadersReceived) -> None:
         headers = dict(event.headers)

@@ -209,3 +209,84 @@ def test_a_leaving_publishers_tail_is_flushed_through_every_function(pipeline: P
     finally:
         client.close()
     assert {e["kind"] for e in ends} == {"video", "audio"} and {e["reason"] for e in ends} == {"left"}, ends
+
+
+# Chromium's clocks moved by `skew` ms (window.__skewMs: a wrong wall clock, both Date.now and the
+# performance clock). window.__suspendMs moves the performance clock alone, as a suspend does: the
+# monotonic clock under performance.now() stops while the machine sleeps, the wall clock does not.
+SKEWED_CLOCK = """(() => {
+  window.__skewMs = %d; window.__suspendMs = 0;
+  const origin = Object.getOwnPropertyDescriptor(Performance.prototype, "timeOrigin").get;
+  Object.defineProperty(Performance.prototype, "timeOrigin", { configurable: true,
+    get() { return origin.call(this) + window.__skewMs - window.__suspendMs; } });
+  const dateNow = Date.now;
+  Date.now = () => dateNow() + window.__skewMs;
+})();"""
+
+
+def open_skewed(browser: Any, url: str, skew_ms: int, console: list[str]) -> Any:
+    page = browser.new_page()
+    collect_console(page, console)
+    page.add_init_script(SKEWED_CLOCK % skew_ms)
+    page.goto(url)
+    return page
+
+
+def raw_video_lags(pipeline: Pipeline, room: str) -> list[tuple[float, float]]:
+    """(capture_ts, t_ingress - capture_ts) of every frame of `room` on raw-video."""
+    import pulsar
+
+    client = pulsar.Client(broker_urls(pipeline)[0], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    try:
+        reader = client.create_reader("persistent://public/wtpulsar/raw-video", pulsar.MessageId.earliest)
+        out = []
+        while reader.has_message_available():
+            props = reader.read_next(5000).properties()
+            if props.get("room") == room and "capture_ts" in props:
+                out.append((float(props["capture_ts"]), float(props["t_ingress"]) - float(props["capture_ts"])))
+        reader.close()
+        return out
+    finally:
+        client.close()
+
+
+def test_latency_stays_right_when_the_page_clocks_are_off_and_step(pipeline: Pipeline, browser: Any) -> None:
+    console: list[str] = []
+    publisher = open_skewed(browser, page_url(pipeline, "room7", "alice", "publisher"), 8_000, console)
+    viewer = open_skewed(browser, page_url(pipeline, "room7", "bob", "viewer"), -5_000, console)
+    try:
+        publish_for(publisher, 30)
+        viewer.wait_for_function("() => window.wtpulsar.view.frames >= 40", timeout=30_000)
+        before = stats(viewer)
+        pub_before = stats(publisher)
+        # The publisher's machine slept 11 s (its page clock now reads 3 s behind the server); the viewer's
+        # wall clock was stepped to 4 s ahead (an NTP correction).
+        publisher.evaluate("() => { window.__suspendMs = 11000; }")
+        viewer.evaluate("() => { window.__skewMs = 4000; }")
+        stepped_at = time.time() * 1000
+        time.sleep(4)  # CLOCK exchanges (at once after the suspend, every second anyway) re-estimate both
+        count = stats(viewer)["view"]["frames"]
+        viewer.wait_for_function(f"() => window.wtpulsar.view.frames >= {count + 60}", timeout=30_000)
+        after = stats(viewer)
+        pub_after = stats(publisher)
+        publisher.click("#stopPub")
+    finally:
+        publisher.close()
+        viewer.close()
+    diag = f"{console[-10:]}"
+    assert abs(pub_before["clock"]["offset"] + 8_000) < 500, pub_before["clock"]  # it measured its own skew
+    assert abs(before["clock"]["offset"] - 5_000) < 500, before["clock"]
+    for state in (before, after):
+        recent = state["view"]["latencies"][-30:]
+        wrong = [round(lat) for lat in recent if not 0 < lat < 1_500]
+        assert not wrong, (wrong, state is after, state["clock"], diag)  # was ~ -13 s, and 7 s after the steps
+        assert all(v is None or v >= 0 for v in state["view"]["hops"].values()), state["view"]["hops"]
+    assert pub_after["clock"]["steps"] >= 1 and abs(pub_after["clock"]["offset"] - 3_000) < 500, pub_after["clock"]
+    assert after["clock"]["steps"] >= 1 and abs(after["clock"]["offset"] + 4_000) < 500, after["clock"]
+    # What the ingress stored (what `wtpulsar audit` and `consume` read): capture -> ingress is never negative
+    # and stays small, before the step and once the page re-estimated after it.
+    lags = raw_video_lags(pipeline, "room7")
+    assert lags and all(lag >= 0 for _, lag in lags), min(lag for _, lag in lags)
+    # Frames captured between the suspend and the first CLOCK reply after it waited for the new offset.
+    off = [(round(at + lag - stepped_at), round(lag)) for at, lag in lags if lag >= 1_000]
+    assert len(lags) > 100 and not off, off
