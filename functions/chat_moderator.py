@@ -2,8 +2,8 @@
 
 Each enabled rule is checked and each hit gets its configured action; the message's action is
 the most severe one (drop > mask > flag > allow). With "mask", the spans of the mask-action hits
-are replaced by '*' (whitespace kept, so the shape of the sentence stays) and a too-long text is
-cut at the limit. A "flag" hit also marks the message `flagged` when the result is "mask", so
+are replaced by '*' (whitespace kept, so the shape of the sentence stays), a masked link by
+"[link removed]", and a too-long text is cut at the limit. A "flag" hit also marks the message `flagged` when the result is "mask", so
 reviewers still see it. Rate and duplicate counters advance for every valid message, including
 ones dropped for other reasons: a flooder stays limited. Once length, rate or duplicate has
 dropped a message, the blocklist and links are not checked (its verdict lists only those rules).
@@ -19,6 +19,7 @@ from chat_limits import Limits, fingerprint
 from chat_message import ChatMessage
 
 MASK_CHAR = "*"
+LINK_PLACEHOLDER = "[link removed]"  # what a masked link becomes (schemas/CHAT.md)
 
 
 @dataclass(frozen=True)
@@ -43,15 +44,30 @@ def _invisible(ch: str) -> bool:
     return unicodedata.combining(ch) > 0 or unicodedata.category(ch) in ("Cf", "Mn", "Me")
 
 
-def mask(text: str, spans: list[tuple[int, int]]) -> str:
+def mask(text: str, spans: list[tuple[int, int]], link_spans: list[tuple[int, int]] | None = None) -> str:
     """Replace each visible character in the spans by '*'; drop the invisible ones in and right
-    after a span (zero-width spaces, combining overlays), which would otherwise decorate the stars."""
+    after a span (zero-width spaces, combining overlays), which would otherwise decorate the stars.
+    Each of ``link_spans`` becomes LINK_PLACEHOLDER instead: a masked link reads as a removed link,
+    not as a row of stars a reader takes for a swear word."""
     chars: list[str | None] = list(text)
+    replaced: set[int] = set()  # positions inside a link that became the placeholder
+    for first, last in link_spans or ():
+        start, end = max(first, 0), min(last, len(chars) - 1)
+        while end + 1 < len(chars) and _invisible(text[end + 1]):
+            end += 1
+        if start > end:
+            continue
+        for i in range(start, end + 1):
+            chars[i] = None
+        chars[start] = LINK_PLACEHOLDER
+        replaced.update(range(start, end + 1))
     for first, last in spans:
         end = min(last, len(chars) - 1)
         while end + 1 < len(chars) and _invisible(text[end + 1]):
             end += 1
         for i in range(max(first, 0), end + 1):
+            if i in replaced:
+                continue
             if _invisible(text[i]):
                 chars[i] = None
             elif not text[i].isspace():
@@ -121,7 +137,8 @@ def decide(msg: ChatMessage, config: ModerationConfig, limits: Limits, now_ms: i
         return Decision("drop", rules, reason, None, flagged, tuple(found))
     text = msg.text
     if action == "mask":
-        text = mask(text, [span for f in found if f.action == "mask" for span in f.spans])
+        text = mask(text, [span for f in found if f.action == "mask" and f.rule != LINK for span in f.spans],
+                    [span for f in found if f.action == "mask" and f.rule == LINK for span in f.spans])
         if any(f.rule == LENGTH and f.action == "mask" for f in found):
             text = text[: config.limits["max_text_chars"]]
     return Decision(action, rules, reason, text, flagged, tuple(found))

@@ -17,6 +17,10 @@ Properties: ENVELOPE.md "Segments", schemas/segment.schema.json. Any payload abo
 `max_chunk_bytes` is split into ordered parts with `chunk_id`, `chunk_index`, `chunk_count`,
 `total_size`. Files pass through (split when large).
 
+End of stream (ENVELOPE.md): each track of the stream publishes its open fragment and then an
+end message (`segment_type` `end`, with the track's kind/rendition so route takes it to the
+track's room topic), and is released; the end is acked after those publishes.
+
 Inputs are acked in the publish callback of the last message that carries them (a buffered
 frame waits for its fragment), MANUAL guarantee: pulsar-functions.md §2.2. Bad input goes to
 the dead-letter topic (`deadLetterTopic` in userConfig) and is acked.
@@ -40,12 +44,16 @@ from media_config import number, text, user_config
 from media_envelope import (
     KIND_AUDIO,
     KIND_FILE,
+    SEGMENT_TYPE_END,
     SERDE,
     STREAM_ID_RE,
     TOPIC_DEAD_LETTER,
     TOPIC_SEGMENTS,
     BadInput,
+    EndOfStream,
     FrameHeader,
+    is_end_of_stream,
+    parse_end,
     parse_header,
     topic_in_namespace,
 )
@@ -96,6 +104,7 @@ class TrackState:
     last_seen: float = 0.0
     wait_logged: bool = False
     pending: list[PendingFrame] = field(default_factory=list)
+    user: str = ""  # of the newest frame; an end of stream for the track names it (route, viewers)
 
     @property
     def mime(self) -> str:
@@ -139,7 +148,9 @@ class ChunkFunction(pulsar.Function):
             payload = bytes(input)
             props = context.get_message_properties()
             topic = context.get_current_message_topic_name()
-            if props.get("kind") == KIND_FILE or topic.rsplit("/", 1)[-1].startswith("file-in"):
+            if is_end_of_stream(props):
+                self._end(parse_end(props, context.get_message_key()), props, context)
+            elif props.get("kind") == KIND_FILE or topic.rsplit("/", 1)[-1].startswith("file-in"):
                 self._pass_file(payload, props, context)
             else:
                 header = parse_header(props, context.get_message_key(), topic, context.get_message_eventtime())
@@ -171,6 +182,7 @@ class ChunkFunction(pulsar.Function):
             timescale = self._timescale if header.codec == "h264" else OPUS_TIMESCALE
             track = self._tracks[(header.stream, name)] = TrackState(header.codec, timescale)
         track.last_seen = self._clock()
+        track.user = props.get("user", track.user)
         if header.seq <= track.last_seq:
             log.warning("chunk: %s/%s seq %d <= last %d, dropped as stale", header.stream, name, header.seq,
                         track.last_seq)
@@ -346,6 +358,34 @@ class ChunkFunction(pulsar.Function):
         batch.seal()
         track.segment_seq += 1
         context.record_metric("fragment_frames", len(frames))
+
+    def _end(self, end: EndOfStream, props: dict[str, str], context: Any) -> None:
+        """The stream is over (ENVELOPE.md "End of stream"): each of its tracks publishes its open
+        fragment, then an end (segment_type `end`) that route takes to the track's room topic, and is
+        forgotten. The input is acked once every end is published. A track that went on past the end's
+        last_seq (a newer session) is left alone."""
+        batch = OutputBatch(context)
+        batch.add_current_input()
+        for key in [k for k in self._tracks if k[0] == end.stream]:
+            track = self._tracks[key]
+            if track.last_seq > end.last_seq:
+                context.record_metric("stale_end", 1)
+                continue
+            name = key[1]
+            self._flush(track, end.stream, name, context)
+            out = dict(props, segment_type=SEGMENT_TYPE_END, stream=end.stream, codec=track.codec,
+                       codec_string=track.codec_string, mime=track.mime, timescale=str(track.timescale),
+                       segment_seq=str(track.segment_seq), last_seq=str(track.last_seq), t_chunk=_now_ms(self._clock))
+            if track.user and not out.get("user"):
+                out["user"] = track.user
+            if track.codec == "h264":
+                out.update(rendition=name, width=str(track.size[0]), height=str(track.size[1]))
+            else:
+                out.update(kind=KIND_AUDIO, sample_rate=str(track.audio_format[0]), channels=str(track.audio_format[1]))
+            self._publish(batch, b"", out, end.stream, int(self._clock() * 1000), f"{end.stream}.{name}.end")
+            del self._tracks[key]
+            context.record_metric("track_ended", 1)
+        batch.seal()
 
     def _pass_file(self, payload: bytes, props: dict[str, str], context: Any) -> None:
         stream = context.get_message_key() or props.get("stream", "")

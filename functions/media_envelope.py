@@ -99,3 +99,41 @@ def parse_header(props: dict[str, str], key: str, topic: str, event_time_ms: int
     width = _int_prop(props, "width", default=0)
     height = _int_prop(props, "height", default=0)
     return FrameHeader(stream, kind, codec, seq, pts, capture_ts, keyframe, width, height)
+
+
+# ENVELOPE.md "End of stream": the ingress ends each media stream of a publisher whose session is over
+# with one empty message carrying these properties; transcode, chunk and route pass it on after the
+# stream's last output, and chunk's copy on `segments` (one per track) has segment_type `end`.
+PROP_END_OF_STREAM = "end_of_stream"
+SEGMENT_TYPE_END = "end"
+END_REASONS = ("left", "timeout", "closed")
+
+
+def is_end_of_stream(props: dict[str, str]) -> bool:
+    return props.get(PROP_END_OF_STREAM) == "1"
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    stream: str
+    kind: str
+    last_seq: int  # the highest seq of the stream sent before the end; -1 when none was
+    reason: str
+
+
+def parse_end(props: dict[str, str], key: str) -> EndOfStream:
+    """Validate an end-of-stream message; raises BadInput naming what is wrong."""
+    stream = key or props.get("stream", "")
+    if not STREAM_ID_RE.fullmatch(stream):
+        raise BadInput("bad_header", f"end of stream: stream id {stream[:70]!r} missing or not [A-Za-z0-9_-]{{1,64}}")
+    kind = props.get("kind", "")
+    if kind not in (KIND_VIDEO, KIND_SCREEN, KIND_AUDIO):
+        raise BadInput("bad_header", f"end of stream {stream}: kind {kind[:40]!r} is not video, screen or audio")
+    last_seq = _int_prop(props, "last_seq", default=-1)
+    if last_seq < -1:
+        raise BadInput("bad_header", f"end of stream {stream}: last_seq {last_seq} is below -1")
+    reason = props.get("reason", "")
+    if reason not in END_REASONS:
+        raise BadInput("bad_header", f"end of stream {stream}: reason {reason[:40]!r} is not one of "
+                                     f"{', '.join(END_REASONS)}")
+    return EndOfStream(stream, kind, last_seq, reason)

@@ -23,6 +23,11 @@ Acks (MANUAL guarantee, pulsar-functions.md §2.2/§2.4), never before the publi
     its last output (or at once when it yields nothing); bad input goes to the dead-letter topic
     and is acked once that is persisted.
 
+End of stream (ENVELOPE.md): when the ingress ends a stream, the AAC samples still buffered are
+encoded and published, the last GOP's acks are released (acked once their publishes are back),
+the end goes on to `encoded` behind the stream's last output, and the stream's state is dropped;
+so a stopped stream's tail never waits for the next message or the idle sweep.
+
 userConfig: `renditions` (list of {name, height, bitrate}), `preset`, `profile`, `fps`,
 `threads`, `keyframe_interval_ms` (default 2000), `gap_policy` (`wait_keyframe` | `decode`),
 `stream_idle_s` (default 60; checked by wall clock about once a second), `gop_max_frames`,
@@ -52,7 +57,10 @@ from media_envelope import (
     TOPIC_DEAD_LETTER,
     TOPIC_ENCODED,
     BadInput,
+    EndOfStream,
     FrameHeader,
+    is_end_of_stream,
+    parse_end,
     parse_header,
     topic_in_namespace,
 )
@@ -134,8 +142,11 @@ class TranscodeFunction(pulsar.Function):
             if not isinstance(input, bytes | bytearray | memoryview):
                 raise BadInput("not_bytes", f"payload is {type(input).__name__}; set serdeClassName {SERDE}")
             payload = bytes(input)
-            header = parse_header(props, context.get_message_key(), topic, context.get_message_eventtime())
-            self._handle(payload, header, props, context)
+            if is_end_of_stream(props):
+                self._end(parse_end(props, context.get_message_key()), props, context)
+            else:
+                header = parse_header(props, context.get_message_key(), topic, context.get_message_eventtime())
+                self._handle(payload, header, props, context)
         except BadInput as exc:
             self._dead_letter(context, input, exc)
         except Exception as exc:  # never crash the instance (issue 4 "Bad input")
@@ -299,6 +310,37 @@ class TranscodeFunction(pulsar.Function):
                     t_transcode=self._now_ms(),  # when this hop publishes (ENVELOPE.md)
                 )
                 batch.publish(self._output_topic, bytes(packet), SERDE, self._conf(header, out))
+
+    # --- end of stream (ENVELOPE.md "End of stream") ---
+    def _end(self, end: EndOfStream, props: dict[str, str], context: Any) -> None:
+        """The publisher's stream is over: flush and ack everything held for it (the AAC samples still
+        buffered, the last GOP's acks), pass the end on to `encoded` behind the stream's last output,
+        and forget the stream. An end older than frames already seen (the stream went on in a newer
+        session) is acked and dropped."""
+        state = self._streams.get(end.stream)
+        if state is not None and state.last_seq > end.last_seq:
+            log.info("transcode: stream %s: end at seq %d is stale (seen %d), ignored", end.stream, end.last_seq,
+                     state.last_seq)
+            context.record_metric("stale_end", 1)
+            ack_current(context)
+            return
+        out = dict(props, stream=end.stream, t_transcode=self._now_ms())
+        if end.kind != KIND_AUDIO:
+            out["codec"] = "h264"  # what this stream's outputs on `encoded` were
+        if state is not None:
+            del self._streams[end.stream]
+            if state.aac is not None:
+                self.flush_audio(state, end.stream, context)  # its frames go out before the end
+                out.update(codec="aac", last_seq=str(state.aac_seq - 1))  # chunk sees the AAC numbering
+            if state.gop is not None:
+                state.gop.release_all()  # the last GOP is acked once its publishes are back
+        log.info("transcode: stream %s ended (%s) after seq %d", end.stream, end.reason, end.last_seq)
+        context.record_metric("stream_ended", 1)
+        batch = OutputBatch(context)
+        batch.add_current_input()
+        batch.publish(self._output_topic, b"", SERDE, {"partition_key": end.stream, "properties": out,
+                                                       "event_timestamp": int(self._clock() * 1000)})
+        batch.seal()
 
     # --- acks of video inputs ---
     def _hold(self, state: StreamState, context: Any, *, keyframe: bool, standalone: bool) -> Any:

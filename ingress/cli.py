@@ -9,6 +9,9 @@ import time
 from pathlib import Path
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
+DEFAULT_INGRESS_STATE = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
+DEFAULT_HTTP = "127.0.0.1:8000"
+REPO = Path(__file__).resolve().parent.parent
 TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -32,8 +35,9 @@ def _add_secret(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secret", help=f"token HMAC key, at least 32 bytes; visible to every local user in `ps`, so "
                                     f"prefer --secret-file or ${SECRET_ENV} (default: read/create <state-dir>/ingress-secret)")
     p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key (at least 32 bytes)")
-    p.add_argument("--state-dir", type=Path, default=Path(".wtpulsar"),
-                   help="where the generated secret and certificate live (default .wtpulsar)")
+    p.add_argument("--state-dir", type=Path, default=DEFAULT_INGRESS_STATE,
+                   help=f"where the generated secret and certificate live (default {DEFAULT_INGRESS_STATE}, "
+                        "where `wtpulsar up` keeps them)")
 
 
 def _secret(args: argparse.Namespace) -> bytes:
@@ -51,7 +55,53 @@ def _secret(args: argparse.Namespace) -> bytes:
             raise ValueError(f"--secret-file {args.secret_file}: {exc.strerror}") from None
     if os.environ.get(SECRET_ENV):
         return tokens.check_secret(os.environ[SECRET_ENV].encode("utf-8"), f"${SECRET_ENV}")
-    return tokens.load_or_create_secret(args.state_dir / "ingress-secret")
+    return tokens.load_or_create_secret(args.state_dir / tokens.SECRET_FILE)
+
+
+class NoSecret(Exception):
+    """`wtpulsar token` found no secret to sign with; the message says where it looked."""
+
+
+def token_secret(args: argparse.Namespace, cwd: Path, repo: Path = REPO) -> tuple[bytes, str]:
+    """The key `wtpulsar token` signs with and where it came from. Never creates one: a token signed
+    with a key the running ingress does not have is refused by it (4002), so a missing secret is an
+    error that says where the pipeline keeps its secret."""
+    import os
+
+    from ingress import tokens
+
+    if args.secret:
+        return args.secret.encode("utf-8"), "--secret"
+    if args.secret_file:
+        try:
+            return tokens.read_secret(args.secret_file), str(args.secret_file)
+        except OSError as exc:
+            raise NoSecret(f"cannot read --secret-file {args.secret_file}: {exc.strerror or exc}") from None
+    if os.environ.get(SECRET_ENV):
+        return tokens.check_secret(os.environ[SECRET_ENV].encode("utf-8"), f"${SECRET_ENV}"), f"${SECRET_ENV}"
+    if args.state_dir is not None:
+        path = args.state_dir / tokens.SECRET_FILE
+        if not path.is_file():
+            raise NoSecret(f"no secret at {path}: --state-dir must be the ingress's state folder (for `wtpulsar "
+                           f"up --state S` that is S/ingress), and the ingress must have started once to create it")
+        return tokens.read_secret(path), str(path)
+    found, looked = tokens.find_pipeline_secret(cwd, (repo,))
+    if found is None:
+        raise NoSecret(
+            f"no token secret found: the pipeline keeps it in {tokens.PIPELINE_SECRET} under the folder "
+            f"`wtpulsar up` (make run) runs in, and the ingress creates it when it first starts. Looked in "
+            f"{', '.join(str(p) for p in looked[:3])}{', …' if len(looked) > 3 else ''}. Start the pipeline "
+            "first, run this where it runs, or pass --state-dir (the ingress's state folder) or --secret-file")
+    return tokens.read_secret(found), str(found)
+
+
+def page_url(http: str, room: str, token: str, role: str) -> str:
+    """The page link for a token, as `wtpulsar up` prints it: viewers get ``&mode=view``."""
+    from urllib.parse import quote
+
+    host = http.replace("0.0.0.0", "127.0.0.1", 1) if http.startswith("0.0.0.0:") else http
+    url = f"http://{host}/?room={quote(room)}&token={token}"
+    return url + "&mode=view" if role == "viewer" else url
 
 
 def _add_broker_token(p: argparse.ArgumentParser) -> None:
@@ -64,7 +114,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
                                    "/metrics, /cert-hash, /ws) at HTTP; publish frames to the input topics.")
-    p.add_argument("--listen", default="0.0.0.0:4433", help="UDP HOST:PORT for WebTransport (default 0.0.0.0:4433)")
+    p.add_argument("--listen", default="127.0.0.1:4433",
+                   help="UDP HOST:PORT for WebTransport (default 127.0.0.1:4433; 0.0.0.0:4433 opens it to the network)")
     p.add_argument("--http", default="127.0.0.1:8000", help="TCP HOST:PORT for HTTP (default 127.0.0.1:8000)")
     p.add_argument("--cert", type=Path, help="certificate PEM (default: generated ECDSA P-256, <= 14 days)")
     p.add_argument("--key", type=Path, help="private key PEM for --cert")
@@ -82,21 +133,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
     p.set_defaults(func=run_ingress_cli)
 
-    t = sub.add_parser("token", help="print a session token (HMAC-signed: room, user, role, expiry)")
+    t = sub.add_parser(
+        "token", help="print a session token (HMAC-signed: room, user, role, expiry), or with --url the page link",
+        description="Sign a session token with the secret of the running pipeline: the ingress's "
+                    ".wtpulsar/ingress/ingress-secret, looked for in this folder and its parents, then in the "
+                    "checkout where `make run` runs. It never creates a secret (the ingress does, on its first start).")
     t.add_argument("--room", required=True)
     t.add_argument("--user", required=True)
     t.add_argument("--role", required=True, choices=["publisher", "viewer"])
     t.add_argument("--ttl", type=parse_ttl, default=12 * 3600.0, help="lifetime: seconds or 30m/12h/7d (default 12h)")
-    _add_secret(t)
+    t.add_argument("--url", action="store_true",
+                   help="print the whole page URL (publisher page, or the viewer page for --role viewer)")
+    t.add_argument("--http", default=DEFAULT_HTTP, metavar="HOST:PORT",
+                   help=f"the ingress's --http address, for --url (default {DEFAULT_HTTP})")
+    t.add_argument("--secret", help="token HMAC key (overrides the pipeline's secret)")
+    t.add_argument("--secret-file", type=Path, help="file holding the token HMAC key")
+    t.add_argument("--state-dir", type=Path, default=None,
+                   help="the ingress's state folder holding ingress-secret (for `wtpulsar up --state S`: S/ingress)")
     t.set_defaults(func=run_token_cli)
 
-    c = sub.add_parser("consume", help="read a room's output: video to .mp4, chat to stdout, latency at exit")
+    c = sub.add_parser(
+        "consume", help="read a room's output: video to .mp4, chat to stdout, latency of what arrived live at exit",
+        description="Read ROOM's output topic from the broker: video/screen/audio into --out as a playable fMP4 "
+                    "that starts at 0 (consume stops when the stream ends), chat to stdout. At exit it prints the "
+                    "latency (now - capture time) of the messages that arrived while it ran, or why there is none.")
     c.add_argument("room")
     c.add_argument("--kind", default="video", choices=["video", "audio", "chat", "screen", "file"])
     c.add_argument("--rendition", default="360p", help="for video/screen (default 360p)")
     c.add_argument("--out", help="file for video/screen/audio/file payloads (fMP4 for media)")
     c.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
     _add_broker_token(c)
+    c.add_argument("--admin-url", help="broker admin REST, to name the renditions a room has when --rendition has "
+                                       "none (default: http://<broker host>:8080)")
     c.add_argument("--duration", type=float, help="stop after this many seconds")
     c.add_argument("--count", type=int, help="stop after this many live messages")
     c.add_argument("--from-start", action="store_true", help="replay the whole topic, not just the join point")
@@ -106,13 +174,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_token_cli(args: argparse.Namespace) -> int:
     from ingress import tokens
-    from ingress.names import BadName
+    from ingress.names import BadName, check_name
 
     try:
-        print(tokens.issue(_secret(args), args.room, args.user, args.role, time.time(), args.ttl))
+        check_name("room", args.room)
+        check_name("user", args.user)
+        secret, source = token_secret(args, Path.cwd())
+        token = tokens.issue(secret, args.room, args.user, args.role, time.time(), args.ttl)
+    except NoSecret as exc:
+        print(f"wtpulsar token: {exc}", file=sys.stderr)
+        return 2
     except (BadName, ValueError) as exc:
         print(f"wtpulsar token: {exc}", file=sys.stderr)
         return 2
+    print(page_url(args.http, args.room, token, args.role) if args.url else token)
+    print(f"wtpulsar token: signed with the secret in {source}", file=sys.stderr)
     return 0
 
 
@@ -155,6 +231,10 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
     from ingress.server import run_ingress
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # aioquic logs every connection's handshake steps at INFO ("quic" logger), and a retransmitted
+    # handshake packet as "Duplicate CRYPTO data" each time: per-connection noise that buried our own
+    # lines. Its warnings and errors still show.
+    logging.getLogger("quic").setLevel(logging.WARNING)
     try:
         config = config_from_args(args)
     except ValueError as exc:

@@ -3,7 +3,9 @@
 One ``RoomFeed`` per output topic and process, shared by every viewer of that topic. It reads the
 topic from the start once, keeping only what a late joiner needs: the latest init segment and the
 fragments since the latest keyframe (plus the last few chat messages). A viewer that joins gets that
-snapshot at once, then live messages. ``ViewerTracks`` decides per viewer what to send where: media go
+snapshot at once, then live messages; when the stream has ended (its end of stream came, ENVELOPE.md)
+or went quiet past ``join_stale_after`` there is nothing to join, and the viewer gets the next stream
+from its first message (init segment and keyframe) on. ``ViewerTracks`` decides per viewer what to send where: media go
 one group (keyframe to keyframe) per stream; a viewer whose stream backs up past a byte budget has
 that group cancelled and resumes at the next keyframe instead of queuing (doc §1.8 policy).
 
@@ -18,6 +20,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -47,15 +50,21 @@ class Item:
     kind: Kind
     properties: dict[str, str]
     payload: bytes
+    published_ms: float = 0.0  # the broker's publish time (0 = unknown)
 
     @property
     def is_init(self) -> bool:
         return self.properties.get("segment_type") == "init"
 
     @property
+    def is_end(self) -> bool:
+        """The track's stream ended (ENVELOPE.md "End of stream")."""
+        return self.properties.get("segment_type") == "end"
+
+    @property
     def is_key(self) -> bool:
         # Fragments written with frag_keyframe start with a keyframe; chunk marks others keyframe=0.
-        return self.is_init or self.properties.get("keyframe", "1") != "0"
+        return self.is_init or (not self.is_end and self.properties.get("keyframe", "1") != "0")
 
     def record(self) -> bytes:
         return serialize_delivery(Delivery(self.kind, self.properties, self.payload))
@@ -132,7 +141,11 @@ def _chat_identity(properties: Mapping[str, str], payload: bytes) -> str | None:
 
 class JoinPoint:
     """What a late joiner needs from one topic: latest init + fragments since the latest keyframe,
-    or the last few chat messages. Sans-I/O; RoomFeed and ``wtpulsar consume`` share it."""
+    or the last few chat messages. Sans-I/O; RoomFeed and ``wtpulsar consume`` share it.
+
+    A stream that ended (its end of stream came) leaves nothing to join; ``live()`` also says no for
+    media whose newest message is older than ``stale_ms`` (a publisher or ingress that died without
+    an end), so a joiner is never shown a frozen picture of a stream that is over."""
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
@@ -140,13 +153,32 @@ class JoinPoint:
         self.group: list[Item] = []
         self.group_bytes = 0
         self.chat: deque[Item] = deque(maxlen=CHAT_BACKLOG)
+        self.newest_ms = 0.0  # publish time of the newest media message remembered
+
+    @property
+    def stream(self) -> str:
+        """The stream id the media join point belongs to ('' when there is none)."""
+        return self.init.properties.get("stream", "") if self.init is not None else ""
+
+    def live(self, now_ms: float, stale_ms: float) -> bool:
+        """Media: a stream to join, whose newest message is younger than ``stale_ms``. Chat: always."""
+        if self.kind == Kind.CHAT:
+            return True
+        return self.init is not None and (not self.newest_ms or now_ms - self.newest_ms < stale_ms)
 
     def remember(self, item: Item) -> None:
         if self.kind == Kind.CHAT:
             self.chat.append(item)
-        elif self.kind == Kind.FILE:
             return
-        elif item.is_init:
+        if self.kind == Kind.FILE:
+            return
+        if item.is_end:
+            if item.properties.get("stream", "") == self.stream:
+                self.init, self.group, self.group_bytes = None, [], 0
+            return
+        if item.published_ms:
+            self.newest_ms = max(self.newest_ms, item.published_ms)
+        if item.is_init:
             self.init = item
             self.group, self.group_bytes = [], 0
         elif item.is_key:
@@ -190,6 +222,7 @@ class ViewerSink:
 @dataclass(slots=True)
 class _Track:
     handle: Any = None
+    stream: str = ""  # the stream id this viewer was last sent on this track
     waiting_key: bool = True
     after_init: bool = False  # the open group holds only an init segment so far
     skipped: int = 0
@@ -209,7 +242,13 @@ class ViewerTracks:
     def offer(self, item: Item) -> None:
         if not self.dedup.accept(item.kind, item.properties, item.payload):
             return  # a copy at-least-once delivery repeated: this viewer already has it
+        if item.is_end:
+            self._end(item)
+            return
         track = self.tracks.setdefault(item.kind, _Track(waiting_key=item.kind in GROUPED_KINDS))
+        stream = item.properties.get("stream", "")
+        if stream:
+            track.stream = stream
         data = item.record()
         if item.kind not in GROUPED_KINDS:
             # audio, chat, file: one long-lived stream each; audio is dropped (never queued) when
@@ -250,6 +289,24 @@ class ViewerTracks:
             return
         self._write(track, item, data)
 
+    def _end(self, item: Item) -> None:
+        """Tell the viewer a stream it was sent ended: on the stream's group, which then finishes (the
+        next stream starts with its init on a new one); an end of a stream this viewer was not sent
+        anything of is not for it."""
+        track = self.tracks.get(item.kind)
+        stream = item.properties.get("stream", "")
+        if track is None or track.stream != stream:
+            return
+        if track.handle is None:
+            track.handle = self.sink.open_group(item.kind)
+        self.sink.write(track.handle, item.record())
+        self.on_deliver(item.kind)
+        if item.kind in GROUPED_KINDS:
+            self.sink.end_group(track.handle)
+            track.handle = None
+            track.waiting_key, track.after_init = True, False
+        track.stream = ""
+
     def _write(self, track: _Track, item: Item, data: bytes) -> None:
         self.sink.write(track.handle, data)
         self.on_deliver(item.kind)
@@ -278,6 +335,8 @@ class RoomFeed:
         self.short_name = short_name
         self.kind = kind
         self.viewers: set[ViewerTracks] = set()
+        # viewers that joined while there was no live stream to join: primed by the next one's first message
+        self.unprimed: set[ViewerTracks] = set()
         self.caught_up = False
         self.join_point = JoinPoint(kind)
         self.dedup = DeliveryDedup()  # so the join point never caches a repeated copy either
@@ -317,7 +376,7 @@ class RoomFeed:
                         caught_up = True
                         loop.call_soon_threadsafe(self._caught_up)
                     continue
-                item = Item(self.kind, dict(msg.properties()), msg.data())
+                item = Item(self.kind, dict(msg.properties()), msg.data(), float(msg.publish_timestamp()))
                 loop.call_soon_threadsafe(self._on_item, item)
                 if not caught_up and not reader.has_message_available():
                     caught_up = True
@@ -338,7 +397,11 @@ class RoomFeed:
         self.join_point.remember(item)
         if self.caught_up:
             for viewer in list(self.viewers):
-                viewer.offer(item)
+                if viewer not in self.unprimed:
+                    viewer.offer(item)
+                elif not item.is_end and self._joinable():  # a stream (re)started: from its init on
+                    self.unprimed.discard(viewer)
+                    self._replay(viewer)
             self.hub.flush()
 
     def _caught_up(self) -> None:
@@ -346,8 +409,18 @@ class RoomFeed:
             return
         self.caught_up = True
         for viewer in list(self.viewers):
-            self._replay(viewer)
+            self._join(viewer)
         self.hub.flush()
+
+    def _joinable(self) -> bool:
+        return self.join_point.live(time.time() * 1000.0, self.hub.stale_after * 1000.0)
+
+    def _join(self, viewer: ViewerTracks) -> None:
+        """A viewer arrives: the join point if a stream is live, else nothing until one starts."""
+        if self._joinable():
+            self._replay(viewer)
+        else:
+            self.unprimed.add(viewer)
 
     def _replay(self, viewer: ViewerTracks) -> None:
         for item in self.join_point.snapshot():
@@ -356,7 +429,11 @@ class RoomFeed:
     def add(self, viewer: ViewerTracks) -> None:
         self.viewers.add(viewer)
         if self.caught_up:
-            self._replay(viewer)
+            self._join(viewer)
+
+    def discard(self, viewer: ViewerTracks) -> None:
+        self.viewers.discard(viewer)
+        self.unprimed.discard(viewer)
 
 
 def verdict_topic(room: str) -> str:
@@ -424,6 +501,7 @@ class EgressHub:
         self.app = app
         self.tenant = app.config.tenant
         self.namespace = app.config.namespace
+        self.stale_after = app.config.join_stale_after  # s; see JoinPoint.live
         self._client_factory = client_factory
         self._client: Any = None
         self.feeds: dict[str, RoomFeed] = {}
@@ -464,7 +542,7 @@ class EgressHub:
     def unsubscribe(self, viewer: ViewerTracks) -> None:
         self._sinks.discard(viewer.sink)
         for short, feed in list(self.feeds.items()):
-            feed.viewers.discard(viewer)
+            feed.discard(viewer)
             if not feed.viewers:
                 feed.stop()
                 del self.feeds[short]

@@ -15,12 +15,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from ingress import clock
 from ingress.egress import VerdictFollower, ViewerSink
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
 from ingress.tokens import Role
-from schemas.framing import CloseCode, Kind
+from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +113,26 @@ class WsViewer(ViewerSink):
 TICK_SECONDS = 1.0  # how often open sessions are checked for token expiry and idleness
 
 
+def _clock_reply(app: IngressApp, data: bytes, writer: _Writer, notify: bool) -> None:
+    """Answer a CLOCK request on the socket it came on (FRAMING.md "Clock"); a malformed one gets a Notice."""
+    received = time.time() * 1000.0
+    result = clock.answer(data, received, time.time() * 1000.0)
+    if result.error:
+        app.metrics.rejected.labels("bad_clock").inc()
+        if notify:
+            writer.put(serialize_notice(Notice(CloseCode.PROTOCOL_ERROR, result.error[:1000])))
+        return
+    writer.put(result.reply)
+
+
 def _peer(request: web.Request) -> str:
     return request.remote or "?"
 
 
 async def _ws(request: web.Request) -> web.StreamResponse:
     app: IngressApp = request.app[INGRESS_KEY]
-    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=20.0)
+    # aiohttp pings every `heartbeat` s and closes when the pong is not back within half of it
+    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=app.config.session_timeout * 2 / 3)
     await ws.prepare(request)
     address = _peer(request)
     try:
@@ -143,13 +157,16 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
     pub = WsPublisher(app, core, address, ws)
     app.metrics.sessions.labels("websocket", "publisher").inc()
     ticker = asyncio.get_running_loop().create_task(_tick_publisher(pub, ws))
+    reason = "left"
     try:
         while pub.close_request is None:
             if not pub.resume.is_set():
                 await pub.resume.wait()  # backlogged: leave bytes in the socket (TCP pushes back)
                 continue
             msg = await ws.receive()
-            if msg.type == WSMsgType.BINARY:
+            if msg.type == WSMsgType.BINARY and is_clock(msg.data):
+                _clock_reply(app, msg.data, pub.writer, notify=True)
+            elif msg.type == WSMsgType.BINARY:
                 pub.handle(core.message(msg.data, time.time()))
             elif msg.type == WSMsgType.TEXT:
                 app.metrics.rejected.labels("text_message").inc()
@@ -157,14 +174,18 @@ async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: 
             else:
                 break  # closed, closing or error
         if pub.close_request is not None:
-            code, reason = pub.close_request
+            reason = "closed"
+            code, why = pub.close_request
             await pub.writer.close()
-            await ws.close(code=code, message=reason.encode("utf-8")[:120])
+            await ws.close(code=code, message=why.encode("utf-8")[:120])
+        elif isinstance(ws.exception(), TimeoutError):
+            reason = "timeout"  # no pong within the heartbeat
     finally:
         ticker.cancel()
         pub.ended = True
         pub.stop_following_verdicts()
         core.close()
+        pub.end_streams(reason)
         await pub.writer.close()
         app.metrics.sessions.labels("websocket", "publisher").dec()
 
@@ -192,8 +213,10 @@ async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any
     expiry = asyncio.get_running_loop().create_task(_expire_viewer(ws, session.claims.expires_at))
     try:
         async for msg in ws:
-            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
-                break  # viewers send nothing we act on; we only wait for the close
+            if msg.type == WSMsgType.BINARY and is_clock(msg.data):
+                _clock_reply(app, msg.data, viewer.writer, notify=True)
+            elif msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT):
+                break  # viewers send nothing else we act on; we only wait for the close
     finally:
         expiry.cancel()
         app.egress.unsubscribe(tracks)

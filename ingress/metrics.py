@@ -30,6 +30,9 @@ class IngressMetrics:
                                          "Frame fully received -> broker acknowledged", ["topic"],
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.inflight = Gauge("wtpulsar_ingress_inflight", "Publishes awaiting a broker ack", registry=r)
+        self.streams_ended = Counter("wtpulsar_ingress_streams_ended_total",
+                                     "End-of-stream messages published, by why the session ended", ["reason"],
+                                     registry=r)
         self.paused = Counter("wtpulsar_ingress_read_paused_total",
                               "Times a session stopped granting read credit (backpressure)", registry=r)
         self.delivered = Counter("wtpulsar_egress_delivered_total", "Messages sent to viewers", ["kind"],

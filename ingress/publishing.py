@@ -8,10 +8,12 @@ state) is here, once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 from ingress.session import (
+    MEDIA_KINDS,
     Action,
     CloseSession,
     CloseStream,
@@ -24,6 +26,14 @@ from schemas.framing import CloseCode
 
 if TYPE_CHECKING:
     from ingress.server import IngressApp
+
+log = logging.getLogger(__name__)
+_MEDIA = frozenset(kind.name.lower() for kind in MEDIA_KINDS)
+
+
+def _ended(stream: str, ok: bool, err: str) -> None:
+    if not ok:
+        log.warning("end of stream %s not published: %s", stream, err)
 
 
 class PublishingShell:
@@ -77,6 +87,9 @@ class PublishingShell:
                                                            metrics.frame_bytes.labels(kind))
                 counters[0].inc()
                 counters[1].inc(len(action.payload))
+                if kind in _MEDIA:
+                    # this session now publishes the stream: its end of stream is this session's to send
+                    self.app.stream_owners[(self.core.claims.room, action.key)] = self
                 ticket = action.ticket
                 self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
             elif isinstance(action, Send):
@@ -89,6 +102,25 @@ class PublishingShell:
                 metrics.rejected.labels(action.what).inc()
         self._check_pause()
         self.flush()
+
+    def end_streams(self, reason: str) -> int:
+        """The session ended (``reason``: left, timeout, closed): publish an end of stream for each media
+        stream it published and still owns (ENVELOPE.md "End of stream"); a stream another live session
+        of this ingress has taken over since (a reconnect) goes on. Returns how many were sent."""
+        owners = self.app.stream_owners
+        room = self.core.claims.room
+        now = time.time()
+        sent = 0
+        for publish in self.core.end_of_streams(reason, now):
+            key = (room, publish.key)
+            if owners.get(key) is not self:
+                continue
+            del owners[key]
+            stream = publish.key
+            self.app.publisher.send(publish, now, lambda ok, err, stream=stream: _ended(stream, ok, err))
+            self.app.metrics.streams_ended.labels(reason).inc()
+            sent += 1
+        return sent
 
     def _published(self, ticket: int, ok: bool, err: str) -> None:
         if self.ended:

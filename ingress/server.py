@@ -30,13 +30,13 @@ from schemas.framing import CloseCode, Kind
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_STATE_DIR = Path(".wtpulsar")
+DEFAULT_STATE_DIR = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
 VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 
 
 @dataclass
 class IngressConfig:
-    listen: str = "0.0.0.0:4433"  # UDP, HTTP/3 WebTransport at /wt
+    listen: str = "127.0.0.1:4433"  # UDP, HTTP/3 WebTransport at /wt
     http: str = "127.0.0.1:8000"  # TCP: page, /health, /metrics, /cert-hash, /ws
     cert: Path | None = None
     key: Path | None = None
@@ -55,6 +55,12 @@ class IngressConfig:
     viewer_queue_bytes: int = 2 * 1024 * 1024  # unsent media per viewer stream before skipping to a keyframe
     page: Path = REPO_ROOT / "live_client.html"
     broker_connect_timeout: float = 30.0
+    # s without a packet from a WebTransport peer (QUIC idle timeout; keep-alive PINGs at a third of it)
+    # or a WebSocket pong before its session ends and its streams get an end of stream ("timeout")
+    session_timeout: float = 20.0
+    # s: a room topic whose newest media message is older than this has no stream to join (its publisher
+    # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
+    join_stale_after: float = 10.0
 
 
 class Publisher(Protocol):
@@ -105,6 +111,8 @@ class IngressApp:
         self.metrics = metrics
         self.addresses = AddressBook(per_address=config.sessions_per_address, total=config.max_sessions)
         self.egress = EgressHub(self, client_factory)
+        # (room, stream id) -> the publishing shell that last published it (PublishingShell.end_streams)
+        self.stream_owners: dict[tuple[str, str], Any] = {}
         self.cert: certificates.CertificateInfo | None = None
 
     def authenticate(self, query_string: str, address: str) -> SessionRequest:
@@ -238,3 +246,4 @@ async def run_ingress(config: IngressConfig) -> None:
         await stop.wait()
     finally:
         await handle.stop()
+        print("ingress: stopped", flush=True)

@@ -35,6 +35,8 @@ from schemas.framing import (
     serialize_verdict,
 )
 
+MEDIA_KINDS = (Kind.VIDEO, Kind.SCREEN, Kind.AUDIO)  # the kinds whose streams end (ENVELOPE.md "End of stream")
+END_REASONS = ("left", "timeout", "closed")  # why a publisher's streams ended (ENVELOPE.md "End of stream")
 CONTROL = -1  # pseudo transport id: the session's control channel (WT server uni stream / the WebSocket)
 # Chat frames whose verdict a session still waits for; the oldest is forgotten beyond this (a verdict
 # that never comes, e.g. the pipeline is down, must not grow the session without bound).
@@ -138,6 +140,8 @@ class _Pending:
 @dataclass(slots=True)
 class _StreamAcks:
     kind: Kind
+    codec: str = ""  # of the newest frame admitted
+    sent_seq: int = -1  # highest seq handed to the broker (an end of stream names it, ENVELOPE.md)
     acked_seq: int = -1
     dirty: bool = False
     # Group ordering (FRAMING.md "Ordering"): the transport stream currently publishing this stream id,
@@ -341,8 +345,7 @@ class PublisherSession:
         while self._backlog and len(self._inflight) < self.limits.max_inflight and not self.closed:
             publish, pend = self._backlog.popleft()
             self._backlog_bytes -= len(publish.payload) + RECORD_OVERHEAD
-            self._inflight[publish.ticket] = pend
-            actions.append(publish)
+            self._send(publish, pend, actions)
         return actions
 
     def verdict(self, properties: Mapping[str, str], payload: bytes) -> list[Action]:
@@ -372,6 +375,32 @@ class PublisherSession:
             if state.dirty:
                 state.dirty = False
                 out.append(Send(CONTROL, serialize_ack(Ack(stream, state.acked_seq))))
+        return out
+
+    def end_of_streams(self, reason: str, now: float) -> list[Publish]:
+        """The session is over: one end-of-stream message per media stream it sent frames of, for the
+        stream's input topic (ENVELOPE.md "End of stream"). The shell sends them after the session's
+        frames on the same producers, so each lands behind its stream's last frame."""
+        if reason not in END_REASONS:
+            raise ValueError(f"end of stream reason {reason!r} is not one of {', '.join(END_REASONS)}")
+        out = []
+        for stream, state in self._streams.items():
+            if state.kind not in MEDIA_KINDS or state.sent_seq < 0:
+                continue
+            properties = {
+                "end_of_stream": "1",
+                "kind": state.kind.name.lower(),
+                "codec": state.codec,
+                "stream": stream,
+                "room": self.claims.room,
+                "user": self.claims.user,
+                "last_seq": str(state.sent_seq),
+                "reason": reason,
+                "t_ingress": format_ms(now * 1000.0),
+            }
+            out.append(Publish(ticket=self._next_ticket, topic=INPUT_TOPIC[state.kind], payload=b"",
+                               properties=properties, key=stream, event_timestamp=int(now * 1000)))
+            self._next_ticket += 1
         return out
 
     def close(self) -> list[int]:
@@ -409,6 +438,7 @@ class PublisherSession:
             return CloseStream(channel, CloseCode.FORBIDDEN,
                                f"stream {frame.stream} carries {state.kind.name.lower()}, "
                                f"not {frame.kind.name.lower()}")
+        state.codec = frame.codec.name.lower()
         if frame.kind == Kind.CHAT:
             problem = _chat_problem(frame.payload)
             if problem:
@@ -434,7 +464,7 @@ class PublisherSession:
             payload=frame.payload,
             properties=self._properties(frame, now),
             key=self.claims.room if frame.kind == Kind.CHAT else frame.stream,
-            event_timestamp=int(frame.capture_ts),
+            event_timestamp=int(min(frame.capture_ts, now * 1000.0)),
         )
         per_message = frame.kind in (Kind.CHAT, Kind.FILE)
         reply = channel if (per_message and channel in self._bidi) else CONTROL
@@ -459,10 +489,16 @@ class PublisherSession:
         while len(self._verdict_waits) > MAX_AWAITED_VERDICTS:
             self._verdict_waits.popitem(last=False)
 
+    def _send(self, publish: Publish, pending: _Pending, actions: list[Action]) -> None:
+        self._inflight[publish.ticket] = pending
+        actions.append(publish)
+        state = self._streams.get(pending.stream)
+        if state is not None and pending.seq > state.sent_seq:
+            state.sent_seq = pending.seq
+
     def _dispatch(self, publish: Publish, pending: _Pending, actions: list[Action]) -> CloseStream | None:
         if len(self._inflight) < self.limits.max_inflight and not self._backlog:
-            self._inflight[publish.ticket] = pending
-            actions.append(publish)
+            self._send(publish, pending, actions)
             return None
         if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
             return self._overflow(actions)
@@ -525,7 +561,7 @@ class PublisherSession:
             "user": self.claims.user,
             "seq": str(frame.seq),
             "pts": str(frame.pts),
-            "capture_ts": format_ms(frame.capture_ts),
+            "capture_ts": format_ms(min(frame.capture_ts, now * 1000.0)),
             "keyframe": "1" if frame.keyframe else "0",
             "t_ingress": format_ms(now * 1000.0),
         }

@@ -61,7 +61,10 @@ def verify(secret: bytes, token: str | None, now: float) -> Claims:
         raw = jwt.decode(token, secret, algorithms=[ALGORITHM],
                          options={"verify_exp": False, "verify_iat": False, "verify_nbf": False, "require": ["exp", "room", "sub", "role"]})
     except jwt.InvalidSignatureError:
-        raise TokenError(CloseCode.TOKEN_INVALID, "token signature does not verify") from None
+        raise TokenError(CloseCode.TOKEN_INVALID,
+                         "token signature does not verify: it was signed with another secret than this "
+                         "ingress's; `wtpulsar token --url`, run where the pipeline runs, prints a page "
+                         "link signed with the right one") from None
     except jwt.PyJWTError as exc:
         raise TokenError(CloseCode.TOKEN_INVALID, f"token malformed: {exc}") from None
     try:
@@ -83,13 +86,43 @@ def check_secret(secret: bytes, source: str) -> bytes:
     return secret
 
 
+SECRET_FILE = "ingress-secret"
+# Where `wtpulsar up` keeps the ingress's state, relative to the folder it runs in (its --state
+# default, plus the ingress's own subfolder); `wtpulsar ingress --state-dir` defaults to the same.
+PIPELINE_SECRET = Path(".wtpulsar") / "ingress" / SECRET_FILE
+
+
+def read_secret(path: Path) -> bytes:
+    """Read an existing HMAC key; ValueError names the file when it is too short."""
+    secret = path.read_bytes().strip()
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path}: secret is {len(secret)} bytes, need at least {MIN_SECRET_BYTES}")
+    return secret
+
+
+def find_pipeline_secret(start: Path, fallback_roots: tuple[Path, ...] = ()) -> tuple[Path | None, list[Path]]:
+    """The secret file of the pipeline a user means: ``.wtpulsar/ingress/ingress-secret`` in ``start``
+    or the nearest parent folder that has one (as git finds ``.git``), else in one of
+    ``fallback_roots`` (the checkout, where ``make run`` runs). Returns (found or None, places looked)."""
+    looked: list[Path] = []
+    start = start.resolve()
+    for folder in (start, *start.parents, *(r.resolve() for r in fallback_roots)):
+        candidate = folder / PIPELINE_SECRET
+        if candidate in looked:
+            continue
+        looked.append(candidate)
+        if candidate.is_file():
+            return candidate, looked
+    return None, looked
+
+
 def load_or_create_secret(path: Path) -> bytes:
-    """Read the HMAC key from ``path``; create it (0600, random 32 bytes hex) on first use."""
+    """Read the HMAC key from ``path``; create it (0600, random 32 bytes hex) on first use.
+
+    Only the ingress creates its secret; ``wtpulsar token`` reads it (read_secret) and never makes a
+    second one."""
     if path.exists():
-        secret = path.read_bytes().strip()
-        if len(secret) < MIN_SECRET_BYTES:
-            raise ValueError(f"{path}: secret is {len(secret)} bytes, need at least {MIN_SECRET_BYTES}")
-        return secret
+        return read_secret(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_hex(32).encode("ascii")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -33,22 +33,31 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from ingress import flow_gate
+from ingress import clock, flow_gate
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
 from ingress.egress import VerdictFollower, ViewerSink, ViewerTracks
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
-from schemas.framing import CloseCode, Kind, Notice, serialize_notice
+from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 
 MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (§1.2)
 SOCKET_BUFFER = 4 * 1024 * 1024  # probe doc pitfall 7: default UDP buffers drop bulk bursts
-IDLE_TIMEOUT = 60.0  # s
 TICK_SECONDS = 1.0  # how often open sessions are checked for token expiry and idleness
-KEEPALIVE = 15.0  # s; PING so a viewer of a quiet room or an idle publisher is not timed out
+# The QUIC idle timeout is IngressConfig.session_timeout; PINGs every third of it keep a quiet but
+# present peer (a viewer of a quiet room, an idle chat session) alive, so only a vanished one times out.
+KEEPALIVE_FRACTION = 1 / 3
+IDLE_TIMEOUT_REASON = "Idle timeout"  # aioquic's reason_phrase when the idle timer closes a connection
+
+
+def end_reason(event: ConnectionTerminated | None) -> str:
+    """Why a connection's publishing sessions ended, as an end of stream says it (ENVELOPE.md)."""
+    if event is not None and event.reason_phrase == IDLE_TIMEOUT_REASON:
+        return "timeout"
+    return "left"
 
 
 class WtPublisher(VerdictFollower, PublishingShell):
@@ -147,7 +156,8 @@ class IngressProtocol(QuicConnectionProtocol):
         self._quic._ack_delay = app.config.ack_delay
         self.gate = flow_gate.CreditGate(app.config.stream_window)
         flow_gate.install(self._quic, self.gate)
-        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+        self._keepalive_every = app.config.session_timeout * KEEPALIVE_FRACTION
+        self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _tick(self) -> None:
@@ -163,7 +173,7 @@ class IngressProtocol(QuicConnectionProtocol):
     def _ping(self) -> None:
         self._quic.send_ping(0)
         self.transmit()
-        self._keepalive = self._loop.call_later(KEEPALIVE, self._ping)
+        self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
 
     # ---- transmit coalescing ----------------------------------------------------------------
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -174,8 +184,9 @@ class IngressProtocol(QuicConnectionProtocol):
         if self._quic._close_event is not None and (self.publishers or self.viewers):
             # The peer closed the connection: aioquic reports ConnectionTerminated only after the
             # draining period (3 x PTO); free the sessions' address slots and feeds now.
+            reason = end_reason(self._quic._close_event)
             for session_id in list(self.publishers) + list(self.viewers):
-                self._forget(session_id)
+                self._forget(session_id, reason)
         self.schedule_transmit()
 
     def transmit(self) -> None:
@@ -210,7 +221,7 @@ class IngressProtocol(QuicConnectionProtocol):
             self._keepalive.cancel()
             self._ticker.cancel()
             for session_id in list(self.publishers) + list(self.viewers):
-                self._forget(session_id)
+                self._forget(session_id, end_reason(event))
         if self.h3 is not None:
             try:
                 for h3_event in self.h3.handle_event(event):
@@ -239,6 +250,9 @@ class IngressProtocol(QuicConnectionProtocol):
                 self.gate.discard(event.stream_id)
                 pub.streams.discard(event.stream_id)
         elif isinstance(event, DatagramReceived):
+            if is_clock(event.data):  # publishers and viewers alike measure their clock offset
+                self._clock(event.stream_id, event.data)
+                return
             pub = self.publishers.get(event.stream_id)
             if pub is not None:
                 pub.handle(pub.core.datagram(event.data, time.time()))
@@ -254,8 +268,27 @@ class IngressProtocol(QuicConnectionProtocol):
             except ValueError:
                 closed = []
             if closed or event.stream_ended:
-                self._forget(event.stream_id)
+                self._forget(event.stream_id, "left")
                 self.transmit()
+
+    def _clock(self, session_id: int, data: bytes) -> None:
+        """A CLOCK request datagram: the reply goes back as a datagram at once (FRAMING.md "Clock")."""
+        received = time.time() * 1000.0
+        if session_id not in self.publishers and session_id not in self.viewers:
+            return
+        result = clock.answer(data, received, time.time() * 1000.0)
+        if result.error:
+            self.app.metrics.rejected.labels("bad_clock").inc()
+            pub = self.publishers.get(session_id)
+            if pub is not None:
+                pub.send_record(CONTROL, serialize_notice(Notice(CloseCode.PROTOCOL_ERROR, result.error[:1000])))
+                self.schedule_transmit()
+            return
+        try:
+            self.h3.send_datagram(session_id, result.reply)
+        except Exception as exc:  # the session is closing
+            log.debug("clock reply on %d: %s", session_id, exc)
+        self.transmit()
 
     def _on_request(self, event: HeadersReceived) -> None:
         headers = dict(event.headers)
@@ -313,7 +346,7 @@ class IngressProtocol(QuicConnectionProtocol):
             return
         pub = self.publishers.get(session_id)
         streams = list(pub.streams) if pub else []
-        self._forget(session_id)
+        self._forget(session_id, "closed")
         try:
             self.h3.send_data(session_id, close_capsule(code, reason), end_stream=True)
         except Exception as exc:
@@ -325,7 +358,8 @@ class IngressProtocol(QuicConnectionProtocol):
                 pass
         self.transmit()
 
-    def _forget(self, session_id: int) -> None:
+    def _forget(self, session_id: int, reason: str) -> None:
+        """The session is over (``reason``: left, timeout or closed, for its streams' end of stream)."""
         app = self.app
         self._capsules.pop(session_id, None)
         pub = self.publishers.pop(session_id, None)
@@ -333,6 +367,7 @@ class IngressProtocol(QuicConnectionProtocol):
             pub.ended = True
             pub.stop_following_verdicts()
             pub.core.close()
+            pub.end_streams(reason)
             for stream_id in list(pub.streams):
                 self._stream_owner.pop(stream_id, None)
                 self.gate.discard(stream_id)
@@ -403,7 +438,7 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
 
 def quic_configuration(app: IngressApp) -> QuicConfiguration:
     cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=MAX_DATAGRAM_FRAME,
-                            idle_timeout=IDLE_TIMEOUT)
+                            idle_timeout=app.config.session_timeout)
     cfg.max_data = app.config.connection_window
     cfg.max_stream_data = app.config.stream_window
     assert app.cert is not None

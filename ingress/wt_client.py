@@ -24,13 +24,15 @@ from urllib.parse import urlsplit
 
 from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
-from aioquic.h3.events import DataReceived, HeadersReceived, WebTransportStreamDataReceived
+from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
 from ingress.capsules import CapsuleReader, SessionClosed
-from schemas.framing import Ack, AckStatus, Frame, Kind, Record, RecordReader, serialize
+from schemas.framing import Ack, AckStatus, Frame, FramingError, Kind, Record, RecordReader, parse, serialize
+
+DATAGRAM = -1  # the "stream id" under which ClientState.records keeps records that came as datagrams
 
 
 @dataclass
@@ -68,6 +70,11 @@ class WebTransportClientProtocol(QuicConnectionProtocol):
                     self.state.closed = closed
                 if h3_event.stream_ended and self.state.closed is None:
                     self.state.closed = SessionClosed(0, "")
+            elif isinstance(h3_event, DatagramReceived):
+                try:
+                    self.state.records.append((DATAGRAM, parse(h3_event.data)))
+                except FramingError:
+                    pass  # not a record: nothing the tests or load tools look at
             elif isinstance(h3_event, WebTransportStreamDataReceived):
                 reader = self._readers[h3_event.stream_id]
                 for record in reader.feed(h3_event.data):

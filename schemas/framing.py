@@ -3,7 +3,8 @@
 The layout is documented in ``schemas/FRAMING.md``; this module is its reference implementation.
 Every record is ``u32 length`` (big-endian, bytes that follow) + ``u8 version`` + ``u8 type`` + body.
 Types 1-5 are media/data frames (the type *is* the kind), 0x10 ACK, 0x11 NOTICE and 0x12 VERDICT travel
-from the ingress back to a publisher, 0x20 DELIVERY carries a room's output to a viewer.
+from the ingress back to a publisher, 0x13 CLOCK goes both ways (a client's clock-offset request and
+the ingress's reply), 0x20 DELIVERY carries a room's output to a viewer.
 
 Parsing is strict: every field is range-checked and every failure raises a :class:`FramingError`
 subclass whose ``code`` (a stable string, also used as a metric label) and message name the field.
@@ -38,6 +39,7 @@ class RecordType(IntEnum):
     ACK = 0x10
     NOTICE = 0x11
     VERDICT = 0x12
+    CLOCK = 0x13
     DELIVERY = 0x20
 
 
@@ -85,6 +87,7 @@ _ACK_HEAD = struct.Struct(">BBBIQB")  # version, type, status, code, seq, stream
 _NOTICE_HEAD = struct.Struct(">BBIB")  # version, type, code, stream id length
 _DELIVERY_HEAD = struct.Struct(">BBBB")  # version, type, kind, property count
 _VERDICT_HEAD = struct.Struct(">BBBQB")  # version, type, action, seq, stream id length
+_CLOCK = struct.Struct(">BBddd")  # version, type, origin, received, transmitted
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64_MAX = 2**64 - 1
@@ -186,7 +189,24 @@ class Verdict:
     payload: bytes = b""
 
 
-Record = Frame | Ack | Notice | Delivery | Verdict
+@dataclass(slots=True)
+class Clock:
+    """Clock-offset exchange, NTP's on-wire timestamps (FRAMING.md "Clock"), all ms since the epoch.
+
+    A client sends ``origin`` (its clock when sending) with the other two 0; the ingress answers with
+    ``origin`` echoed, ``received`` (its clock when the request arrived) and ``transmitted`` (when the
+    reply left). The client, reading its clock on arrival, gets offset and round trip from the four."""
+
+    origin: float
+    received: float = 0.0
+    transmitted: float = 0.0
+
+    @property
+    def is_request(self) -> bool:
+        return self.received == 0.0 and self.transmitted == 0.0
+
+
+Record = Frame | Ack | Notice | Delivery | Verdict | Clock
 
 
 def _check_name(what: str, value: str, allow_empty: bool = False) -> bytes:
@@ -279,6 +299,14 @@ def serialize_verdict(verdict: Verdict) -> bytes:
     return _with_length(b"".join((head, stream, verdict.payload)))
 
 
+def serialize_clock(clock: Clock) -> bytes:
+    for name in ("origin", "received", "transmitted"):
+        value = getattr(clock, name)
+        if not math.isfinite(value) or value < 0:
+            raise InvalidField(f"clock {name} {value} must be finite and >= 0")
+    return _with_length(_CLOCK.pack(VERSION, RecordType.CLOCK, clock.origin, clock.received, clock.transmitted))
+
+
 def serialize(record: Record) -> bytes:
     """Encode any record type; the inverse of :func:`parse`."""
     if isinstance(record, Frame):
@@ -291,6 +319,8 @@ def serialize(record: Record) -> bytes:
         return serialize_delivery(record)
     if isinstance(record, Verdict):
         return serialize_verdict(record)
+    if isinstance(record, Clock):
+        return serialize_clock(record)
     raise TypeError(f"not a record: {type(record).__name__}")
 
 
@@ -367,6 +397,14 @@ def parse_body(body: bytes | bytearray | memoryview) -> Record:
         return Verdict(stream=stream, seq=seq, action=VerdictAction(action), payload=bytes(view[cur.pos:]))
     if rtype == RecordType.DELIVERY:
         return _parse_delivery(view)
+    if rtype == RecordType.CLOCK:
+        if len(view) != _CLOCK.size:
+            raise InvalidField(f"clock record body is {len(view)} bytes, must be {_CLOCK.size}")
+        _, _, origin, received, transmitted = _CLOCK.unpack(view)
+        for name, value in (("origin", origin), ("received", received), ("transmitted", transmitted)):
+            if not math.isfinite(value) or value < 0:
+                raise InvalidField(f"clock {name} {value} must be finite and >= 0")
+        return Clock(origin, received, transmitted)
     raise UnknownKind(f"record type/kind {rtype} unknown")
 
 
@@ -409,6 +447,11 @@ def _parse_delivery(view: memoryview) -> Delivery:
         except UnicodeDecodeError:
             raise InvalidField("property is not UTF-8") from None
     return Delivery(kind=Kind(kind_b), properties=props, payload=bytes(view[cur.pos:]))
+
+
+def is_clock(data: bytes | bytearray | memoryview) -> bool:
+    """A whole record (datagram or WebSocket message) whose type byte says CLOCK; cheap, no parsing."""
+    return len(data) >= LENGTH_PREFIX + 2 and data[LENGTH_PREFIX + 1] == RecordType.CLOCK
 
 
 def parse(data: bytes | bytearray | memoryview, max_record_size: int = MAX_RECORD_SIZE) -> Record:

@@ -163,3 +163,10 @@ def test_trimmed_input_topics_are_named() -> None:
     report = audit.report()
     assert report.inputs_trimmed == ["cam"]
     assert "retention" in render_text(report)
+
+
+def test_ends_of_stream_are_not_frames_on_either_side() -> None:
+    end_in = {"end_of_stream": "1", "stream": "cam", "kind": "video", "last_seq": "9", "reason": "left"}
+    assert input_frame(end_in, 1000.0) is None
+    end_out = {**end_in, "segment_type": "end", "rendition": "360p", "segment_seq": "10"}
+    assert output_segment(end_out, 1000.0) is None

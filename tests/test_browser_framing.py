@@ -197,3 +197,42 @@ def test_verdict_with_unreadable_json_still_reports_a_drop(page: Any) -> None:
     notes = page.evaluate("() => window.wtpulsar.chatNotes")
     assert notes[-1] == "Your message &quot;x&quot; was removed: no reason given"
     assert page.evaluate("() => chat.pending.has('me.3')") is False
+
+
+def test_mask_and_flag_verdicts_tell_the_sender_why_even_after_the_message_was_delivered(page: Any) -> None:
+    # the masked copy came back on the room topic before the verdict: the message is no longer pending
+    page.evaluate("""() => { chat.texts.set("me.4", "what a shit day"); chat.texts.set("me.5", "buy here");
+                             chat.pending.delete("me.4"); chat.pending.delete("me.5"); }""")
+    send_verdict(page, 904, VerdictAction.MASK, {"v": 1, "msg_id": "me.4", "action": "mask", "rules": ["profanity"],
+                                                 "reason": "profanity: blocked word (shit)"})
+    send_verdict(page, 905, VerdictAction.FLAG, {"v": 1, "msg_id": "me.5", "action": "flag", "rules": ["spam"],
+                                                 "reason": "spam: blocked word (buy)"})
+    notes = page.evaluate("() => window.wtpulsar.chatNotes")
+    assert notes[-2:] == ["Your message &quot;what a shit day&quot; was shown masked: profanity: blocked word (shit)",
+                          "Your message &quot;buy here&quot; was flagged for review: spam: blocked word (buy)"]
+
+
+def test_page_clock_request_parses_in_python_and_replies_set_the_offset(page: Any) -> None:
+    from schemas.framing import Clock, serialize_clock
+
+    request = parse(bytes(page.evaluate("() => Array.from(clockRequest())")))
+    assert isinstance(request, Clock) and request.is_request
+    assert abs(request.origin - page.evaluate("() => now()")) < 1000
+
+    def reply(offset_ms: float, rtt_ms: float) -> None:
+        # the ingress's clock is `offset_ms` ahead of the page's; the exchange took `rtt_ms` on the wire
+        page.evaluate("""([offset, rtt, rec]) => { const t0 = now() - rtt; const r = parseRecord(new Uint8Array(rec));
+                           r.origin = t0; r.received = t0 + rtt / 2 + offset; r.transmitted = r.received;
+                           onClockReply(r); }""", [offset_ms, rtt_ms, list(serialize_clock(Clock(1.0, 2.0, 3.0)))])
+
+    for rtt in (40.0, 8.0, 30.0):
+        reply(8_000.0, rtt)
+    state = page.evaluate("() => window.wtpulsar.clock")
+    assert abs(state["offset"] - 8_000.0) < 5 and abs(state["rtt"] - 8.0) < 5, state  # the shortest round trip wins
+    steps = state["steps"]
+    reply(-3_000.0, 20.0)  # the page's clock stepped (a suspend): the old samples are dropped at once
+    state = page.evaluate("() => window.wtpulsar.clock")
+    assert abs(state["offset"] + 3_000.0) < 5 and state["steps"] == steps + 1, state
+    assert abs(page.evaluate("() => serverNow() - now()") + 3_000.0) < 5
+    reply(0.0, 20_000.0)  # a reply slower than any real exchange is not a sample
+    assert abs(page.evaluate("() => window.wtpulsar.clock.offset") + 3_000.0) < 5

@@ -168,7 +168,8 @@ def test_watching_an_empty_room_says_nobody_is_publishing(browser: Any, ingress:
     page.goto(f"{ingress.http_url}/?token={quote(ingress.token('viewer', room='empty'))}&rendition=720p")
     page.wait_for_function("() => window.wtpulsar.notes.length > 0", timeout=20_000)
     note = stats(page)["notes"][-1]
-    assert 'No video yet in room "empty" at 720p' in note and "Is someone publishing?" in note
+    assert 'No one is publishing video in room "empty" at 720p' in note and "as soon as someone does" in note
+    assert page.inner_text("#viewState") == "viewer: no one is publishing in room empty"
     assert stats(page)["view"]["frames"] == 0
     page.close()
 
@@ -212,7 +213,7 @@ def test_publisher_reconnects_after_the_ingress_restarts_and_resends(browser: An
         seqs = set()
         while reader.has_message_available():
             msg = reader.read_next(5000)
-            if msg.properties().get("stream") == video:
+            if msg.properties().get("stream") == video and "end_of_stream" not in msg.properties():
                 seqs.add(int(msg.properties()["seq"]))
         reader.close()
     finally:

@@ -90,7 +90,7 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 def check_props(schema: dict[str, Any], props: dict[str, str]) -> None:
-    """The JSON Schema subset our property schemas use (required, pattern, enum, if/const/then,
+    """The JSON Schema subset our property schemas use (required, pattern, enum, if/const/then/else,
     dependentRequired), so the tests need no jsonschema dependency."""
     for name in schema.get("required", []):
         assert name in props, f"missing {name} in {props}"
@@ -106,6 +106,8 @@ def check_props(schema: dict[str, Any], props: dict[str, str]) -> None:
             matches = all(props.get(k) == v["const"] for k, v in part["if"]["properties"].items())
             if matches:
                 check_props(part["then"], props)
+            elif "else" in part:
+                check_props(part["else"], props)
         for key, needed in part.get("dependentRequired", {}).items():
             if key in props:
                 assert all(n in props for n in needed), f"{key} needs {needed}"

@@ -178,3 +178,95 @@ def test_viewer_gets_a_redelivered_group_once() -> None:
     for item in (frag(0, 1), frag(2, 3), frag(0, 1), frag(2, 3), frag(4, 5)):
         viewer.offer(item)
     assert [p for s in sink.streams.values() for p in s] == [b"f0-1", b"f2-3", b"f4-5"]
+
+
+# ---- ends of stream and streams that are over (issue 15: no frozen old picture, viewers told) ----------
+
+
+def sseg(name: str, stream: str = "cam1", key: bool | None = None, init: bool = False, at: float = 0.0,
+         kind: Kind = Kind.VIDEO) -> Item:
+    props = {"segment_type": "init" if init else "media", "stream": stream}
+    if key is not None:
+        props["keyframe"] = "1" if key else "0"
+    return Item(kind, props, name.encode(), at)
+
+
+def send_end(stream: str = "cam1", kind: Kind = Kind.VIDEO, at: float = 0.0) -> Item:
+    return Item(kind, {"segment_type": "end", "stream": stream, "end_of_stream": "1", "reason": "left"}, b"end", at)
+
+
+def test_an_ended_stream_leaves_nothing_to_join() -> None:
+    jp = JoinPoint(Kind.VIDEO)
+    for item in [sseg("i", init=True, at=1000), sseg("k", key=True, at=1001), sseg("d", key=False, at=1002)]:
+        jp.remember(item)
+    assert jp.live(now_ms=1500, stale_ms=10_000)
+    jp.remember(send_end("other"))  # another stream's end changes nothing
+    assert [i.payload for i in jp.snapshot()] == [b"i", b"k", b"d"]
+    jp.remember(send_end("cam1", at=1003))
+    assert jp.snapshot() == [] and not jp.live(now_ms=1500, stale_ms=10_000)
+    jp.remember(sseg("i2", stream="cam2", init=True, at=2000))  # the next publisher
+    assert jp.live(now_ms=2100, stale_ms=10_000) and jp.stream == "cam2"
+
+
+def test_a_stream_that_went_quiet_without_an_end_is_not_live() -> None:
+    jp = JoinPoint(Kind.VIDEO)
+    jp.remember(sseg("i", init=True, at=1000))
+    jp.remember(sseg("k", key=True, at=1000))
+    assert jp.live(now_ms=10_999, stale_ms=10_000)
+    assert not jp.live(now_ms=11_000 + 193_788, stale_ms=10_000)  # the issue's "playing", 193,788 ms old
+    assert JoinPoint(Kind.CHAT).live(now_ms=1e15, stale_ms=1)  # chat history is always offered
+
+
+def test_viewer_is_told_the_stream_ended_and_the_next_one_starts_fresh() -> None:
+    sink = FakeSink()
+    tracks = ViewerTracks(sink, queue_budget=100)
+    for item in [sseg("i", init=True), sseg("k1", key=True), sseg("d2", key=False)]:
+        tracks.offer(item)
+    tracks.offer(send_end("somebody-else"))  # not a stream this viewer was sent
+    tracks.offer(send_end("cam1"))
+    assert sink.streams == {1: [b"i", b"k1", b"d2", b"end"]} and sink.ended == [1]
+    tracks.offer(sseg("late-delta", key=False))  # nothing of the old stream after its end
+    tracks.offer(sseg("i2", stream="cam2", init=True))
+    tracks.offer(sseg("k2", stream="cam2", key=True))
+    assert sink.streams[2] == [b"i2", b"k2"]
+
+
+def test_audio_end_goes_on_the_audio_stream() -> None:
+    sink = FakeSink()
+    tracks = ViewerTracks(sink, queue_budget=100)
+    tracks.offer(sseg("ai", stream="mic1", init=True, kind=Kind.AUDIO))
+    tracks.offer(sseg("a1", stream="mic1", kind=Kind.AUDIO))
+    tracks.offer(send_end("mic1", Kind.AUDIO))
+    assert sink.streams == {1: [b"ai", b"a1", b"end"]}
+
+
+class FakeHub:
+    stale_after = 10.0
+
+    def flush(self) -> None:
+        pass
+
+
+def test_room_feed_primes_a_viewer_who_came_to_an_empty_room_when_a_stream_starts() -> None:
+    import time
+
+    from ingress.egress import RoomFeed
+
+    now_ms = time.time() * 1000
+    feed = RoomFeed(FakeHub(), "room-r-video-360p", Kind.VIDEO)  # type: ignore[arg-type]
+    for item in [sseg("old-i", "cam0", init=True, at=now_ms - 300_000), sseg("old-k", "cam0", key=True,
+                                                                            at=now_ms - 300_000)]:
+        feed._on_item(item)  # minutes-old history, no end: its publisher died
+    feed._caught_up()
+    sink = FakeSink()
+    viewer = ViewerTracks(sink, queue_budget=100)
+    feed.add(viewer)
+    assert sink.streams == {}  # no frozen frame of the old stream
+    feed._on_item(sseg("new-i", "cam1", init=True, at=now_ms))
+    feed._on_item(sseg("new-k", "cam1", key=True, at=now_ms))
+    assert sink.streams == {1: [b"new-i", b"new-k"]}  # played from the new stream's start, at once
+    feed._on_item(send_end("cam1", at=now_ms))
+    assert sink.streams[1][-1] == b"end"
+    other = FakeSink()
+    feed.add(ViewerTracks(other, queue_budget=100))
+    assert other.streams == {}  # joined after the end: nothing to replay

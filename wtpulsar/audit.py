@@ -115,7 +115,9 @@ def collect_room(client: Any, room: str, tenant: str, namespace: str, kinds: lis
             if props.get("room") != room:
                 continue
             try:
-                audit.add_input(input_frame(props, float(msg.publish_timestamp()), msg.partition_key()))
+                frame = input_frame(props, float(msg.publish_timestamp()), msg.partition_key())
+                if frame is not None:
+                    audit.add_input(frame)
             except BadMessage as exc:
                 audit.add_bad(f"{topic} {msg.message_id()}", exc)
     for topic in out_topics:

@@ -71,8 +71,11 @@ def _seq(props: Mapping[str, str], key: str) -> int:
     return int(raw)
 
 
-def input_frame(props: Mapping[str, str], publish_ms: float | None, key: str = "") -> InputFrame:
-    """Decode an input-topic message's properties (the key is the stream id when `stream` is absent)."""
+def input_frame(props: Mapping[str, str], publish_ms: float | None, key: str = "") -> InputFrame | None:
+    """Decode an input-topic message's properties (the key is the stream id when `stream` is absent);
+    None for an end of stream (ENVELOPE.md "End of stream"), which is not a frame."""
+    if props.get("end_of_stream") == "1":
+        return None
     stream = props.get("stream") or key
     if not stream:
         raise BadMessage("no stream id (property `stream` or message key)")
@@ -81,8 +84,8 @@ def input_frame(props: Mapping[str, str], publish_ms: float | None, key: str = "
 
 
 def output_segment(props: Mapping[str, str], publish_ms: float | None, key: str = "") -> OutputSegment | None:
-    """Decode a room-topic message; None for messages that carry no frames (init segments)."""
-    if props.get("segment_type") == "init":
+    """Decode a room-topic message; None for messages that carry no frames (init segments, ends)."""
+    if props.get("segment_type") in ("init", "end"):
         return None
     stream = props.get("stream") or key
     if not stream:

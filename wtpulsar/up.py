@@ -1,7 +1,9 @@
 """`wtpulsar up`: the whole pipeline on one machine — broker, every function, ingress — in the foreground.
 
 Each part runs as its own child process with the same CLI a user would type, so `up` shows
-exactly how to run them separately. Ctrl-C (SIGINT) or SIGTERM stops them all, in reverse order.
+exactly how to run them separately. Every port is checked before anything starts (a taken one is
+named with its holder, and `up` exits 1). Ctrl-C (SIGINT) or SIGTERM stops them in order: the
+ingress, then the functions, then the broker, each waited for. `up` exits 1 when a part dies.
 
 The FunctionConfigs name the deployable archive (`py: build/functions/X.zip`, built by `make
 package` for the cluster's Python); on the laptop the functions run from source instead, with
@@ -20,6 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from ingress.cli import page_url
+from wtpulsar.ports import Need
+from wtpulsar.ports import check as check_ports
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -37,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--state", default=".wtpulsar", metavar="DIR", help="where broker data, function state and certificates live (default %(default)s)")
     p.add_argument("--broker-listen", default="127.0.0.1:6650", metavar="HOST:PORT")
     p.add_argument("--broker-http", default="127.0.0.1:8080", metavar="HOST:PORT", help="broker admin REST and /metrics")
-    p.add_argument("--ingress-listen", default="0.0.0.0:4433", metavar="HOST:PORT", help="WebTransport (UDP)")
+    p.add_argument("--ingress-listen", default="127.0.0.1:4433", metavar="HOST:PORT", help="WebTransport (UDP)")
     p.add_argument("--ingress-http", default="127.0.0.1:8000", metavar="HOST:PORT", help="page, /health, /metrics, WebSocket fallback")
     p.add_argument("--functions", default=str(REPO / "deploy" / "functions"), metavar="DIR", help="FunctionConfig files to run (default deploy/functions)")
     p.add_argument("--functions-src", default=str(REPO / "functions"), metavar="DIR",
@@ -45,6 +51,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--from-package", action="store_true",
                    help="run the archives the FunctionConfigs name (build/functions/*.zip, see `make package`) "
                         "instead of the source")
+    p.add_argument("--public", action="store_true",
+                   help="open the ingress (WebTransport and page) on every interface, not just 127.0.0.1, "
+                        "e.g. to publish from another device; the broker stays on its own address")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)
@@ -94,7 +103,53 @@ def code_override(config: Path, functions_src: str, from_package: bool) -> tuple
     return ["--py", source], f"source {source} (--py; the config's {py} runs with --from-package)"
 
 
+def port_needs(args: argparse.Namespace) -> list[Need]:
+    """Every address `up` is about to listen on (the broker's only when it starts one)."""
+    needs = []
+    if not args.broker_service_url:
+        needs.append(Need("broker (Pulsar binary protocol)", *_split(args.broker_listen), "tcp", "--broker-listen"))
+        needs.append(Need("broker admin REST and /metrics", *_split(args.broker_http), "tcp", "--broker-http"))
+    needs.append(Need("ingress WebTransport", *_split(args.ingress_listen), "udp", "--ingress-listen"))
+    needs.append(Need("ingress page, /health and /ws", *_split(args.ingress_http), "tcp", "--ingress-http"))
+    return needs
+
+
+# Stop order: what depends on a part stops before it (the ingress publishes to the broker and so do the
+# functions), so no client is left talking to a broker that has gone.
+STOP_ORDER = ("ingress", "function", "broker")
+STOP_TIMEOUT = 15.0  # s per stage before SIGKILL
+
+
+def stop_in_order(children: list[tuple[str, subprocess.Popen[bytes]]], timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the ingress and wait for it, then every function together, then the broker."""
+    for stage in STOP_ORDER:
+        group = [(name, proc) for name, proc in children if name.split(" ")[0] == stage]
+        for _name, proc in group:
+            if proc.poll() is None:
+                proc.terminate()  # the part itself; a localrun supervisor stops its instances
+        deadline = time.monotonic() + timeout
+        for name, proc in group:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                print(f"[up] {name} did not stop in {timeout:.0f} s; killing it", file=sys.stderr, flush=True)
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(5)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.public:
+        args.ingress_listen = "0.0.0.0:" + str(_split(args.ingress_listen)[1])
+        args.ingress_http = "0.0.0.0:" + str(_split(args.ingress_http)[1])
+    clashes = check_ports(port_needs(args))
+    if clashes:
+        for clash in clashes:
+            print(f"[up] {clash.sentence()}", file=sys.stderr)
+        print("[up] nothing was started", file=sys.stderr, flush=True)
+        return 1
     state = Path(args.state)
     state.mkdir(parents=True, exist_ok=True)
     cli = [sys.executable, "-m", "wtpulsar.cli"]
@@ -109,11 +164,12 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop_all)
 
     def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        print(f"[up] starting {name}: wtpulsar {' '.join(argv)}", flush=True)
         proc = subprocess.Popen(cli + argv, start_new_session=True)
+        print(f"[up] starting {name} (pid {proc.pid}): wtpulsar {' '.join(argv)}", flush=True)
         children.append((name, proc))
         return proc
 
+    status = 0
     try:
         service_url = args.broker_service_url
         admin_url = None
@@ -127,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             proc = start("broker", ["broker", "--listen", args.broker_listen, "--http", args.broker_http, "--data", str(state / "broker"),
                                     "--auth-token-secret", f"file://{auth['secret'].resolve()}", "--superuser-roles", roles.SUPERUSER])
             _wait_port(host, port, proc, "the broker")
+            _wait_port(*_split(args.broker_http), proc, "the broker's admin REST")
             service_url = f"pulsar://{host}:{port}"
             admin_url = f"http://{args.broker_http}"
             roles.apply(admin_url, auth[roles.SUPERUSER].read_text().strip(), [c.stem for c in configs])
@@ -151,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
         ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url,
                                     *ingress_token, "--state-dir", str(state / "ingress")])
         _wait_port(ihost, iport, ingress, "the ingress")
+        for name, proc in children:  # a part that died while the others started
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with status {proc.returncode} while the pipeline started")
         tokens = {
             role: subprocess.run(
                 cli + ["token", "--room", args.room, "--user", f"dev-{role}", "--role", role, "--state-dir", str(state / "ingress")],
@@ -164,33 +224,31 @@ def run(args: argparse.Namespace) -> int:
         code = "archives from the configs" if args.from_package else f"source from {args.functions_src}"
         print(f"  functions   {', '.join(c.stem for c in configs)} (localrun, {code}, state in {state / 'functions'})")
         print(f"  ingress     https://{args.ingress_listen.replace('0.0.0.0', 'localhost')}/wt (WebTransport)   http://{args.ingress_http}/health   /metrics")
-        print(f"  page        http://{args.ingress_http}/?room={args.room}&token={tokens['publisher']}")
-        print(f"  viewer      http://{args.ingress_http}/?room={args.room}&token={tokens['viewer']}&mode=view")
+        print(f"  page        {page_url(args.ingress_http, args.room, tokens['publisher'], 'publisher')}")
+        print(f"  viewer      {page_url(args.ingress_http, args.room, tokens['viewer'], 'viewer')}")
+        default_state = state.resolve() == (Path.cwd() / ".wtpulsar").resolve()
+        where = "" if default_state else f" --state-dir {state / 'ingress'}"
+        print(f"  tokens      wtpulsar token --room R --user U --role publisher|viewer --url{where}")
         cli_token = f"PULSAR_TOKEN=$(cat {auth['cli']}) " if auth else ""
         print(f"  consume     {cli_token}wtpulsar consume {args.room} --kind chat")
         if auth:
             print(f"  broker auth on: tokens per role in {state / 'broker-auth'} (admin REST: Authorization: Bearer $(cat {auth['admin']}))")
+        if args.public:
+            print("  (--public: the ingress listens on every interface)")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
             for name, proc in children:
                 if proc.poll() is not None:
                     print(f"[up] {name} exited with status {proc.returncode}; stopping the pipeline", file=sys.stderr, flush=True)
                     stopping = True
+                    status = 1
                     break
             time.sleep(0.2)
-        return 0
+        return status
     except (RuntimeError, TimeoutError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or ""
         print(f"[up] {exc} {detail}".strip(), file=sys.stderr)
         return 1
     finally:
-        for _name, proc in reversed(children):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for name, proc in reversed(children):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                print(f"[up] {name} did not stop in 15 s; killing it", file=sys.stderr)
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_in_order(children)
         print("[up] stopped", flush=True)
