@@ -52,9 +52,11 @@ from media_envelope import (
     BadInput,
     EndOfStream,
     FrameHeader,
+    StreamIdentity,
     is_end_of_stream,
     parse_end,
     parse_header,
+    stream_identity,
     topic_in_namespace,
 )
 from media_fmp4 import Sample, avc1_entry, init_segment, media_segment, mp4a_entry, opus_entry
@@ -114,7 +116,7 @@ class TrackState:
 class ChunkFunction(pulsar.Function):
     def __init__(self) -> None:
         self._configured = False
-        self._tracks: dict[tuple[str, str], TrackState] = {}
+        self._tracks: dict[tuple[StreamIdentity, str], TrackState] = {}  # (whose stream, track name)
         self._clock = time.time
         self._last_sweep = 0.0
 
@@ -175,12 +177,13 @@ class ChunkFunction(pulsar.Function):
             raise BadInput("unknown_codec", f"chunk packages h264 video and opus/aac audio, got {header.kind} codec "
                                             f"{header.codec[:40]!r}")
         name = AUDIO_TRACK if audio else props.get("rendition") or "source"
-        track = self._tracks.get((header.stream, name))
+        key = (stream_identity(props, header.stream), name)
+        track = self._tracks.get(key)
         if track is None or track.codec != header.codec:
             if track is not None:
                 self._flush(track, header.stream, name, context)
             timescale = self._timescale if header.codec == "h264" else OPUS_TIMESCALE
-            track = self._tracks[(header.stream, name)] = TrackState(header.codec, timescale)
+            track = self._tracks[key] = TrackState(header.codec, timescale)
         track.last_seen = self._clock()
         track.user = props.get("user", track.user)
         if header.seq <= track.last_seq:
@@ -366,7 +369,8 @@ class ChunkFunction(pulsar.Function):
         last_seq (a newer session) is left alone."""
         batch = OutputBatch(context)
         batch.add_current_input()
-        for key in [k for k in self._tracks if k[0] == end.stream]:
+        ident = stream_identity(props, end.stream)
+        for key in [k for k in self._tracks if k[0] == ident]:
             track = self._tracks[key]
             if track.last_seq > end.last_seq:
                 context.record_metric("stale_end", 1)
@@ -422,12 +426,12 @@ class ChunkFunction(pulsar.Function):
         flush_before, evict_before = now - self._fragment_idle_s, now - self._idle_s
         for key, track in list(self._tracks.items()):
             if track.last_seen < evict_before:
-                self._flush(track, key[0], key[1], context)
+                self._flush(track, key[0][2], key[1], context)
                 del self._tracks[key]
-                log.info("chunk: %s/%s idle for %.0f s, state released", key[0], key[1], self._idle_s)
+                log.info("chunk: %s/%s idle for %.0f s, state released", key[0][2], key[1], self._idle_s)
                 context.record_metric("track_evicted", 1)
             elif track.pending and track.last_seen < flush_before:
-                self._flush(track, key[0], key[1], context)
+                self._flush(track, key[0][2], key[1], context)
                 context.record_metric("idle_flush", 1)
 
 

@@ -109,6 +109,17 @@ SEGMENT_TYPE_END = "end"
 END_REASONS = ("left", "timeout", "closed")
 
 
+StreamIdentity = tuple[str, str, str]
+
+
+def stream_identity(props: dict[str, str], stream: str) -> StreamIdentity:
+    """Whose stream a message belongs to: (room, user, stream id). Publishers choose their stream ids,
+    so two rooms (or two users of one room) may both send a stream "cam"; per-stream state (sequence
+    numbers, decoders, fragments) is kept under the room and user the ingress authenticated, so one
+    publisher's frames are never judged against another's (ENVELOPE.md "Properties")."""
+    return props.get("room", ""), props.get("user", ""), stream
+
+
 def is_end_of_stream(props: dict[str, str]) -> bool:
     return props.get(PROP_END_OF_STREAM) == "1"
 

@@ -59,9 +59,11 @@ from media_envelope import (
     BadInput,
     EndOfStream,
     FrameHeader,
+    StreamIdentity,
     is_end_of_stream,
     parse_end,
     parse_header,
+    stream_identity,
     topic_in_namespace,
 )
 from media_gop import GopAckHolder
@@ -96,7 +98,7 @@ class TranscodeFunction(pulsar.Function):
     def __init__(self) -> None:
         # Pulsar constructs the class with no arguments (§1.1); config is read on first process().
         self._configured = False
-        self._streams: dict[str, StreamState] = {}
+        self._streams: dict[StreamIdentity, StreamState] = {}
         self._clock = time.time
         self._last_sweep = 0.0
 
@@ -160,9 +162,10 @@ class TranscodeFunction(pulsar.Function):
 
     # --- per message ---
     def _handle(self, payload: bytes, header: FrameHeader, props: dict[str, str], context: Any) -> None:
-        state = self._streams.get(header.stream)
+        ident = stream_identity(props, header.stream)
+        state = self._streams.get(ident)
         if state is None:
-            state = self._streams[header.stream] = StreamState()
+            state = self._streams[ident] = StreamState()
         state.last_seen = self._clock()
         if header.seq <= state.last_seq:
             log.warning("transcode: stream %s seq %d <= last %d, dropped as stale", header.stream, header.seq,
@@ -317,7 +320,8 @@ class TranscodeFunction(pulsar.Function):
         buffered, the last GOP's acks), pass the end on to `encoded` behind the stream's last output,
         and forget the stream. An end older than frames already seen (the stream went on in a newer
         session) is acked and dropped."""
-        state = self._streams.get(end.stream)
+        ident = stream_identity(props, end.stream)
+        state = self._streams.get(ident)
         if state is not None and state.last_seq > end.last_seq:
             log.info("transcode: stream %s: end at seq %d is stale (seen %d), ignored", end.stream, end.last_seq,
                      state.last_seq)
@@ -328,7 +332,7 @@ class TranscodeFunction(pulsar.Function):
         if end.kind != KIND_AUDIO:
             out["codec"] = "h264"  # what this stream's outputs on `encoded` were
         if state is not None:
-            del self._streams[end.stream]
+            del self._streams[ident]
             if state.aac is not None:
                 self.flush_audio(state, end.stream, context)  # its frames go out before the end
                 out.update(codec="aac", last_seq=str(state.aac_seq - 1))  # chunk sees the AAC numbering
@@ -388,9 +392,10 @@ class TranscodeFunction(pulsar.Function):
     def _sweep(self, context: Any, now: float) -> None:
         """Release over-age GOPs and the state of idle streams (wall clock, about once a second)."""
         cutoff = now - self._idle_s
-        for stream in [s for s, st in self._streams.items() if st.last_seen < cutoff]:
+        for ident in [s for s, st in self._streams.items() if st.last_seen < cutoff]:
+            stream = ident[2]
             log.info("transcode: stream %s idle for %.0f s, state released", stream, self._idle_s)
-            state = self._streams.pop(stream)
+            state = self._streams.pop(ident)
             if state.aac is not None and state.aac_waiting:
                 self.flush_audio(state, stream, context)
             if state.gop is not None:

@@ -103,7 +103,7 @@ def test_transcode_ignores_an_end_the_stream_already_went_past(vp8_chunks: list[
     published = len(ctx.published)
     feed(fn, ctx, RAW_VIDEO, "cam1", end_props("cam1", "video", 5, reason="timeout"), b"")  # an old session's end
     assert len(ctx.published) == published and ctx.metrics["stale_end"] == [1]
-    assert 9 in acked_entries(ctx) and "cam1" in fn._streams  # the end is acked, the stream goes on
+    assert 9 in acked_entries(ctx) and ("room1", "alice", "cam1") in fn._streams  # the end is acked, the stream goes on
 
 
 @pytest.mark.parametrize(("change", "reason"), [

@@ -76,7 +76,7 @@ def test_transcode_aac_acks_each_input_once_after_its_samples_are_out() -> None:
     acked = sorted(m.entry for m, _ in ctx.acked)
     assert acked == list(range(1, len(acked) + 1)) and len(acked) < len(packets)  # the tail is still buffered
     before = len(ctx.published)
-    fn.flush_audio(fn._streams["mic1"], "mic1", ctx)  # what idle eviction does at the end of a stream
+    fn.flush_audio(fn._streams[("room1", "alice", "mic1")], "mic1", ctx)  # what idle eviction does at the end of a stream
     assert len(ctx.published) > before
     for out in ctx.published[before:]:
         out.callback("Ok", None)
