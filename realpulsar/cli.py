@@ -10,7 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from realpulsar.distribution import DEFAULT_VERSION, DistributionError, cache_root, check_tools, ensure_distribution
+from realpulsar.distribution import (
+    DEFAULT_VERSION,
+    DistributionError,
+    cache_root,
+    check_tools,
+    ensure_distribution,
+)
 from realpulsar.standalone import DEFAULT_MEM, Ports, Standalone, StandaloneError
 from realpulsar.worker_python import ensure_worker_python
 
