@@ -451,6 +451,24 @@ def pulsar_pipeline(standalone: Any, settings: Settings, source: list[SourceFram
     return run
 
 
+def wait_namespace(admin_url: str, namespace: str, timeout: float = 120.0) -> float:
+    """Seconds until `namespace` is listed. A fresh standalone answers its health checks (and the
+    worker's) before it has created public/default: a producer there gets TopicNotFound meanwhile."""
+    import urllib.request
+
+    started = time.monotonic()
+    tenant = namespace.split("/", 1)[0]
+    while time.monotonic() - started < timeout:
+        try:
+            with urllib.request.urlopen(f"{admin_url}/admin/v2/namespaces/{tenant}", timeout=10) as resp:
+                if namespace in json.loads(resp.read()):
+                    return time.monotonic() - started
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"namespace {namespace} not created within {timeout:.0f} s of the standalone being ready")
+
+
 def start_pulsar(work: Path) -> Any:
     from realpulsar.cli import prepare
     from realpulsar.standalone import Standalone, random_ports
@@ -646,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         try:
             assert standalone.proc is not None
+            waited = wait_namespace(standalone.admin_url, "public/default")
+            print(f"Apache Pulsar: public/default listed {waited:.1f} s after the standalone reported ready",
+                  file=sys.stderr, flush=True)
             label = f"Apache Pulsar {pulsar_version()}"
             broker[PULSAR] = run_scenarios(RunningBroker(PULSAR, label, standalone.service_url, standalone.proc.pid,
                                                          standalone.output_path), settings.limits, client_log)
