@@ -100,6 +100,8 @@ class PipelineRun:
     end_to_end_ms: dict[str, float] | None = None
     backlog_sent: int = 0
     backlog_out: int = 0
+    backlog_missing: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Stream -> inclusive seq ranges of backlog frames that never reached the 360p output."""
     backlog_seconds: float = 0.0
     """First send of the backlog to the last 360p fragment received."""
     max_fps: float = 0.0
@@ -275,6 +277,16 @@ def audit_room(room: str, inputs: Tap, output: Tap, skip: int) -> tuple[RoomAudi
     return audit, end_to_end, to_viewer
 
 
+def seq_ranges(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for seq in seqs:
+        if out and out[-1][1] == seq - 1:
+            out[-1] = (out[-1][0], seq)
+        else:
+            out.append((seq, seq))
+    return out
+
+
 def stats(samples: list[float]) -> dict[str, float] | None:
     s = LatencyStats.of(samples)
     return None if s is None else {"count": s.count, "p50": s.p50, "p95": s.p95, "p99": s.p99}
@@ -335,6 +347,9 @@ def measure_pipeline(run: PipelineRun, service_url: str, settings: Settings, sou
         cpu1, broker1 = cpu_of(pids), process_cpu_seconds(broker_pid)
         got = delivered(outputs["max"])
         run.backlog_out = sum(len(v & set(range(settings.backlog_frames))) for v in got.values())
+        run.backlog_missing = {stream: [list(r) for r in seq_ranges(sorted(set(range(settings.backlog_frames))
+                                                                           - got.get(stream, set())))]
+                               for stream in streams["max"] if set(range(settings.backlog_frames)) - got.get(stream, set())}
         rows = media_rows(outputs["max"])
         if rows:
             run.backlog_seconds = (max(r.received_ms for r in rows) - started_ms) / 1000.0
@@ -591,6 +606,9 @@ def pipeline_table(pipeline: dict[str, PipelineRun]) -> str:
              ("  broker CPU ms/frame", o and o.broker_cpu_ms_per_frame, p and p.broker_cpu_ms_per_frame, 2)]
     text = side_by_side("2. pipeline: transcode -> chunk -> route", rows, "on Pulsar")
     notes = [f"  {run.label}: {run.error}" for run in (o, p) if run is not None and run.error]
+    notes += [f"  {run.label}: backlog frames never out: " + "; ".join(
+        f"{stream} " + ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in ranges)
+        for stream, ranges in run.backlog_missing.items()) for run in (o, p) if run is not None and run.backlog_missing]
     return text + ("\nnotes:\n" + "\n".join(notes) if notes else "")
 
 
@@ -627,6 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the figures to FILE as JSON")
     parser.add_argument("--seconds", type=float, default=None, metavar="N",
                         help="sending time per broker scenario (default 5, or 1 with --quick)")
+    parser.add_argument("--only", choices=(OURS, PULSAR), help="run one side only (the verdicts are then n/a)")
     parser.add_argument("--streams", type=int, default=4, help="camera streams (default %(default)s)")
     parser.add_argument("--fps", type=float, default=8.0, help="frames/s per stream when paced (default %(default)s)")
     parser.add_argument("--latency-seconds", type=float, default=None, help="paced phase (default 30, quick 5)")
@@ -651,29 +670,32 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-real-pulsar-") as tmp:
         work = Path(tmp)
         client_log = work / "pulsar-client.log"
-        print("ours: broker scenarios ...", file=sys.stderr, flush=True)
-        with run_ours() as ours:
-            broker[OURS] = run_scenarios(ours, settings.limits, client_log)
-        print("ours: pipeline under localrun ...", file=sys.stderr, flush=True)
-        pipeline[OURS] = ours_pipeline(settings, source, work, client_log)
-        print("Apache Pulsar: starting standalone ...", file=sys.stderr, flush=True)
-        try:
-            standalone = start_pulsar(work)
-        except DistributionError as exc:
-            print(f"real Pulsar unavailable: {exc}", file=sys.stderr)
-            return 3
-        try:
-            assert standalone.proc is not None
-            waited = wait_namespace(standalone.admin_url, "public/default")
-            print(f"Apache Pulsar: public/default listed {waited:.1f} s after the standalone reported ready",
-                  file=sys.stderr, flush=True)
-            label = f"Apache Pulsar {pulsar_version()}"
-            broker[PULSAR] = run_scenarios(RunningBroker(PULSAR, label, standalone.service_url, standalone.proc.pid,
-                                                         standalone.output_path), settings.limits, client_log)
-            print("Apache Pulsar: pipeline under its functions worker ...", file=sys.stderr, flush=True)
-            pipeline[PULSAR] = pulsar_pipeline(standalone, settings, source, work, client_log)
-        finally:
-            standalone.stop()
+        if args.only != PULSAR:
+            print("ours: broker scenarios ...", file=sys.stderr, flush=True)
+            with run_ours() as ours:
+                broker[OURS] = run_scenarios(ours, settings.limits, client_log)
+            print("ours: pipeline under localrun ...", file=sys.stderr, flush=True)
+            pipeline[OURS] = ours_pipeline(settings, source, work, client_log)
+        if args.only != OURS:
+            print("Apache Pulsar: starting standalone ...", file=sys.stderr, flush=True)
+            try:
+                standalone = start_pulsar(work)
+            except DistributionError as exc:
+                print(f"real Pulsar unavailable: {exc}", file=sys.stderr)
+                return 3
+            try:
+                assert standalone.proc is not None
+                waited = wait_namespace(standalone.admin_url, "public/default")
+                print(f"Apache Pulsar: public/default listed {waited:.1f} s after the standalone reported ready",
+                      file=sys.stderr, flush=True)
+                label = f"Apache Pulsar {pulsar_version()}"
+                broker[PULSAR] = run_scenarios(RunningBroker(PULSAR, label, standalone.service_url,
+                                                             standalone.proc.pid, standalone.output_path),
+                                               settings.limits, client_log)
+                print("Apache Pulsar: pipeline under its functions worker ...", file=sys.stderr, flush=True)
+                pipeline[PULSAR] = pulsar_pipeline(standalone, settings, source, work, client_log)
+            finally:
+                standalone.stop()
     found = verdicts(broker, pipeline)
     info = machine()
     print(f"\nreal Pulsar benchmark: wtpulsar broker + localrun vs Apache Pulsar {pulsar_version()} standalone "
@@ -695,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntook {time.monotonic() - started:.0f} s")
     if args.json:
         doc = {"benchmark": "real_pulsar", "machine": info, "pulsar_version": pulsar_version(),
-               "settings": {"quick": settings.quick, "broker_seconds": settings.limits.seconds,
+               "settings": {"quick": settings.quick, "only": args.only, "broker_seconds": settings.limits.seconds,
                             "streams": settings.streams, "fps": settings.fps,
                             "latency_seconds": settings.latency_seconds, "backlog_frames": settings.backlog_frames,
                             "skip_frames": settings.skip, "rendition": RENDITION, "source": f"{WIDTH}x{HEIGHT} h264"},
