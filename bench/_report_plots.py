@@ -167,5 +167,39 @@ def glass_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
     return [("Glass-to-glass latency", _save(fig, out_dir, "glass_to_glass.png"))]
 
 
+def real_pulsar_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """Ours against Apache Pulsar: broker msg/s per scenario (log scale) and pipeline latency per hop (p50)."""
+    plt = _pyplot()
+    systems = (("ours", "wtpulsar"), ("pulsar", f"Apache Pulsar {doc.get('pulsar_version', '')}".strip()))
+    broker = doc.get("broker") or {}
+    pipeline = doc.get("pipeline") or {}
+    if not broker and not pipeline:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    titles = list(dict.fromkeys(r["title"] for rows in broker.values() for r in rows if r.get("rate") is None))
+    for i, (key, label) in enumerate(systems):
+        rows = {r["title"]: r for r in broker.get(key, [])}
+        left.bar([x + (i - 0.5) * 0.4 for x in range(len(titles))],
+                 [rows[t]["msg_per_s"] if t in rows else 0 for t in titles], 0.4, label=label)
+    left.set_xticks(range(len(titles)), titles, fontsize=8)
+    left.set_yscale("log")
+    left.set_ylabel("msg/s (log)")
+    left.set_title("broker: produce -> consume")
+    left.legend(fontsize=8)
+    hops = [h for h in ("input_topic", "transcode", "chunk", "route", "output", "to_viewer")
+            if any((pipeline.get(k) or {}).get("hops_ms", {}).get(h) for k, _ in systems)]
+    names = [*hops, "end to end"]
+    for i, (key, label) in enumerate(systems):
+        run = pipeline.get(key) or {}
+        values = [((run.get("hops_ms") or {}).get(h) or {}).get("p50", 0) for h in hops]
+        values.append((run.get("end_to_end_ms") or {}).get("p50", 0))
+        right.bar([x + (i - 0.5) * 0.4 for x in range(len(names))], values, 0.4, label=label)
+    right.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    right.set_ylabel("p50 ms")
+    right.set_title("pipeline: latency per hop (paced frames)")
+    right.legend(fontsize=8)
+    return [("Embedded broker + localrun vs Apache Pulsar", _save(fig, out_dir, "real_pulsar.png"))]
+
+
 PLOTTERS = {"broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots,
-            "sent_messages": sent_messages_plots}
+            "sent_messages": sent_messages_plots, "real_pulsar": real_pulsar_plots}

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench._broker_load import Limits, Scenario, run_scenario
 from bench._broker_report import Figures, figures, format_table, machine, write_json
-from bench._broker_servers import BROKER_NAMES, process_cpu_seconds, run_broker
+from bench._broker_servers import BROKER_NAMES, RunningBroker, process_cpu_seconds, run_broker
 
 KB = 1024  # bytes
 WARM_UP_SECONDS = 0.5
@@ -53,18 +53,25 @@ def run_all(brokers: list[str], limits: Limits, log: Path, progress: bool = True
     rows: list[Figures] = []
     for name in brokers:
         with run_broker(name) as broker:
-            # Untimed warm-up: the first connection, lookup and topic of a fresh broker (and, for ours,
-            # a lazy import in its first housekeeping tick) are start-up costs, not steady state.
-            run_scenario(broker.service_url, SCENARIOS[0], replace(limits, seconds=WARM_UP_SECONDS), log)
-            for scenario in SCENARIOS:
-                if progress:
-                    print(f"  {broker.label}: {scenario.title} ...", file=sys.stderr, flush=True)
-                broker_cpu, client_cpu = process_cpu_seconds(broker.pid), time.process_time()
-                run = run_scenario(broker.service_url, scenario, limits, log)
-                broker_after = process_cpu_seconds(broker.pid)
-                run.client_cpu_s = time.process_time() - client_cpu
-                run.broker_cpu_s = None if broker_cpu is None or broker_after is None else broker_after - broker_cpu
-                rows.append(figures(broker.name, broker.label, scenario, run))
+            rows += run_scenarios(broker, limits, log, progress)
+    return rows
+
+
+def run_scenarios(broker: RunningBroker, limits: Limits, log: Path, progress: bool = True) -> list[Figures]:
+    """Every scenario against one running broker (any Pulsar-protocol broker: bench/real_pulsar.py uses it too)."""
+    rows: list[Figures] = []
+    # Untimed warm-up: the first connection, lookup and topic of a fresh broker (and, for ours,
+    # a lazy import in its first housekeeping tick) are start-up costs, not steady state.
+    run_scenario(broker.service_url, SCENARIOS[0], replace(limits, seconds=WARM_UP_SECONDS), log)
+    for scenario in SCENARIOS:
+        if progress:
+            print(f"  {broker.label}: {scenario.title} ...", file=sys.stderr, flush=True)
+        broker_cpu, client_cpu = process_cpu_seconds(broker.pid), time.process_time()
+        run = run_scenario(broker.service_url, scenario, limits, log)
+        broker_after = process_cpu_seconds(broker.pid)
+        run.client_cpu_s = time.process_time() - client_cpu
+        run.broker_cpu_s = None if broker_cpu is None or broker_after is None else broker_after - broker_cpu
+        rows.append(figures(broker.name, broker.label, scenario, run))
     return rows
 
 

@@ -35,16 +35,17 @@ from bench._report_markdown import ModuleOutcome, render  # noqa: E402
 from bench._report_plots import PLOTTERS  # noqa: E402
 
 # Order of the report: the stage (broker, runtime) first, then the data path, then the issue-8 runs.
-ORDER = ["broker", "localrun", "pipeline", "moderation", "ingress", "publish_wait", "glass_to_glass", "fuzz",
-         "sent_messages", "soak"]
+ORDER = ["broker", "localrun", "pipeline", "real_pulsar", "moderation", "ingress", "publish_wait", "glass_to_glass",
+         "fuzz", "sent_messages", "soak"]
 FULL_ARGS: dict[str, list[str]] = {
-    "broker": [], "localrun": [], "pipeline": [], "moderation": [], "ingress": [],
+    "broker": [], "localrun": [], "pipeline": [], "real_pulsar": [], "moderation": [], "ingress": [],
     "glass_to_glass": [], "fuzz": [], "sent_messages": [], "soak": [], "publish_wait": ["--pulsar"],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "broker": ["--quick"],
     "localrun": ["--messages", "2000", "--latency-messages", "50", "--rounds", "1"],
     "pipeline": ["--quick"],
+    "real_pulsar": ["--quick"],
     "moderation": ["--messages", "2000", "--users", "200"],
     "ingress": ["--seconds", "3", "--streams", "6"],
     "glass_to_glass": ["--seconds", "5", "--warmup", "2", "--variants", "localrun,batched"],
