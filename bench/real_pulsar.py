@@ -458,7 +458,7 @@ def pulsar_pipeline(standalone: Any, settings: Settings, source: list[SourceFram
         wait_subscribed(standalone.admin_url, SUBSCRIBED_TOPICS)
 
         def pids() -> list[int]:
-            return [pid for name in PIPELINE_FUNCTIONS for pid in instance_pids(name)]
+            return [pid for name in PIPELINE_FUNCTIONS for pid in instance_pids(standalone, name)]
 
         measure_pipeline(run, standalone.service_url, settings, source, pids, standalone.proc.pid, client_log)
     except Exception as exc:

@@ -17,6 +17,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,10 @@ class Action:
     rest: RestCall
     ok_if: frozenset[str] = frozenset()  # outcomes that also count as done: exists, missing, conflict
     writes: tuple[tuple[Path, str], ...] = ()  # files the pulsar-admin command reads, written first
+    # On "conflict": carry this out, then try again (a few times). A namespace is refused while it holds
+    # topics, and function instances that are still stopping, or clients, can create one again after
+    # the pipeline's own topics were deleted.
+    clear_on_conflict: DeleteMatching | None = None
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,10 @@ def undeploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
     for topic in reversed(pipeline.topics):
         steps.append(_delete_topic(pipeline.qualified(topic.name), topic.partitions > 0))
     if ns != "public/default":
+        leftovers = DeleteMatching(f"topics persistent://{ns}/* still there", ns, f"persistent://{ns}/")
         steps.append(Action(f"namespace {ns}", ("namespaces", "delete", ns),
-                            RestCall("DELETE", f"/admin/v2/namespaces/{ns}"), frozenset({"missing"})))
+                            RestCall("DELETE", f"/admin/v2/namespaces/{ns}"), frozenset({"missing"}),
+                            clear_on_conflict=leftovers))
     if tenant != "public":
         steps.append(Action(f"tenant {tenant}", ("tenants", "delete", tenant),
                             RestCall("DELETE", f"/admin/v2/tenants/{tenant}"), frozenset({"missing", "conflict"})))
@@ -390,10 +397,40 @@ def check_cluster_version(root: Path, pipeline: Pipeline, runner: Runner, admin_
         raise DeployError(problem)
 
 
+CONFLICT_RETRIES = 5
+CONFLICT_WAIT_S = 1.0
+
+
+def _must_clearing(runner: Runner, action: Action, log: Log) -> Outcome:
+    """`_must`, but a conflict first clears what `clear_on_conflict` names and tries again."""
+    assert action.clear_on_conflict is not None
+    for _ in range(CONFLICT_RETRIES):
+        outcome = runner.run(action)
+        if outcome.kind != "conflict":
+            break
+        log(f"  {action.summary}: not empty yet, deleting what is left in it")
+        _delete_matching(runner, action.clear_on_conflict, log)
+        time.sleep(CONFLICT_WAIT_S)
+    if outcome.kind == "done" or outcome.kind in action.ok_if:
+        log(f"  {action.summary}: {'ok' if outcome.kind == 'done' else outcome.kind + ', fine'}")
+        return outcome
+    raise DeployError(f"{action.summary} failed ({outcome.kind}): {outcome.detail}")
+
+
+def _delete_matching(runner: Runner, step: DeleteMatching, log: Log) -> None:
+    plain, partitioned = runner.list_topics(step.namespace)
+    for name in sorted(t for t in partitioned if t.startswith(step.prefix)):
+        _must(runner, _delete_topic(name, True), log)
+    for name in sorted(t for t in plain if t.startswith(step.prefix) and not PARTITION_SUFFIX.search(t)):
+        _must(runner, _delete_topic(name, False), log)
+
+
 def execute(steps: Sequence[Step], runner: Runner, log: Log = print) -> None:
     """Carry out a plan in order; stop at the first step that fails (raise DeployError)."""
     for step in steps:
-        if isinstance(step, Action):
+        if isinstance(step, Action) and step.clear_on_conflict is not None:
+            _must_clearing(runner, step, log)
+        elif isinstance(step, Action):
             _must(runner, step, log)
         elif isinstance(step, Upsert):
             probe = runner.run(step.probe)
@@ -404,11 +441,7 @@ def execute(steps: Sequence[Step], runner: Runner, log: Log = print) -> None:
             else:
                 raise DeployError(f"{step.probe.summary}: {probe.detail}")
         else:
-            plain, partitioned = runner.list_topics(step.namespace)
-            for name in sorted(t for t in partitioned if t.startswith(step.prefix)):
-                _must(runner, _delete_topic(name, True), log)
-            for name in sorted(t for t in plain if t.startswith(step.prefix) and not PARTITION_SUFFIX.search(t)):
-                _must(runner, _delete_topic(name, False), log)
+            _delete_matching(runner, step, log)
 
 
 def find_pulsar_admin(explicit: str | None) -> str | None:

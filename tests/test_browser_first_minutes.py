@@ -109,8 +109,22 @@ def broker_urls(pipeline: Pipeline) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
+def admin_token(pipeline: Pipeline) -> str:
+    """The superuser token `wtpulsar up` made (its broker runs with authentication on, SECURITY.md)."""
+    return (pipeline.log_path.parent / "broker-auth" / "admin.token").read_text().strip()
+
+
+def broker_client(pipeline: Pipeline) -> Any:
+    import pulsar
+
+    return pulsar.Client(broker_urls(pipeline)[0], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
+                         authentication=pulsar.AuthenticationToken(admin_token(pipeline)))
+
+
 def admin_json(pipeline: Pipeline, path: str) -> Any:
-    with urllib.request.urlopen(broker_urls(pipeline)[1] + path, timeout=5) as response:
+    request = urllib.request.Request(broker_urls(pipeline)[1] + path,
+                                     headers={"Authorization": f"Bearer {admin_token(pipeline)}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
 
 
@@ -194,7 +208,7 @@ def test_a_leaving_publishers_tail_is_flushed_through_every_function(pipeline: P
         time.sleep(0.3)
     assert held == {}, held
     # The room topics end with the stream's last frames, then the end.
-    client = pulsar.Client(broker_urls(pipeline)[0], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = broker_client(pipeline)
     try:
         for topic in ("room-room5-video-360p", "room-room5-audio"):
             reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
@@ -236,7 +250,7 @@ def raw_video_lags(pipeline: Pipeline, room: str) -> list[tuple[float, float]]:
     """(capture_ts, t_ingress - capture_ts) of every frame of `room` on raw-video."""
     import pulsar
 
-    client = pulsar.Client(broker_urls(pipeline)[0], logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    client = broker_client(pipeline)
     try:
         reader = client.create_reader("persistent://public/wtpulsar/raw-video", pulsar.MessageId.earliest)
         out = []

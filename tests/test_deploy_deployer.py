@@ -538,3 +538,38 @@ def test_repo_pipeline_plans_every_topic_schema_and_function() -> None:
                 f"{REPO / 'build' / 'functions' / (fn.name + '.zip')}    # when not found") in commands, fn.name
         config = yaml.safe_load((REPO / fn.config).read_text())
         assert config["py"] == f"build/functions/{fn.name}.zip"
+
+
+def test_a_namespace_refused_as_not_empty_is_cleared_and_deleted(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function instance still stopping (or a client) may create a topic again after undeploy deleted
+    the pipeline's: the namespace delete answers 409, what is left is deleted, and it is tried again."""
+    import deploy.deployer as deployer
+
+    monkeypatch.setattr(deployer, "CONFLICT_WAIT_S", 0.0)
+
+    class Runner:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+            self.left = ["persistent://acme/media/recreated"]
+
+        def run(self, action: deployer.Action) -> deployer.Outcome:
+            self.calls.append(action.summary)
+            if action.summary == "namespace acme/media" and self.left:
+                return deployer.Outcome("conflict", 'HTTP 409 {"reason":"Cannot delete non empty namespace"}')
+            if action.summary == "topic persistent://acme/media/recreated":
+                self.left.clear()
+            return deployer.Outcome("done")
+
+        def list_topics(self, namespace: str) -> tuple[list[str], list[str]]:
+            return list(self.left), []
+
+        def cluster_version(self) -> str | None:
+            return "4.0.8"
+
+    runner = Runner()
+    lines: list[str] = []
+    execute(undeploy_plan(project, load_pipeline(project / "deploy" / "pipeline.yaml")), runner, lines.append)
+    ns_calls = [c for c in runner.calls if c in ("namespace acme/media", "topic persistent://acme/media/recreated")]
+    assert ns_calls == ["namespace acme/media", "topic persistent://acme/media/recreated", "namespace acme/media"]
+    assert "  namespace acme/media: not empty yet, deleting what is left in it" in lines
+    assert "  namespace acme/media: ok" in lines

@@ -74,6 +74,18 @@ def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalo
     for name in FUNCTIONS:
         wait_running(pulsar, name)
 
+    # An update Pulsar refuses (processing guarantees cannot change): one message naming the function,
+    # Pulsar's reason and what to do; the deployed function is left as it was.
+    route_yaml = root / "deploy" / "functions" / "route.yaml"
+    route_yaml.write_text(route_yaml.read_text().replace("processingGuarantees: MANUAL",
+                                                         "processingGuarantees: ATLEAST_ONCE"))
+    code, out = deploy_cli(pulsar, root, "deploy", rest_api=True)
+    assert code == 1, out
+    assert "update function public/wtpulsar/route failed" in out and "HTTP 400" in out, out
+    assert "run `wtpulsar undeploy` then deploy again" in out, out
+    status, route = rest(pulsar, "GET", "/admin/v3/functions/public/wtpulsar/route")
+    assert status == 200 and route["processingGuarantees"] == "MANUAL", route
+
     code, out = deploy_cli(pulsar, root, "undeploy", rest_api=True)
     assert code == 0, out
     assert names(pulsar, "/admin/v3/functions/public/wtpulsar") == []
