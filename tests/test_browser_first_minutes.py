@@ -1,4 +1,4 @@
-"""What a new user sees in the browser in the first ten minutes (issue 15), end to end in Chromium:
+"""What a new user sees in the browser in the first ten minutes, end to end in Chromium:
 chat sent on the first connect is not announced as a resend and a real resend is shown once; a viewer
 of a room without a publisher is told so, plays as soon as someone publishes and is told when the
 stream ends; the stream's tail is flushed through every function when the publisher leaves; latency
