@@ -10,7 +10,6 @@ several data folders can share it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -264,10 +263,6 @@ class Standalone:
             raise StandaloneError(f"pulsar-admin {' '.join(args)} failed ({out.returncode}): "
                                   f"{(out.stderr or out.stdout).strip()[-600:]}")
         return out
-
-    def admin_json(self, *args: str, cwd: str | Path | None = None) -> object:
-        out = self.admin(*args, cwd=cwd, check=True)
-        return json.loads(out.stdout[out.stdout.find("{") if "{" in out.stdout else 0:] or "null")
 
     def stop(self, timeout: float = 60.0) -> int:
         """SIGTERM to the whole process group (broker and the function instances it started)."""

@@ -61,14 +61,15 @@ def drain(consumer: pulsar.Consumer, timeout_ms: int = 300) -> list[pulsar.Messa
             return extra
 
 
-def admin(url: str, method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def admin(url: str, method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None,
+          timeout: float = 10.0) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     sent = {"Content-Type": "application/json", **(headers or {})}
     if token is not None:
         sent["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(url + path, data=data, method=method, headers=sent)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             text = response.read().decode()
             try:
                 return response.status, json.loads(text)

@@ -8,12 +8,9 @@ WTPULSAR_REQUIRE_PULSAR=1 (set by .ci/run), where the same reason fails the run 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import pytest
 
 from realpulsar.distribution import DistributionError
 from realpulsar.standalone import Standalone, StandaloneError, random_ports
+from tests.broker_helpers import admin
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("transcode", "chunk", "moderate", "route")
@@ -57,22 +55,9 @@ def start_standalone(root: Path, state: bool = True, **kwargs: Any) -> Standalon
     return standalone
 
 
-def rest(standalone: Standalone, method: str, path: str, body: Any = None,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(standalone.admin_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            raw = resp.read()
-            status = resp.status
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        status = exc.code
-    try:
-        return status, json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return status, raw.decode(errors="replace")
+def rest(standalone: Standalone, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """The standalone's admin REST (`tests/broker_helpers.admin`, with a longer timeout for a busy JVM)."""
+    return admin(standalone.admin_url, method, path, body, timeout=30.0)
 
 
 def function_status(standalone: Standalone, name: str, tenant: str = "public", namespace: str = "wtpulsar") -> dict[str, Any]:

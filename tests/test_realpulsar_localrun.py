@@ -79,6 +79,16 @@ def moderate_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "moderate.zip"
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM to the process group, SIGKILL after `grace` seconds."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
 @contextmanager
 def official_localrun(standalone: Standalone, config: Path, folder: Path, state_url: str | None) -> Iterator[Path]:
     """`bin/pulsar-admin functions localrun` in the foreground; yields the instance's log file."""
@@ -100,12 +110,7 @@ def official_localrun(standalone: Standalone, config: Path, folder: Path, state_
         yield log
 
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_group(proc, 30.0)
 
 
 @contextmanager
@@ -120,12 +125,7 @@ def our_localrun(standalone: Standalone, config: Path, folder: Path) -> Iterator
     finally:
         # Stopping is not what this module compares; on a loaded 2-core CI machine the supervisor's
         # orderly stop (instances drain, close producers) once took over 30 s, so wait, then kill.
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_group(proc, 60.0)
 
 
 def wait_consumer(standalone: Standalone, namespace: str, timeout: float = 120.0) -> None:

@@ -268,10 +268,6 @@ def audit(pulsar: Standalone, room: str, folder: Path) -> dict[str, dict[str, An
     return tracks
 
 
-def stats_of(pulsar: Standalone, name: str) -> dict[str, Any]:
-    return function_status(pulsar, name)
-
-
 def read_topic(service_url: str, topic: str, until: int, timeout: float = 60.0) -> list[tuple[dict[str, str], bytes]]:
     """Every message of `topic` from the earliest, until `until` messages were read or `timeout`."""
     import pulsar
