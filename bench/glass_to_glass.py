@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-TARGETS = {"webcodecs": (20.0, 30.0), "mse": (45.0, None)}  # p50, p95 ms (issue 20), loopback, through transcode
+TARGETS = {"webcodecs": (20.0, 30.0), "mse": (45.0, None)}  # p50, p95 ms, loopback, through transcode
 TARGET_CHAT_P50_MS = 20.0
 CHAT_EVERY_S = 2.2  # moderate's shipped rate limit: 5 messages per user per 10 s
 HOPS = ["capture → ingress", "ingress → transcode", "transcode → chunk", "chunk → route", "route → render"]
