@@ -75,7 +75,7 @@ def measure(context: Any, publisher: Any, viewer_url: str, mode: str, seconds: f
     page.close()
     latencies = [float(r[0]) for r in rows if r and r[0] is not None]
     hops = {name: statistics.median(vals) for i, name in enumerate(HOPS, start=1)
-            if (vals := [float(r[i]) for r in rows if len(r) > i and r[i] is not None])}
+            if (vals := [float(v) for r in rows if len(r) > i and (v := r[i]) is not None])}
     result: dict[str, Any] = {"mode": mode, "frames": frames, "fps": frames / seconds, "dropped": dropped,
                               "first_frame_ms": first_frame_ms, "av_skew_ms": av_skew,
                               "samples": len(latencies), "hops_p50": hops, "chat_ms": chat, "chats_sent": chats}

@@ -53,6 +53,7 @@ SECRET = b"b" * 64
 
 # ---- the ingress side (child process) ---------------------------------------------------------
 async def serve(broker_url: str, state_dir: Path, samples_path: Path) -> None:
+    from ingress.publisher import BrokerPublisher
     from ingress.server import IngressConfig, start_ingress
     from ingress.session import Limits
 
@@ -60,10 +61,12 @@ async def serve(broker_url: str, state_dir: Path, samples_path: Path) -> None:
                            state_dir=state_dir, secret=SECRET, sessions_per_address=256,
                            limits=Limits(max_bitrate=500_000_000))
     handle = await start_ingress(config)
-    handle.app.publisher.latency_sink = []  # type: ignore[attr-defined]
+    publisher = handle.app.publisher
+    assert isinstance(publisher, BrokerPublisher)  # the ingress publishes to the broker at broker_url
+    publisher.latency_sink = []
     print(json.dumps({"wt_url": handle.wt_url, "http_url": handle.http_url}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
-    samples = list(handle.app.publisher.latency_sink or [])  # type: ignore[attr-defined]
+    samples = list(publisher.latency_sink or [])
     await handle.stop()
     samples_path.write_text(json.dumps(samples))
 

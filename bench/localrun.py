@@ -60,7 +60,12 @@ def bare_loop(service_url: str, t_in: str, t_out: str, with_props: bool = False)
                                 initial_position=pulsar.InitialPosition.Earliest)
     producer = client.create_producer(t_out, **output_producer_settings())
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_at_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
     print("ready", flush=True)
     while not stop.is_set():
         try:
@@ -196,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         bare_loop(*args.bare_loop)
         return 0
     if args.bare_loop_props:
-        bare_loop(*args.bare_loop_props, with_props=True)
+        url, t_in, t_out = args.bare_loop_props
+        bare_loop(url, t_in, t_out, with_props=True)
         return 0
 
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -105,7 +105,7 @@ def payloads(mix: list[tuple[str, str, bool]]) -> list[tuple[bytes, dict[str, st
     result = []
     for n, (user, text, _bad) in enumerate(mix):
         body = {"room": f"room{n % 20}", "user": user, "msg_id": f"m{n}", "text": text, "sent_at": 1_800_000_000_000 + n}
-        props = {"room": body["room"], "user": user, "kind": "chat", "codec": "json", "t_ingress": str(body["sent_at"])}
+        props: dict[str, str] = {"room": f"room{n % 20}", "user": user, "kind": "chat", "codec": "json", "t_ingress": str(body["sent_at"])}
         result.append((json.dumps(body, ensure_ascii=False).encode(), props))
     return result
 

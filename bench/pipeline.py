@@ -20,10 +20,10 @@ import multiprocessing
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
-LADDER = [{"name": "360p", "height": 360, "bitrate": 800_000}, {"name": "240p", "height": 240, "bitrate": 400_000}]
+LADDER: list[dict[str, Any]] = [{"name": "360p", "height": 360, "bitrate": 800_000}, {"name": "240p", "height": 240, "bitrate": 400_000}]
 FPS = 30
 NS = "persistent://public/wtpulsar/"
 
@@ -106,7 +106,7 @@ def run_baseline(chunks: list[tuple[bytes, bool, int]], codec: str) -> tuple[flo
     from av.video.frame import PictureType
     from av.video.reformatter import VideoReformatter
 
-    decoder = av.CodecContext.create({"jpeg": "mjpeg"}.get(codec, codec), "r")
+    decoder = cast(av.VideoCodecContext, av.CodecContext.create({"jpeg": "mjpeg"}.get(codec, codec), "r"))
     decoder.thread_type = "SLICE"
     encoders = []
     for rung in LADDER:

@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for extra in (str(ROOT), str(ROOT / "functions")):
@@ -67,7 +68,7 @@ def growing(series: list[int]) -> bool:
     return last > max(2 * first, 50)
 
 
-async def soak(pipeline: Pipeline, seconds: float, warmup: float, sample: float) -> dict:
+async def soak(pipeline: Pipeline, seconds: float, warmup: float, sample: float) -> dict[str, Any]:
     stop = asyncio.Event()
     publishers = [WsPublisher(pipeline.ws_url(ROOM, f"user{i}"), kind, stream,
                               synthetic_frames(kind, stream, ROOM, f"user{i}"), interval)

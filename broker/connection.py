@@ -761,7 +761,7 @@ class ServerConnection:
         T.LOOKUP: _on_lookup,
         T.PARTITIONED_METADATA: _on_partitioned_metadata,
         T.PRODUCER: _on_producer,
-        T.SEND: _on_send,  # type: ignore[dict-item]
+        T.SEND: _on_send,
         T.CLOSE_PRODUCER: _on_close_producer,
         T.SUBSCRIBE: _on_subscribe,
         T.FLOW: _on_flow,

@@ -183,7 +183,7 @@ def command(kind: int, **fields: object) -> pb.BaseCommand:
     return cmd
 
 
-def sub_command(cmd: pb.BaseCommand):  # type: ignore[no-untyped-def]
+def sub_command(cmd: pb.BaseCommand) -> Any:
     """The sub-message that matches `cmd.type`, or None when it is absent."""
     name = _FIELD_FOR_TYPE.get(cmd.type)
     if name is None or not cmd.HasField(name):

@@ -207,15 +207,15 @@ class Blocklist:
         if cand.spaced:
             if self._spaced is not None:
                 for m in self._spaced.finditer(skeleton):
-                    yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]
+                    yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
             return
         if self._whole is not None and len(skeleton) <= MAX_WORD:
-            m = self._whole.fullmatch(skeleton)
-            if m is not None:
-                yield self._entries[int(m.lastgroup[1:])], 0, len(skeleton)  # type: ignore[index]
+            whole = self._whole.fullmatch(skeleton)
+            if whole is not None:
+                yield self._entries[int(whole.lastgroup[1:])], 0, len(skeleton)  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
         if self._searched is not None:
             for m in self._searched.finditer(skeleton):
-                yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]
+                yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
 
 
 # --- tokenizing -------------------------------------------------------------------------------

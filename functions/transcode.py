@@ -284,11 +284,13 @@ class TranscodeFunction(pulsar.Function):
                 context.record_metric("resolution_change", 1)
             state.source_size = size
             plan = plan_ladder(self._ladder, *size)
-            kept = {}
+            kept: dict[str, RenditionEncoder] = {}
             for rung, width, height in plan:
                 old = state.encoders.get(rung.name)
-                same = old is not None and (old.width, old.height) == (width, height)
-                kept[rung.name] = old if same else RenditionEncoder(rung, width, height, self._settings)
+                if old is not None and (old.width, old.height) == (width, height):
+                    kept[rung.name] = old
+                else:
+                    kept[rung.name] = RenditionEncoder(rung, width, height, self._settings)
             state.encoders = kept
             keyframe = True  # new encoders start with an IDR anyway; keep all rungs aligned
         force = keyframe or (

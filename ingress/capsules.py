@@ -34,7 +34,7 @@ def encode_varint(value: int) -> bytes:
     raise ValueError(f"varint {value} too large")
 
 
-def decode_varint(buf: bytes, pos: int) -> tuple[int, int] | None:
+def decode_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """Return (value, new position), or None when ``buf`` ends inside the integer."""
     if pos >= len(buf):
         return None

@@ -134,7 +134,7 @@ def _chat_identity(properties: Mapping[str, str], payload: bytes) -> str | None:
     except (UnicodeDecodeError, ValueError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("msg_id"), str) and body["msg_id"]:
-        return "id:" + body["msg_id"]
+        return "id:" + str(body["msg_id"])
     seq = properties.get("seq")
     return None if seq is None else "seq:" + seq
 
@@ -479,7 +479,7 @@ class VerdictFollower:
     verdict_watch: VerdictWatch | None = None
 
     def handle(self, actions: list[Action]) -> None:
-        super().handle(actions)  # type: ignore[misc]
+        super().handle(actions)  # type: ignore[misc]  # a mixin: the publishing class it is mixed into has handle
         if actions and self.verdict_watch is None and self.core.chatted and not self.ended:
             claims = self.core.claims
             self.verdict_watch = self.app.egress.watch_verdicts(claims.room, claims.user, self.on_verdict)

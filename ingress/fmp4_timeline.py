@@ -105,7 +105,7 @@ def _duration(data: bytes | bytearray, tfhd: Box | None, trun: Box | None) -> in
                      if tflags & f)
     if pos + stride * count > trun.end:
         return None
-    return sum(_U32.unpack_from(data, pos + i * stride)[0] for i in range(count))
+    return sum(int(_U32.unpack_from(data, pos + i * stride)[0]) for i in range(count))
 
 
 class TimelineRebase:

@@ -475,7 +475,8 @@ class PublisherSession:
             # A later group of this stream id arrived before the earlier group's stream ended: hold it
             # so groups reach the topic in the order their streams were opened.
             if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
-                return self._overflow(actions)
+                self._overflow(actions)
+                return None
             state.held.setdefault(channel, []).append((publish, pending))
             self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
             return None
@@ -501,7 +502,8 @@ class PublisherSession:
             self._send(publish, pending, actions)
             return None
         if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
-            return self._overflow(actions)
+            self._overflow(actions)
+            return None
         self._backlog.append((publish, pending))
         self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
         return None

@@ -14,7 +14,8 @@ import time
 import weakref
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import (
     DatagramReceived,
@@ -143,7 +144,7 @@ class IngressProtocol(QuicConnectionProtocol):
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = app
-        self.h3: H3Connection = None  # type: ignore[assignment]
+        self.h3: H3Connection = None  # type: ignore[assignment]  # made on the first QUIC event, before any use
         self.publishers: dict[int, WtPublisher] = {}
         self.viewers: dict[int, WtViewer] = {}
         self._capsules: dict[int, CapsuleReader] = {}
@@ -179,7 +180,7 @@ class IngressProtocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # aioquic transmits after every received datagram; a video frame is several datagrams, so
         # defer to one transmit per loop pass (ACKs are delayed anyway, see ack_delay).
-        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
         self._process_events()
         if self._quic._close_event is not None and (self.publishers or self.viewers):
             # The peer closed the connection: aioquic reports ConnectionTerminated only after the
@@ -427,13 +428,13 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
                 log.debug("udp recv: %s", exc)
                 break
             server.datagram_received(data, addr)
-            if drain is not None and publisher.outcomes_waiting:
+            if drain is not None and getattr(publisher, "outcomes_waiting", False):
                 drain()  # broker receipts need not wait for the rest of the batch
         if publisher.inflight:
             os.sched_yield()  # let the receipt thread take the GIL now (docstring)
 
     # the private variant: the public add_reader refuses fds owned by a transport
-    loop._add_reader(fd, read_many)  # replaces the transport's own _read_ready registration
+    loop._add_reader(fd, read_many)  # type: ignore[union-attr]  # None ruled out by the hasattr above; replaces the transport's own _read_ready registration
 
 
 def quic_configuration(app: IngressApp) -> QuicConfiguration:
@@ -455,6 +456,7 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
         return proto
 
     server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+    assert server._transport is not None  # serve() returns the server once its endpoint is bound
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -350,9 +350,9 @@ class ResendingPublisher:
         for record in backlog:
             send(record)
         while client.state.closed is None:
-            for _, record in client.state.records[seen:]:
-                if isinstance(record, Ack):
-                    self.buffer.on_ack(record)
+            for _, received in client.state.records[seen:]:
+                if isinstance(received, Ack):
+                    self.buffer.on_ack(received)
             seen = len(client.state.records)
             for record in self.buffer.take_rejected():
                 send(record)

@@ -553,8 +553,8 @@ def configure_logging(spec: FunctionSpec, instance_id: str, level: str = "INFO")
     handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(logging.Formatter(CONSOLE_FORMAT.format(fqfn=spec.fqfn, instance=instance_id), DATE_FORMAT))
     root.handlers[:] = [handler]
-    sys.stdout = StreamToLogger(root, logging.INFO)  # type: ignore[assignment]
-    sys.stderr = StreamToLogger(root, logging.ERROR)  # type: ignore[assignment]
+    sys.stdout = StreamToLogger(root, logging.INFO)
+    sys.stderr = StreamToLogger(root, logging.ERROR)
 
 
 def write_instance_file(run_dir: str, spec: FunctionSpec, instance_id: str, metrics_port: int | None) -> None:

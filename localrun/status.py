@@ -46,7 +46,7 @@ def function_status(directory: Path) -> dict[str, Any] | None:
     if not sup_file.is_file():
         return None
     sup = json.loads(sup_file.read_text())
-    instances = []
+    instances: list[dict[str, Any]] = []
     for entry in sup.get("instances", []):
         iid = entry["instanceId"]
         inst_file = directory / f"instance-{iid}.json"

@@ -30,7 +30,7 @@ DEFAULT_RENDITIONS = ("720p", "360p")
 READ_TIMEOUT_MS = 2000
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="end-to-end audit of a room: frames in/out, gaps, duplicates, per-hop latency",
