@@ -25,39 +25,27 @@ from typing import Any
 
 import yaml
 
-GUARANTEES = ("ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL")
-COMPRESSIONS = ("NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY")
-LOG_LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL")
+from schemas.function_config import (
+    COMPRESSION_TYPES,
+    CONSUMER_FIELDS,
+    FIELDS,
+    GUARANTEES,
+    LOG_LEVELS,
+    PRODUCER_FIELDS,
+    RESOURCES_FIELDS,
+    Guarantee,
+    SubscriptionType,
+    is_guarantee,
+)
 
-# Keys of the Java FunctionConfig bean. Jackson fails on anything else (CmdUtils.loadConfig),
-# so a typo such as `autoack` is an error rather than a silently ignored setting.
-FUNCTION_CONFIG_KEYS = frozenset(
-    {
-        "runtimeFlags", "tenant", "namespace", "name", "className", "inputs", "customSerdeInputs",
-        "topicsPattern", "customSchemaInputs", "customSchemaOutputs", "inputSpecs", "inputTypeClassName",
-        "output", "producerConfig", "outputSchemaType", "outputSerdeClassName", "outputTypeClassName",
-        "logTopic", "processingGuarantees", "retainOrdering", "retainKeyOrdering", "batchBuilder",
-        "forwardSourceMessageProperty", "userConfig", "secrets", "runtime", "autoAck",
-        "maxMessageRetries", "deadLetterTopic", "subName", "parallelism", "resources", "fqfn",
-        "windowConfig", "timeoutMs", "jar", "py", "go", "functionType", "cleanupSubscription",
-        "customRuntimeOptions", "maxPendingAsyncRequests", "exposePulsarAdminClientEnabled",
-        "subscriptionPosition", "skipToLatest", "logLevel",
-    }
-)
-CONSUMER_CONFIG_KEYS = frozenset(
-    {
-        "schemaType", "serdeClassName", "isRegexPattern", "regexPattern", "schemaProperties",
-        "consumerProperties", "receiverQueueSize", "cryptoConfig", "poolMessages",
-        "messagePayloadProcessorConfig",
-    }
-)
-PRODUCER_CONFIG_KEYS = frozenset(
-    {
-        "maxPendingMessages", "maxPendingMessagesAcrossPartitions", "useThreadLocalProducers",
-        "cryptoConfig", "batchBuilder", "compressionType", "batchingConfig",
-    }
-)
-RESOURCES_KEYS = frozenset({"cpu", "ram", "disk"})
+COMPRESSIONS = COMPRESSION_TYPES
+
+# Keys of the Java FunctionConfig bean (schemas/function_config.py). Jackson fails on anything else
+# (CmdUtils.loadConfig), so a typo such as `autoack` is an error rather than a silently ignored setting.
+FUNCTION_CONFIG_KEYS = frozenset(FIELDS)
+CONSUMER_CONFIG_KEYS = frozenset(CONSUMER_FIELDS)
+PRODUCER_CONFIG_KEYS = frozenset(PRODUCER_FIELDS)
+RESOURCES_KEYS = frozenset(RESOURCES_FIELDS)
 
 # TopicName.isValid: optional domain, then `topic`, `tenant/ns/topic` or legacy
 # `tenant/cluster/ns/topic`; tenant/namespace parts follow NamespaceName's character set.
@@ -101,7 +89,7 @@ class FunctionSpec:
     input_type_class_name: str = ""
     output_type_class_name: str = ""
     log_topic: str = ""
-    processing_guarantees: str = "ATLEAST_ONCE"
+    processing_guarantees: Guarantee = "ATLEAST_ONCE"
     auto_ack: bool = True
     retain_ordering: bool = False
     retain_key_ordering: bool = False
@@ -125,7 +113,7 @@ class FunctionSpec:
         return self.subscription_name.strip() and self.subscription_name or self.fqfn
 
     @property
-    def subscription_type(self) -> str:
+    def subscription_type(self) -> SubscriptionType:
         """§2.1: retainOrdering (or EO) → Failover, then retainKeyOrdering → KeyShared, else Shared."""
         if self.retain_ordering or self.processing_guarantees == "EFFECTIVELY_ONCE":
             return "Failover"
@@ -255,7 +243,7 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>", *
         raise fail("py", "required: the function's .py file or .zip package")
 
     guarantees = (raw.get("processingGuarantees") or "ATLEAST_ONCE").upper()
-    if guarantees not in GUARANTEES:
+    if not is_guarantee(guarantees):
         raise fail("processingGuarantees", f"{raw['processingGuarantees']!r} is not one of {', '.join(GUARANTEES)}")
 
     # Input topics, in the order FunctionConfigUtils.convert fills source.inputSpecs.

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.function_config import Guarantee
+
 
 @dataclass(frozen=True)
 class AckPolicy:
-    guarantee: str
+    guarantee: Guarantee
     auto_ack: bool
 
     @property
