@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulsar
-from media_ack import OutputBatch, ack_current, publish_dead_letter
 from media_audio import opus_channels, opus_packet_samples, parse_adts
 from media_config import number, text, user_config
 from media_envelope import (
@@ -61,6 +60,7 @@ from media_envelope import (
 )
 from media_fmp4 import Sample, avc1_entry, init_segment, media_segment, mp4a_entry, opus_entry
 from media_h264 import avcc_record, codec_string, parameter_sets, split_annexb, sps_dimensions, to_avcc_sample
+from output_ack import OutputBatch, ack_current, publish_dead_letter
 
 log = logging.getLogger(__name__)
 

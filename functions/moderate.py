@@ -13,7 +13,7 @@ Per input:
 * valid: a verdict, and unless dropped, the (possibly masked) message on chat-approved.
 Outputs are keyed by room, carry the input's properties plus `t_moderate`, and have the
 client's `sent_at` as event time (§2.4: Pulsar would set none of that). The input is acked in
-the callback of the last output to complete (routing_fanout), never before.
+the callback of the last output to complete (output_ack), never before.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from chat_limits import Limits, MemoryLimits, StateLimits, state_available
 from chat_message import ID_PATTERN, MSG_ID_PATTERN, ChatInvalid, ChatMessage, parse_chat
 from chat_moderator import Decision, decide
 from chat_verdict import verdict_json
-from routing_fanout import Output, publish_all
+from output_ack import Output, publish_all
 
 FUNCTION = "moderate"
 

@@ -7,7 +7,7 @@ topics); `tenant`/`namespace` in userConfig pick where output topics live (defau
 function's own). Each output keeps the input's payload, key, properties and event time, plus
 `t_route` (§2.4: Pulsar's own output would carry none of them). A message no rule takes goes to
 `unroutable` (userConfig `unroutableTopic`) with property `reason` and `source_topic`. The input
-is acked only after every fan-out publish has completed (routing_fanout).
+is acked only after every fan-out publish has completed (output_ack).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pulsar
-from routing_fanout import Output, publish_all
+from output_ack import Output, publish_all
 from routing_table import RoutingConfigError, RoutingTable
 
 FUNCTION = "route"

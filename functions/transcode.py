@@ -45,7 +45,6 @@ from typing import Any
 
 import av
 import pulsar
-from media_ack import OutputBatch, ack_current, publish_dead_letter
 from media_audio import SAMPLE_RATE, AacFrame, OpusToAac
 from media_config import number, text, user_config
 from media_decode import INTRA_ONLY_CODECS, VideoDecoder, sniff_keyframe
@@ -67,6 +66,7 @@ from media_envelope import (
     topic_in_namespace,
 )
 from media_gop import GopAckHolder
+from output_ack import OutputBatch, ack_current, publish_dead_letter
 
 log = logging.getLogger(__name__)
 
