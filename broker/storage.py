@@ -11,7 +11,7 @@ Layout under the broker's data dir::
 
 Each topic has a dense, persistent offset space; offset o lives in the last ledger whose
 first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
-loaded (a new "incarnation", pulsar-wire-protocol.md §6) and when the current one grows past
+loaded (a new "incarnation", docs/pulsar-wire-protocol.md §6) and when the current one grows past
 `ledger_max_bytes`, so ledgers whose entries every subscription has acknowledged can be deleted
 whole. Appends are written at once, before any receipt goes out (that survives kill -9); with
 `--sync fsync` the server also makes them durable in groups (fdatasync of every ledger written
