@@ -1,7 +1,7 @@
 """FunctionConfig files for ``pulsar-admin functions create --function-config-file``: fields and rules.
 
 The field list and types are the Java ``FunctionConfig`` bean as the YAML is read
-(pulsar-functions.md §3), from the table in ``schemas/function_config.py`` that localrun reads too.
+(docs/pulsar-functions.md §3), from the table in ``schemas/function_config.py`` that localrun reads too.
 The rules here are what the admin server rejects for a Python function
 (§3 "Server-side validation", §2.2, §2.3) plus the instance's own limits (§1.5, §2.1). Every
 problem names the file and the dotted field path, so a bad config reads like a compiler error.
@@ -25,7 +25,7 @@ INPUT_FIELDS = ("inputs", "topicsPattern", "customSerdeInputs", "customSchemaInp
 NAME_RE = re.compile(r"^[A-Za-z0-9_.=:-]+$")  # Pulsar's allowed characters in tenant/namespace/name
 QUALIFIED_TOPIC_RE = re.compile(r"^(persistent|non-persistent)://[^/]+/[^/]+/[^/]+$")
 CLASS_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-MIN_ACK_TIMEOUT_MS = 10_000  # §2.1: the C++ client rejects a smaller unacked-message timeout
+MIN_ACK_TIMEOUT_MS = 10_000  # docs/pulsar-functions.md §2.1: the C++ client rejects a smaller unacked-message timeout
 # Where `make package` (deploy/packaging.py) writes each function's archive, relative to the repo root.
 PACKAGE_DIR = "build/functions"
 
@@ -51,7 +51,7 @@ class FunctionConfigError(ValueError):
 
 
 def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
-    """The admin server's checks for a Python function (§3, §2.2, §2.3) and the instance's limits."""
+    """The admin server's checks for a Python function (docs/pulsar-functions.md §3, §2.2, §2.3) and the instance's limits."""
     found: list[Finding] = []
     for key in ("tenant", "namespace", "name"):
         # The CLI would default these (public/default, last part of className): a deploy must say.
@@ -62,7 +62,7 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
     if "className" not in config:
         found.append(("className", "missing: required for Python functions (module.Class)"))
     elif isinstance(config["className"], str) and not CLASS_NAME_RE.match(config["className"]):
-        found.append(("className", f"{config['className']!r} should be module.Class or module (§1.1)"))
+        found.append(("className", f"{config['className']!r} should be module.Class or module (docs/pulsar-functions.md §1.1)"))
     if "py" not in config:
         found.append(("py", "missing: the code file or archive to upload"))
 
@@ -79,7 +79,7 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
 
     guarantees = config.get("processingGuarantees", "ATLEAST_ONCE")
     if guarantees == "EFFECTIVELY_ONCE":
-        found.append(("processingGuarantees", "EFFECTIVELY_ONCE is rejected for Python (§2.2)"))
+        found.append(("processingGuarantees", "EFFECTIVELY_ONCE is rejected for Python (docs/pulsar-functions.md §2.2)"))
     if guarantees == "ATMOST_ONCE" and config.get("autoAck") is False:
         found.append(("autoAck", "ATMOST_ONCE requires autoAck true (§2.2)"))
     if config.get("retainOrdering") is True and config.get("retainKeyOrdering") is True:
@@ -88,10 +88,10 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
         found.append(("windowConfig", "window functions are rejected for Python"))
     retries = config.get("maxMessageRetries")
     if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
-        found.append(("maxMessageRetries", "message retries are rejected for Python (§2.3)"))
+        found.append(("maxMessageRetries", "message retries are rejected for Python (docs/pulsar-functions.md §2.3)"))
     if "deadLetterTopic" in config:
         found.append(("deadLetterTopic", "rejected for Python: it needs maxMessageRetries, which Python lacks "
-                                         "(§2.3); publish dead letters from process() instead"))
+                                         "(docs/pulsar-functions.md §2.3); publish dead letters from process() instead"))
     for key, runtime in NOT_FOR_PYTHON.items():
         if key in config:
             found.append((key, f"{runtime}-only field, not for a Python function"))
@@ -100,7 +100,7 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
         if guarantees != "ATLEAST_ONCE":
             found.append(("timeoutMs", f"accepted only with ATLEAST_ONCE, not {guarantees}"))
         if timeout < MIN_ACK_TIMEOUT_MS:
-            found.append(("timeoutMs", f"{timeout} < {MIN_ACK_TIMEOUT_MS}: the Python client refuses it (§2.1)"))
+            found.append(("timeoutMs", f"{timeout} < {MIN_ACK_TIMEOUT_MS}: the Python client refuses it (docs/pulsar-functions.md §2.1)"))
 
     specs = config.get("inputSpecs")
     if isinstance(specs, dict):
@@ -112,11 +112,11 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
                 found.append((path, "only one of schemaType and serdeClassName may be set"))
             regex = spec.get("isRegexPattern") is True
             if isinstance(topic, str) and not regex and not QUALIFIED_TOPIC_RE.match(topic):
-                # §1.5: context.ack looks the topic up by the configured string, and messages always
+                # docs/pulsar-functions.md §1.5: context.ack looks the topic up by the configured string, and messages always
                 # carry the fully qualified name.
                 found.append((path, "input topic should be fully qualified (persistent://tenant/ns/name, §1.5)"))
             if regex and (guarantees == "MANUAL" or config.get("autoAck") is False):
-                found.append((path, "a regex input cannot be acked from the context (§1.5)"))
+                found.append((path, "a regex input cannot be acked from the context (docs/pulsar-functions.md §1.5)"))
     return found
 
 
@@ -139,7 +139,7 @@ def validate_function_config(config: Any, source: str) -> list[Problem]:
     found: list[Finding] = []
     for key, value in config.items():
         if key not in FIELDS:
-            found.append((str(key), "not a FunctionConfig field (pulsar-functions.md §3)"))
+            found.append((str(key), "not a FunctionConfig field (docs/pulsar-functions.md §3)"))
         else:
             found.extend(FIELDS[key](value, str(key)))
     found.extend(_python_rules(config))
@@ -154,7 +154,7 @@ def package_path(name: str) -> str:
 def deployable_py_problems(config: Any, source: str) -> list[Problem]:
     """A config deployed from this repo must name its archive in `py`: `pulsar-admin functions create
     --function-config-file` uploads that file as it is, and a lone .py would arrive without its
-    sibling modules and wheels (§4). Run from source locally with localrun's `--py` instead."""
+    sibling modules and wheels (docs/pulsar-functions.md §4). Run from source locally with localrun's `--py` instead."""
     if not isinstance(config, dict) or not isinstance(config.get("py"), str) or not isinstance(config.get("name"), str):
         return []  # missing or mistyped: validate_function_config reports it
     want = package_path(config["name"])
@@ -167,7 +167,7 @@ def deployable_py_problems(config: Any, source: str) -> list[Problem]:
 
 
 def input_topics(config: Mapping[str, Any]) -> list[str]:
-    """The input topic strings exactly as configured (the instance's consumer map keys, §1.5)."""
+    """The input topic strings exactly as configured (the instance's consumer map keys, docs/pulsar-functions.md §1.5)."""
     return _input_topics(config)
 
 

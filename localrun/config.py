@@ -1,13 +1,13 @@
 """FunctionConfig YAML → a validated, normalised `FunctionSpec`.
 
 Field names are the Java `FunctionConfig` bean names that `pulsar-admin functions create
---function-config-file` reads (pulsar-functions.md §3). Validation reproduces what Pulsar's
+--function-config-file` reads (docs/pulsar-functions.md §3). Validation reproduces what Pulsar's
 admin server does for a Python function (`FunctionConfigUtils.doCommonChecks` followed by
 `doPythonChecks`), with the same reasons, so a file rejected here is rejected by a cluster and
 the other way round. Every error names the file and the offending field.
 
 `py` may be replaced, as `pulsar-admin functions localrun --py FILE` replaces it (CLI flags apply on
-top of the file, pulsar-functions.md §3): `deploy/functions/*.yaml` name the deployable archive
+top of the file, docs/pulsar-functions.md §3): `deploy/functions/*.yaml` name the deployable archive
 `build/functions/X.zip`, and `--py functions/X.py` runs the same function from source.
 
 Pure: no I/O besides reading the YAML file and checking that `py` exists.
@@ -109,12 +109,12 @@ class FunctionSpec:
 
     @property
     def effective_subscription_name(self) -> str:
-        """§2.1: `subName` when non-blank, else `tenant/namespace/name`."""
+        """docs/pulsar-functions.md §2.1: `subName` when non-blank, else `tenant/namespace/name`."""
         return self.subscription_name.strip() and self.subscription_name or self.fqfn
 
     @property
     def subscription_type(self) -> SubscriptionType:
-        """§2.1: retainOrdering (or EO) → Failover, then retainKeyOrdering → KeyShared, else Shared."""
+        """docs/pulsar-functions.md §2.1: retainOrdering (or EO) → Failover, then retainKeyOrdering → KeyShared, else Shared."""
         if self.retain_ordering or self.processing_guarantees == "EFFECTIVELY_ONCE":
             return "Failover"
         if self.retain_key_ordering:
@@ -153,7 +153,7 @@ def is_valid_topic(topic: str) -> bool:
 def load_function_config(path: str | os.PathLike[str], py: str | os.PathLike[str] | None = None) -> FunctionSpec:
     """Read and validate one `--function-config-file`. Raises `ConfigError`.
 
-    `py`, when given, replaces the file's `py` (what `--py` does, §3); it is checked the same way but
+    `py`, when given, replaces the file's `py` (what `--py` does, docs/pulsar-functions.md §3); it is checked the same way but
     resolved against the working directory only, and errors name it `--py`.
     """
     path = Path(path)
@@ -327,13 +327,13 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>", *
     if retries is not None and retries >= 0:
         raise fail("maxMessageRetries", "Message retries not yet supported in python")
 
-    # Admin-side autoAck rule (§2.2): ATMOST_ONCE acks on receipt, so autoAck=false is refused.
+    # Admin-side autoAck rule (docs/pulsar-functions.md §2.2): ATMOST_ONCE acks on receipt, so autoAck=false is refused.
     auto_ack = raw.get("autoAck")
     auto_ack = True if auto_ack is None else auto_ack
     if guarantees == "ATMOST_ONCE" and not auto_ack:
         raise fail("autoAck", "Cannot disable autoAck with ATMOST_ONCE processing guarantees")
     # The C++ client refuses an ack timeout below 10 s, so the official instance would die at
-    # subscribe (§2.1); refuse it up front instead of crash-looping.
+    # subscribe (docs/pulsar-functions.md §2.1); refuse it up front instead of crash-looping.
     if timeout_ms is not None and timeout_ms < 10_000:
         raise fail("timeoutMs", f"{timeout_ms} ms is below the Pulsar client's 10000 ms minimum ack timeout; "
                                 "the Python instance cannot subscribe with it")
@@ -463,7 +463,7 @@ def _resolve_py(py: str, config_path: Path, fail: Any, field_name: str, class_na
 
 
 def module_of(class_name: str) -> str:
-    """The module a `className` is imported from (§1.1), as its first dotted part: `transcode` for
+    """The module a `className` is imported from (docs/pulsar-functions.md §1.1), as its first dotted part: `transcode` for
     `transcode.TranscodeFunction`. FunctionConfigs in this repo use `module.Class` or `module`."""
     return class_name.split(".", 1)[0]
 

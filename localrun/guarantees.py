@@ -1,4 +1,4 @@
-"""When the instance acknowledges an input, per processing guarantee (pulsar-functions.md §2.2).
+"""When the instance acknowledges an input, per processing guarantee (docs/pulsar-functions.md §2.2).
 
 Kept apart from the I/O so each row of the ack table is testable on its own:
 

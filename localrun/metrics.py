@@ -1,4 +1,4 @@
-"""Per-instance statistics and their Prometheus endpoint (pulsar-functions.md §6).
+"""Per-instance statistics and their Prometheus endpoint (docs/pulsar-functions.md §6).
 
 `InstanceStats` is the clock-free core: callers pass the time in. The collector renders it with
 the official series names and labels (`tenant`, `namespace` = tenant/ns, `name`, `instance_id`,

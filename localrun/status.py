@@ -1,5 +1,5 @@
 """`wtpulsar functions status`: each running instance's counters, shaped like
-`pulsar-admin functions status` output (pulsar-functions.md §6: numReceived,
+`pulsar-admin functions status` output (docs/pulsar-functions.md §6: numReceived,
 numSuccessfullyProcessed, numUserExceptions, numSystemExceptions, averageLatency,
 lastInvocationTime, numRestarts).
 
