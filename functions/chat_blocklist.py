@@ -21,7 +21,7 @@ Evasions spanning several characters, on top of the per-character folding in `ch
   three first, which also bounds the regex work on hostile input ("a" * 4000);
 * leet symbols that are also punctuation ("bad!", "$hit") are tried both ways at word edges.
 
-Speed (issue 4 asks >= 5,000 msg/s per instance): before any per-character work, a message and
+Speed (moderate must take >= 5,000 msg/s per instance): before any per-character work, a message and
 then each of its words must contain, for some entry, that entry's first and last letter pair
 (`suspicious`); ordinary chat fails that test in a few substring searches. The test is a
 necessary condition for a match, so it never hides one (tests check this with hypothesis).

@@ -1,7 +1,7 @@
 """The moderate function's settings, read from `userConfig` and checked once.
 
 A setting that is wrong raises `ModerationConfigError` naming the key: the function then fails
-every message (Pulsar nacks and redelivers, §1.2/§2.3) instead of moderating with rules nobody
+every message (Pulsar nacks and redelivers, docs/pulsar-functions.md §1.2/§2.3) instead of moderating with rules nobody
 asked for, and the operator sees the reason in the log.
 
 userConfig keys (all optional; see deploy/functions/moderate.yaml for a full example):
@@ -76,7 +76,7 @@ def _topic(cfg: Mapping[str, Any], key: str, default: str) -> str:
 
 
 def load_config(user_config: Any, tenant: str, namespace: str) -> ModerationConfig:
-    """Build the settings from `context.get_user_config_map()` (which is `[]` when unset, §1.3)."""
+    """Build the settings from `context.get_user_config_map()` (which is `[]` when unset, docs/pulsar-functions.md §1.3)."""
     cfg: Mapping[str, Any] = user_config if isinstance(user_config, Mapping) else {}
     base = f"persistent://{tenant}/{namespace}"
     dead_letter = _topic(cfg, "deadLetterTopic", f"{base}/dead-letter")

@@ -1,6 +1,6 @@
 """Opus -> AAC-LC for one audio stream, as ADTS frames (used when userConfig `audio_output: aac`).
 
-Browsers send Opus (media-and-webtransport.md §4.2: WebCodecs AudioEncoder has no AAC). Opus
+Browsers send Opus (docs/media-and-webtransport.md §4.2: WebCodecs AudioEncoder has no AAC). Opus
 packets carry 20 ms (960 samples at 48 kHz) and AAC frames 1024 samples, so outputs do not line
 up with inputs: samples wait in an `AudioFifo` until a full AAC frame is there, and the caller
 acks an input once the output holding its last samples is published. ADTS framing

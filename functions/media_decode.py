@@ -1,4 +1,4 @@
-"""Decoding what browsers send, one message = one frame (media-and-webtransport.md §5.1).
+"""Decoding what browsers send, one message = one frame (docs/media-and-webtransport.md §5.1).
 
 `VideoDecoder` wraps one PyAV decoder for one stream. It knows nothing about Pulsar: it turns a
 payload into zero or more `av.VideoFrame`s or raises `BadInput` naming the problem. The caller
@@ -56,7 +56,7 @@ class VideoDecoder:
         self._ctx: av.VideoCodecContext | None = None
         if codec in _DECODER_BY_CODEC:
             self._ctx = ctx = cast(av.VideoCodecContext, av.CodecContext.create(_DECODER_BY_CODEC[codec], "r"))
-            # Slice threads add no frame delay (frame threads would hold N frames back, §5.1).
+            # Slice threads add no frame delay (frame threads would hold N frames back, docs/media-and-webtransport.md §5.1).
             ctx.thread_type = "SLICE"
 
     def decode(self, payload: bytes, *, width: int = 0, height: int = 0) -> list[av.VideoFrame]:

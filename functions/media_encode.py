@@ -1,4 +1,4 @@
-"""Rendition ladder and low-latency H.264 encoding with libx264 (media-and-webtransport.md §5.2).
+"""Rendition ladder and low-latency H.264 encoding with libx264 (docs/media-and-webtransport.md §5.2).
 
 Never upscale: a rung is used only when its height is at most the source height. When no rung
 fits (a source smaller than the lowest rung) the lowest rung is encoded at the source size, so
@@ -102,7 +102,7 @@ class RenditionEncoder:
         ctx.framerate = Fraction(settings.fps)
         ctx.bit_rate = rung.bitrate
         ctx.thread_count = settings.threads
-        # zerolatency: no lookahead, no B-frames, a packet per frame (§5.2). scenecut=0 and a long
+        # zerolatency: no lookahead, no B-frames, a packet per frame (docs/media-and-webtransport.md §5.2). scenecut=0 and a long
         # keyint leave keyframe placement to us (aligned across rungs); forced-idr makes a forced
         # I-frame an IDR so every fragment that starts with one is a random-access point.
         ctx.options = {

@@ -1,12 +1,12 @@
 """Acknowledge an input only once every output that carries its result is stored: the rule of all four functions.
 
 With `processingGuarantees: MANUAL` the instance never acks for us, and a publish completes later,
-in a callback on one of the client's threads, in any order across topics (pulsar-functions.md §1.4,
+in a callback on one of the client's threads, in any order across topics (docs/pulsar-functions.md §1.4,
 §2.2). So the input's message id and topic are captured while the input is in hand (the Context
 moves on to the next message once `process()` returns), and the ack happens in the callback of the
 last publish to complete, and only if every publish succeeded. A failed publish leaves its inputs
 unacked, so the broker redelivers them after a restart (or after `timeoutMs`, where configured)
-instead of losing them; the Context has no nack (§1.5). The failure is logged and counted.
+instead of losing them; the Context has no nack (docs/pulsar-functions.md §1.5). The failure is logged and counted.
 
 `OutputBatch` is that barrier. It groups the inputs whose results go out together (one input in
 route and moderate and for one transcoded frame; every frame of a fragment in chunk) with the
@@ -24,7 +24,7 @@ from typing import Any
 
 import immediate_publish
 
-SERDE = "bytes_serde.BytesSerDe"  # resolved by the instance like className (§1.7)
+SERDE = "bytes_serde.BytesSerDe"  # resolved by the instance like className (docs/pulsar-functions.md §1.7)
 METRIC_PUBLISH_FAILED = "publish_failed"
 
 
@@ -159,7 +159,7 @@ def publish_dead_letter(context: Any, topic: str, function: str, payload: Any, r
     """Send the message in hand to the dead-letter topic with `reason`, `function`, `source_topic`
     and its original properties, key and event time; ack it once that publish is persisted.
 
-    Python functions get no retry limit or DLQ from Pulsar (pulsar-functions.md §2.3), so this is
+    Python functions get no retry limit or DLQ from Pulsar (docs/pulsar-functions.md §2.3), so this is
     the "catch, publish the poison message to your own topic, ack" pattern described there.
     """
     source_topic = context.get_current_message_topic_name()

@@ -6,7 +6,7 @@ frame header carried through plus `rendition`, `codec=h264` and `t_transcode`. O
 passes through unchanged, or Opus becomes AAC-LC when configured. Properties:
 schemas/encoded.schema.json.
 
-Acks (MANUAL guarantee, pulsar-functions.md §2.2/§2.4), never before the publish callbacks:
+Acks (MANUAL guarantee, docs/pulsar-functions.md §2.2/§2.4), never before the publish callbacks:
   * inter-coded video (VP8, VP9, H.264): acks are held per GOP (media_gop.py). An input is acked
     only when every input of its GOP has its outputs persisted (or legitimately had none: dropped
     while waiting for a keyframe, no decoder output, stale seq) AND the keyframe opening the next
@@ -96,7 +96,7 @@ class StreamState:
 
 class TranscodeFunction(pulsar.Function):
     def __init__(self) -> None:
-        # Pulsar constructs the class with no arguments (§1.1); config is read on first process().
+        # Pulsar constructs the class with no arguments (docs/pulsar-functions.md §1.1); config is read on first process().
         self._configured = False
         self._streams: dict[StreamIdentity, StreamState] = {}
         self._clock = time.time
@@ -151,7 +151,7 @@ class TranscodeFunction(pulsar.Function):
                 self._handle(payload, header, props, context)
         except BadInput as exc:
             self._dead_letter(context, input, exc)
-        except Exception as exc:  # never crash the instance (issue 4 "Bad input")
+        except Exception as exc:  # bad input must never crash the instance
             log.exception("transcode: unexpected error on %s", topic)
             self._dead_letter(context, input, BadInput("internal_error", repr(exc)[:200]))
         context.record_metric("transcode_ms", (time.perf_counter() - started) * 1000.0)
