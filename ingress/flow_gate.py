@@ -2,7 +2,7 @@
 
 aioquic grants MAX_STREAM_DATA by doubling the window whenever half of it has been *received*
 (``QuicConnection._write_stream_limits``), regardless of whether the app has used the data
-(media-and-webtransport.md §1.8: "aioquic grants credit as data is delivered to the app, so a slow
+(docs/media-and-webtransport.md §1.8: "aioquic grants credit as data is delivered to the app, so a slow
 consumer task does not slow the sender"). For ingest that means the ingress would buffer without
 bound when Pulsar is slow. We replace that method on one connection instance with a sliding window:
 credit = highest offset received + ``window``, raised only while the owning session is not
@@ -82,7 +82,7 @@ def received_offset(quic: QuicConnection, stream_id: int) -> int:
 
 
 def queued_bytes(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written to a stream and not yet acknowledged by the peer (§1.8, private fields)."""
+    """Bytes written to a stream and not yet acknowledged by the peer (docs/media-and-webtransport.md §1.8, private fields)."""
     stream = quic._streams.get(stream_id)
     if stream is None:
         return 0

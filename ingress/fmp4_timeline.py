@@ -17,7 +17,7 @@ from dataclasses import dataclass
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
-# tfhd flags (§8.8.7) and trun flags (§8.8.8) that decide where sample durations are
+# tfhd flags (ISO/IEC 14496-12 §8.8.7) and trun flags (§8.8.8) that decide where sample durations are
 TFHD_BASE_DATA_OFFSET = 0x01
 TFHD_SAMPLE_DESCRIPTION_INDEX = 0x02
 TFHD_DEFAULT_SAMPLE_DURATION = 0x08

@@ -2,9 +2,9 @@
 
 The WebTransport and WebSocket shells feed this core; it never touches a socket, a clock or Pulsar.
 It owns framing (one RecordReader per transport stream), validation against the token and the
-limits, the bounded in-flight window that makes backpressure possible (issue 5 "Backpressure"), and
-the acknowledgement bookkeeping: an ack sent to a publisher always means *broker-acked* (issue 8
-relies on that), media acks are cumulative per stream, chat acks are per message.
+limits, the bounded in-flight window that makes backpressure possible (a slow broker slows the publisher, never grows memory), and
+the acknowledgement bookkeeping: an ack sent to a publisher always means *broker-acked* (so a
+publisher that resends what was not acked loses nothing), media acks are cumulative per stream, chat acks are per message.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ class PublisherSession:
         return actions
 
     def stream_reset(self, channel: int) -> list[Action]:
-        """The client aborted a stream: its partial record is discarded (doc §1.4)."""
+        """The client aborted a stream: its partial record is discarded (docs/media-and-webtransport.md §1.4)."""
         actions: list[Action] = []
         self._drop_reader(channel, actions)
         return actions
