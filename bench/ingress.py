@@ -9,7 +9,7 @@ loops nor the measurement share the ingress's loop, and 30 QUIC connections do n
   * paced: STREAMS publishers x FPS frames/s over SESSIONS sessions (one uni stream per 2 s GOP on
     WebTransport, keyframes 8x the frame size);
   * max: a few publishers sending as fast as flow control allows (32 unacked frames per stream).
-Publish latency is what issue 5 defines: frame fully received by the ingress -> broker ack, measured
+Publish latency, as the ingress's requirement defines it: frame fully received by the ingress -> broker ack, measured
 inside the ingress (publisher.latency_sink, split into ingress / broker receipt / event-loop parts), so
 load-generator slowness is not counted. Beside it the publishers' own view is printed (frame written ->
 ack arrived): it also counts what waits in QUIC/TCP send queues and kernel socket buffers, which is where
@@ -19,7 +19,7 @@ Independent publishers do not tick together: by default each session's frame clo
 session/SESSIONS of a frame interval, and each stream's keyframe by stream/STREAMS of a GOP.
 ``--aligned`` sends every stream's frame at the same instant and all keyframes together (worst case).
 
-Targets (issue 5), judged on the same run and printed as PASS/FAIL:
+The ingress's required figures, judged on the same run and printed as PASS/FAIL:
   1. WebTransport p99 < 5 ms at 30 streams x 30 fps, every frame broker-acked;
   2. WebTransport not slower than WebSocket: at that same paced load, WT p50 and p99 each at most the
      WebSocket figure + NOISE (max(25 %, 0.5 ms) of it), for the issue's latency and for the

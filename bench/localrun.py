@@ -15,7 +15,7 @@ thread hand-off, serde, process() dispatch, stats and the ack bookkeeping.
 * latency: messages sent one at a time at a low rate; send → output receipt, p50/p99. At low rate
   each output waits for the 10 ms batch timer, in both processors alike.
 
-Targets (issue 3): localrun ≥ 0.8× the bare loop's throughput; ≤ 1 ms added p50 latency.
+Required: localrun ≥ 0.8× the bare loop's throughput; ≤ 1 ms added p50 latency.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def bare_processor(service_url: str, t_in: str, t_out: str, with_props: bool = F
 @contextlib.contextmanager
 def localrun_processor(service_url: str, t_in: str, t_out: str, work: Path, raw_bytes: bool = False) -> Iterator[None]:
     """The identity function under localrun: with the default IdentitySerDe (which tries int,
-    float, complex and str on every input, §1.7), or with a pass-through bytes serde as the
+    float, complex and str on every input, docs/pulsar-functions.md §1.7), or with a pass-through bytes serde as the
     pipeline's own functions use, so that only the runtime's own cost is compared."""
     import yaml
 

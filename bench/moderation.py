@@ -14,7 +14,7 @@ deploy/functions/moderate.yaml, in the same run:
   * naive baseline: `any(word in text.lower() for word in blocklist)` on the texts.
 Times are CPU time of this process (time.process_time): a function instance is one thread on
 one core, and CPU time keeps the figures meaningful on a shared, busy machine.
-Issue 4 target: moderate >= 5,000 msg/s per instance. The detection columns show what the
+Required: moderate >= 5,000 msg/s per instance. The detection columns show what the
 baseline's speed buys: it misses disguised words and hits innocent ones ("Scunthorpe").
 """
 
@@ -41,7 +41,7 @@ from moderate import ModerateFunction  # noqa: E402
 from tests.fake_context import FakeContext  # noqa: E402
 
 CHAT_IN = "persistent://public/wtpulsar/chat-in"
-TARGET = 5_000  # msg/s per instance (issue 4)
+TARGET = 5_000  # msg/s per instance, required
 
 WORDS = (
     "the a to and of in is it you that he was for on are with as I his they be at one have this from or "

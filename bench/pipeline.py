@@ -8,7 +8,7 @@ run and on the same frames:
     the Pulsar instance calls them: one message at a time, publishes completed at once;
   * baseline: a bare PyAV loop doing the same media work (decode, scale to each rung, libx264
     with the same settings), nothing else.
-It prints frames/s of both (issue 4 target: pipeline >= 0.8x baseline), the per-frame latency
+It prints frames/s of both (required: pipeline >= 0.8x baseline), the per-frame latency
 added by transcode+chunk (p50/p99; target p50 < 15 ms), and how many 30 fps streams two cores
 sustain, measured by running interleaved streams in two worker processes.
 """

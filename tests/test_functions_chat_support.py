@@ -1,7 +1,7 @@
 """Shared helpers for the moderate/route tests (no tests here).
 
 Pulsar puts the function code's folder first on sys.path and imports modules by file name
-(pulsar-functions.md §1.1), so the tests put functions/ on sys.path and import `moderate`,
+(docs/pulsar-functions.md §1.1), so the tests put functions/ on sys.path and import `moderate`,
 `route`, `chat_*` and `routing_*` the same way.
 """
 

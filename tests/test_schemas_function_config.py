@@ -34,7 +34,7 @@ def test_a_key_outside_the_table_is_refused_by_both_readers(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         localrun_load(tmp_path, "maxRetries: 3\n")
     assert caught.value.field == "maxRetries"
-    assert deploy_fields_named({"maxRetries": 3}) == [("maxRetries", "not a FunctionConfig field (pulsar-functions.md §3)")]
+    assert deploy_fields_named({"maxRetries": 3}) == [("maxRetries", "not a FunctionConfig field (docs/pulsar-functions.md §3)")]
 
 
 @pytest.mark.parametrize("key", ["customSchemaOutputs", "skipToLatest", "cleanupSubscription"])
