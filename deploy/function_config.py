@@ -3,7 +3,7 @@
 The field list and types are the Java ``FunctionConfig`` bean as the YAML is read
 (docs/pulsar-functions.md §3), from the table in ``schemas/function_config.py`` that localrun reads too.
 The rules here are what the admin server rejects for a Python function
-(§3 "Server-side validation", §2.2, §2.3) plus the instance's own limits (§1.5, §2.1). Every
+(§3, §2.2, §2.3) plus the instance's own limits (§1.5, §2.1). Every
 problem names the file and the dotted field path, so a bad config reads like a compiler error.
 ``localrun/config.py`` adds the rules our local runtime needs to the same table.
 """

@@ -7,7 +7,7 @@ snapshot at once, then live messages; when the stream has ended (its end of stre
 or went quiet past ``join_stale_after`` there is nothing to join, and the viewer gets the next stream
 from its first message (init segment and keyframe) on. ``ViewerTracks`` decides per viewer what to send where: media go
 one group (keyframe to keyframe) per stream; a viewer whose stream backs up past a byte budget has
-that group cancelled and resumes at the next keyframe instead of queuing (docs/media-and-webtransport.md §1.8 policy).
+that group cancelled and resumes at the next keyframe instead of queuing (docs/media-and-webtransport.md §1.8).
 
 Verdicts are not for viewers: ``VerdictFeed`` tails ``room-<room>-moderation`` (route copies each
 verdict there) and hands a verdict only to the publisher sessions of the user it names, which send it

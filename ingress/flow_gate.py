@@ -2,8 +2,7 @@
 
 aioquic grants MAX_STREAM_DATA by doubling the window whenever half of it has been *received*
 (``QuicConnection._write_stream_limits``), regardless of whether the app has used the data
-(docs/media-and-webtransport.md §1.8: "aioquic grants credit as data is delivered to the app, so a slow
-consumer task does not slow the sender"). For ingest that means the ingress would buffer without
+(docs/media-and-webtransport.md §1.8: a slow reader does not slow the sender). For ingest that means the ingress would buffer without
 bound when Pulsar is slow. We replace that method on one connection instance with a sliding window:
 credit = highest offset received + ``window``, raised only while the owning session is not
 backlogged. While it is, the browser's writer blocks once it has used its credit.

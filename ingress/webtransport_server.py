@@ -195,7 +195,7 @@ class IngressProtocol(QuicConnectionProtocol):
         super().transmit()
 
     def schedule_transmit(self) -> None:
-        """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: "once per batch of writes"). While aioquic
+        """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
         is handling a received datagram it transmits at the end anyway, which clears the flag."""
         self._transmit_due = True
         if not self._transmit_scheduled:

@@ -174,7 +174,7 @@ class ContextImpl(_SdkContext):
     # that the FunctionDetails protobuf does not have (the output lives in `sink.topic` and
     # `sink.serDeClassName`), so on Pulsar both getters raise AttributeError. We raise too, so a
     # function that relies on them fails here rather than in production. Pass the topic through
-    # userConfig instead. (docs/pulsar-functions.md §1.3 says they return sink.topic; it is wrong there.)
+    # userConfig instead (docs/pulsar-functions.md §1.3).
     OUTPUT_GETTERS_RAISE = True
 
     def get_output_topic(self) -> str:
