@@ -28,9 +28,19 @@ MYPY_PACKAGES = ("broker/", "ingress/", "schemas/", "functions/", "localrun/", "
                  "realpulsar/", "bench/")
 
 
+def _repo_files() -> list[str]:
+    """The tracked files; without git (an exported tree), every file outside the ignored folders."""
+    try:
+        out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "build", "dist", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+        return [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+                if p.is_file() and not skip.intersection(p.relative_to(ROOT).parts)]
+    return out.split()
+
+
 def tracked_text_files() -> list[str]:
-    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [f for f in out.split() if f.endswith(TEXT_SUFFIXES) and not f.endswith("_pb2.py")
+    return [f for f in _repo_files() if f.endswith(TEXT_SUFFIXES) and not f.endswith("_pb2.py")
             and f != "tests/test_repo_hygiene.py" and (ROOT / f).is_file() and _is_utf8(ROOT / f)]
 
 
