@@ -66,7 +66,7 @@ def test_the_pipeline_runs_with_tokens_and_refuses_the_rest(tmp_path: Path) -> N
             for topic in ("chat-in", "raw-video", "raw-audio", "raw-screen", "file-in"):
                 with pytest.raises(pulsar.PulsarException, match="Authoriz"):
                     c.create_producer(f"persistent://public/wtpulsar/{topic}")
-            c.create_reader("persistent://public/wtpulsar/room-demo-chat", pulsar.MessageId.earliest).close()
+            c.create_reader("persistent://public/wtpulsar-rooms/room-demo-chat", pulsar.MessageId.earliest).close()
         fn_token = (auth / "fn-moderate.token").read_text().strip()
         with client(url, authentication=pulsar.AuthenticationToken(fn_token)) as c, pytest.raises(pulsar.PulsarException, match="Authoriz"):
             c.create_producer("persistent://public/wtpulsar/chat-in")

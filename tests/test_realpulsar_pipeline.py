@@ -76,6 +76,7 @@ def deployed(real_pulsar: Standalone, tmp_path_factory: pytest.TempPathFactory) 
     pulsar = real_pulsar
     archives = build_archives(tmp_path_factory.mktemp("archives"))
     pulsar.admin("namespaces", "create", "public/wtpulsar", check=True)
+    pulsar.admin("namespaces", "create", "public/wtpulsar-rooms", check=True)  # route's per-room outputs
     # The audit counts frames in on the raw topics: keep what transcode acknowledged (a Pulsar retention policy).
     pulsar.admin("namespaces", "set-retention", "public/wtpulsar", "--size", "2G", "--time", "2h", check=True)
     for name in FUNCTIONS:
