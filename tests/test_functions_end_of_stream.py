@@ -172,7 +172,7 @@ def test_end_travels_transcode_chunk_route_to_every_room_topic_behind_the_last_f
     assert len(cctx.acked) == len(tctx.published)  # every frame and the end
     rctx = routed(cctx.published)
     for rendition in ("360p", "240p"):
-        topic = f"persistent://public/wtpulsar-rooms/room-room1-video-{rendition}"
+        topic = f"persistent://public/wtpulsar/room-room1-video-{rendition}"
         out = [p.properties for p in rctx.published if p.topic == topic]
         assert [p["segment_type"] for p in out][-2:] == ["media", "end"], out
         assert out[-2]["last_seq"] == "13" and out[-1]["last_seq"] == "13" and out[-1]["rendition"] == rendition
