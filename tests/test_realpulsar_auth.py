@@ -85,6 +85,12 @@ def test_only_the_ingress_writes_the_inputs_and_route_writes_the_rooms(
                     c.create_producer(NS + topic)
     with client(url, authentication=token(files, roles.function_role("route")), operation_timeout_seconds=10) as c:
         c.create_producer(ROOMS + "room-auth-chat").send(b"routed")
+        c.create_producer(NS + "unroutable").send(b"no rule")  # a topic grant beside the inputs
+    with client(url, authentication=token(files, roles.function_role("moderate")), operation_timeout_seconds=10) as c:
+        c.create_reader(NS + "chat-in", pulsar.MessageId.earliest).close()  # the namespace's consume grant ...
+        c.create_producer(NS + "chat-approved").send(b"x")  # ... and its topics' produce grants add up
+        with pytest.raises(pulsar.PulsarException, match="(?i)authoriz"):
+            c.create_producer(ROOMS + "room-auth-chat")
     with client(url, authentication=token(files, roles.CLI), operation_timeout_seconds=10) as c:
         (msg,) = read_all(c.create_reader(ROOMS + "room-auth-chat", pulsar.MessageId.earliest), 1)
         assert msg.data() == b"routed"
