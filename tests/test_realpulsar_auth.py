@@ -68,6 +68,7 @@ def test_a_client_without_a_token_is_refused(secured: tuple[Standalone, dict[str
     with client(standalone.service_url, operation_timeout_seconds=10) as c, pytest.raises(pulsar.PulsarException):
         c.create_producer(NS + "chat-in")
     assert admin(standalone.admin_url, "GET", "/admin/v2/tenants", timeout=30.0)[0] == 401
+    assert admin(standalone.admin_url, "GET", "/admin/v2/brokers/health", timeout=30.0)[0] == 401  # ours: open
     assert rest(standalone, "GET", "/admin/v2/tenants")[0] == 200  # with the superuser's token
 
 
