@@ -275,7 +275,8 @@ def read_topic(service_url: str, topic: str, until: int, timeout: float = 60.0) 
 
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
-        reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
+        namespace = "wtpulsar-rooms" if topic.startswith("room-") else "wtpulsar"  # route's outputs: their own namespace
+        reader = client.create_reader(f"persistent://public/{namespace}/{topic}", pulsar.MessageId.earliest)
         out: list[tuple[dict[str, str], bytes]] = []
         deadline = time.monotonic() + timeout
         while len(out) < until and time.monotonic() < deadline:
