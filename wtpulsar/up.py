@@ -9,6 +9,10 @@ The FunctionConfigs name the deployable archive (`py: build/functions/X.zip`, bu
 package` for the cluster's Python); on the laptop the functions run from source instead, with
 `--py <functions-src>/<module>.py` as `pulsar-admin functions localrun --py` would. `--from-package`
 runs the archives as the YAMLs say.
+
+Security (SECURITY.md "make run"): a started broker has authentication on, with a role and token per
+part (wtpulsar/roles.py); the ingress signs chat with `<state>/chat-signing-key`, which moderate gets
+as its secret `chatSigningKey` (wtpulsar/chat_key.py).
 """
 
 from __future__ import annotations
