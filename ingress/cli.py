@@ -114,6 +114,13 @@ def _add_broker_token(p: argparse.ArgumentParser) -> None:
                         "a file:// path keeps it out of the process list")
 
 
+def _add_chat_signing_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat-signing-key", default=None, metavar="KEY|file:///PATH",
+                   help="key (at least 32 bytes) to sign each chat message with, the one the moderate function "
+                        "has as its secret chatSigningKey (default: $WTPULSAR_CHAT_SIGNING_KEY; none: chat goes "
+                        "unsigned); a file:// path keeps it out of the process list")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
@@ -127,6 +134,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_broker_token(p)
     _add_namespace(p)
     _add_secret(p)
+    _add_chat_signing_key(p)
     p.add_argument("--max-frame-bytes", type=int, help="largest media frame payload")
     p.add_argument("--max-bitrate", type=int, help="per-session media bitrate limit, bit/s")
     p.add_argument("--max-streams", type=int, help="open streams per session")
@@ -210,7 +218,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 def config_from_args(args: argparse.Namespace) -> IngressConfig:
     from dataclasses import replace
 
-    from ingress import broker_auth
+    from ingress import broker_auth, chat_signing
     from ingress.server import IngressConfig
     from ingress.session import Limits
 
@@ -223,6 +231,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
         broker_token=broker_auth.resolve(args.broker_token),
+        chat_signing_key=chat_signing.resolve_key(args.chat_signing_key),
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
     )

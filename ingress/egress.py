@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingress.names import check_name, room_topic, topic_url
+from ingress.names import check_name, room_topic, room_topic_url
 from schemas.framing import Delivery, Kind, serialize_delivery
 
 if TYPE_CHECKING:
@@ -359,7 +359,7 @@ class RoomFeed:
     def _run(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         import pulsar
 
-        url = topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
+        url = room_topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
         try:
             reader = client.create_reader(url, pulsar.MessageId.earliest)
         except Exception as exc:

@@ -45,6 +45,7 @@ class IngressConfig:
     tenant: str = "public"
     namespace: str = "wtpulsar"
     secret: bytes | None = None  # token HMAC key; None = <state_dir>/ingress-secret (created once)
+    chat_signing_key: bytes | None = None  # signs chat-in messages for moderate (chat_signing); None: unsigned
     state_dir: Path = DEFAULT_STATE_DIR
     limits: Limits = field(default_factory=Limits)
     sessions_per_address: int = 16
@@ -235,6 +236,9 @@ async def run_ingress(config: IngressConfig) -> None:
     handle = await start_ingress(config)
     print(f"ingress: WebTransport {handle.wt_url}  HTTP {handle.http_url}  "
           f"cert sha-256 {handle.cert.sha256_hex}", flush=True)
+    if config.chat_signing_key is None:
+        log.warning("no chat signing key (--chat-signing-key or $WTPULSAR_CHAT_SIGNING_KEY): chat is written "
+                    "unsigned, and a moderate function that has the key dead-letters it")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -211,7 +211,7 @@ def test_a_leaving_publishers_tail_is_flushed_through_every_function(pipeline: P
     client = broker_client(pipeline)
     try:
         for topic in ("room-room5-video-360p", "room-room5-audio"):
-            reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
+            reader = client.create_reader(f"persistent://public/wtpulsar-rooms/{topic}", pulsar.MessageId.earliest)
             props = []
             while reader.has_message_available():
                 props.append(reader.read_next(5000).properties())
@@ -259,7 +259,7 @@ def raw_video_lags(pipeline: Pipeline, room: str, timeout: float = 20.0) -> list
     out: list[tuple[float, float]] = []
     try:
         while not out and time.monotonic() < deadline:
-            reader = client.create_reader(f"persistent://public/wtpulsar/room-{room}-video-360p",
+            reader = client.create_reader(f"persistent://public/wtpulsar-rooms/room-{room}-video-360p",
                                           pulsar.MessageId.earliest)
             while reader.has_message_available():
                 props = reader.read_next(5000).properties()
