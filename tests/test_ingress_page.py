@@ -89,3 +89,20 @@ def test_a_configured_page_file_replaces_the_packaged_one_and_its_absence_is_exp
 
 def test_the_page_is_package_data() -> None:
     assert (static_dir() / "live_client.html").is_file() and (static_dir() / "app.js").is_file()
+
+
+def test_the_modules_import_each_other_without_a_cycle() -> None:
+    imports = {p.name: set(IMPORT.findall(p.read_text())) for p in STATIC.glob("*.js")}
+    assert all(imported <= set(imports) for imported in imports.values()), imports
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name not in done:
+            for imported in sorted(imports[name]):
+                visit(imported, (*path, name))
+            done.add(name)
+
+    for name in sorted(imports):
+        visit(name, ())
+    assert {"framing.js", "fmp4.js"} <= {name for name, imported in imports.items() if not imported}  # pure
