@@ -11,7 +11,8 @@ import { S } from "./stats.js";
 
 const OUTBOX_MAX_FRAMES = 900, OUTBOX_MAX_BYTES = 48 * 1024 * 1024;
 export const outbox = new Outbox(OUTBOX_MAX_FRAMES, OUTBOX_MAX_BYTES);
-export const pub = { session: null, stream: null, venc: null, aenc: null, running: false, chatSession: null, reconnecting: false };
+export const pub = { session: null, stream: null, venc: null, aenc: null, running: false, chatSession: null, reconnecting: false,
+                     t0: null };  // t0: page time of the first captured frame, the origin of video and audio pts
 export const tracks = {};  // stream id -> { seq, chain, pending }
 function streamId(prefix) { return prefix + "-" + Math.random().toString(36).slice(2, 8); }
 
@@ -149,7 +150,7 @@ async function runVideo(track, kind, sid, codecName, fps, bitrate, keyMs) {
     if (done || !pub.running) { if (frame) frame.close(); break; }
     clockCheck();
     const pageTs = now(), captureTs = captureAt(pageTs);  // pts on the page's clock, capture_ts on the ingress's
-    if (t0 === null) t0 = S.pubT0 = S.pubT0 || pageTs;  // one clock origin for video and audio pts
+    if (t0 === null) t0 = pub.t0 = pub.t0 || pageTs;  // one clock origin for video and audio pts
     if (frame.displayWidth !== width || frame.displayHeight !== height) {  // screen windows resize
       width = frame.displayWidth; height = frame.displayHeight;
       enc.configure(Object.assign(cfg, { width, height, codec: videoCodecString(codecName, width, height) })); needKey = true;
@@ -178,7 +179,7 @@ async function runAudio(track, sid) {
       if (!pub.running || base === null) return;
       const data = new Uint8Array(chunk.byteLength); chunk.copyTo(data);
       const ptsUs = chunk.timestamp + base;  // on the video track's clock so capture_ts lines up
-      const pageTs = S.pubT0 + ptsUs / 1000, cap = captureAt(pageTs);
+      const pageTs = pub.t0 + ptsUs / 1000, cap = captureAt(pageTs);
       whenStamped(() => { if (pub.running) sendFrame(sid, KIND.audio, CODEC.opus, true, ptsUs, captureOn(pageTs, cap), 0, 0, data, false); });
       S.pub.audio++;
     },
@@ -189,7 +190,7 @@ async function runAudio(track, sid) {
   for (;;) {
     const { value: data, done } = await reader.read().catch(() => ({ done: true }));
     if (done || !pub.running) { if (data) data.close(); break; }
-    if (base === null) { S.pubT0 = S.pubT0 || now(); base = (now() - S.pubT0) * 1000 - data.timestamp; }
+    if (base === null) { pub.t0 = pub.t0 || now(); base = (now() - pub.t0) * 1000 - data.timestamp; }
     if (data.sampleRate !== 48000 || data.numberOfChannels !== 1) {
       // The encoder was configured for the first buffer's format; reconfigure when the device differs.
       enc.configure(Object.assign(cfg, { sampleRate: data.sampleRate, numberOfChannels: data.numberOfChannels }));
@@ -231,7 +232,7 @@ export function stopPublishing() {
   pub.running = false;
   if (pub.stream) pub.stream.getTracks().forEach((t) => t.stop());
   if (pub.session) pub.session.close();
-  pub.session = null; pub.stream = null; S.pubT0 = null;
+  pub.session = null; pub.stream = null; pub.t0 = null;
   for (const k of Object.keys(tracks)) delete tracks[k];
   outbox.clear(); S.pub.unacked = 0;  // stopped on purpose: nothing left to resend
   $("startPub").disabled = false; $("stopPub").disabled = true; setPill("pubState", "publisher: idle");
