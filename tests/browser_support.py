@@ -236,16 +236,18 @@ def import_page_modules(page: Any) -> None:
 
 
 @contextmanager
-def ingress_in_thread(state_dir: Path) -> Iterator[Any]:
-    """An in-process ingress serving the packaged page, with a publisher that acks everything and no
-    broker (for tests of the page alone). Runs on its own event loop thread; yields its IngressHandle."""
+def ingress_in_thread(state_dir: Path, page: Path | None = None) -> Iterator[Any]:
+    """An in-process ingress serving the packaged page (or the file `page`), with a publisher that acks
+    everything and no broker (for tests of the page alone). Runs on its own event loop thread; yields
+    its IngressHandle."""
     from ingress.server import IngressConfig, start_ingress
     from tests.ingress_support import FakePublisher
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="ingress-for-page", daemon=True)
     thread.start()
-    config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", state_dir=state_dir, secret=new_secret())
+    config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", state_dir=state_dir, secret=new_secret(),
+                           page=page)
     try:
         handle = asyncio.run_coroutine_threadsafe(start_ingress(config, publisher=FakePublisher()), loop).result(30)
         try:

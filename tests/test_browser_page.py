@@ -24,6 +24,7 @@ from tests.browser_support import (
     IngressProcess,
     free_port,
     import_page_modules,
+    ingress_in_thread,
     launch_browser,
     new_secret,
     start_ingress_process,
@@ -103,6 +104,15 @@ def test_page_opened_from_disk_runs_the_modules_of_the_ingress_it_talks_to(brows
     assert page.evaluate("() => mods.viewer.view.running") is True  # a viewer token starts watching
     assert errors == []
     page.close()
+
+
+def test_page_from_disk_says_when_the_server_has_no_page(browser: Any, tmp_path: Path) -> None:
+    with ingress_in_thread(tmp_path / "state", page=tmp_path / "absent.html") as server:
+        page = browser.new_page()
+        page.goto(f"{PAGE_FILE}?server={server.http_url}&token=x.y.z")
+        text = banner(page)
+        page.close()
+    assert text == f"The server at {server.http_url} answered 404 for the page. Retrying in 3 s."
 
 
 def test_missing_token_is_explained(browser: Any, ingress: IngressProcess) -> None:
