@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from ingress import clock
 from ingress.egress import VerdictFollower, ViewerSink
+from ingress.page import add_page_routes
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
@@ -224,15 +225,6 @@ async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any
         app.metrics.sessions.labels("websocket", "viewer").dec()
 
 
-async def _index(request: web.Request) -> web.StreamResponse:
-    app: IngressApp = request.app[INGRESS_KEY]
-    page = app.config.page
-    if page.is_file():
-        return web.FileResponse(page, headers={"Cache-Control": "no-store"})
-    return web.Response(status=404, text=f"live_client.html is not there yet ({page}); "
-                                         "the ingress itself is up: see /health, /cert-hash, /metrics\n")
-
-
 async def _health(request: web.Request) -> web.Response:
     app: IngressApp = request.app[INGRESS_KEY]
     return web.json_response({"status": "ok", "inflight": app.publisher.inflight,
@@ -265,7 +257,7 @@ def build_app(app: IngressApp, wt_port: int) -> web.Application:
     web_app = web.Application(client_max_size=1024 * 1024)
     web_app[INGRESS_KEY] = app
     web_app[WT_PORT_KEY] = wt_port
-    web_app.router.add_get("/", _index)
+    add_page_routes(web_app.router, app.config.page)
     web_app.router.add_get("/health", _health)
     web_app.router.add_get("/metrics", _metrics)
     web_app.router.add_get("/cert-hash", _cert_hash)

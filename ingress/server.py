@@ -29,7 +29,6 @@ from schemas.framing import CloseCode, Kind
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
 VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 
@@ -54,7 +53,7 @@ class IngressConfig:
     connection_window: int = 16 * 1024 * 1024  # initial QUIC max_data
     ack_delay: float = 0.005  # s; QUIC ACK coalescing on the ingress side (webtransport_server)
     viewer_queue_bytes: int = 2 * 1024 * 1024  # unsent media per viewer stream before skipping to a keyframe
-    page: Path = REPO_ROOT / "live_client.html"
+    page: Path | None = None  # a file served at / instead of the packaged page (ingress/page.py)
     broker_connect_timeout: float = 30.0
     # s without a packet from a WebTransport peer (QUIC idle timeout; keep-alive PINGs at a third of it)
     # or a WebSocket pong before its session ends and its streams get an end of stream ("timeout")
