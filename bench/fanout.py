@@ -429,8 +429,8 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
     print(f"\nfan-out benchmark: 1 publisher (video {'+'.join(RENDITIONS)} at ~{BITRATE / 1e6:g} Mbit/s each, "
           f"{FPS} fps, keyframe every {GOP_FRAMES} frames; audio {AUDIO_PER_S}/s; chat 1/s), viewers alternate "
           f"renditions and take video+audio+chat; {args.seconds:g} s measured per step")
-    print(("ingress pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)" if pin else
-           "not pinned (fewer than 2 cores or no taskset): the ingress shares its cores with the load"))
+    print("ingress pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)" if pin else
+           "not pinned (fewer than 2 cores or no taskset): the ingress shares its cores with the load")
     head = ("transport", "viewers", "served", "frames/s", "Mbit/s", "us/frame", "ms/s/viewer", "ingr cores",
             "p50 ms", "p99 ms", "skipped", "RSS MB", "viewers' cores", "pub+broker")
     print("{:<13} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
