@@ -348,7 +348,12 @@ def skipped_total(http_url: str) -> int:
 class Child:
     def __init__(self, args: list[str], cpu: int | None) -> None:
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
-        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "bench.fanout", *args], stdin=subprocess.PIPE,
+        profile = os.environ.get("BENCH_PROFILE")  # a cProfile output path for the ingress process
+        if profile and "--serve" in args:
+            prefix += [sys.executable, "-m", "cProfile", "-o", profile]
+        else:
+            prefix += [sys.executable]
+        self.proc = subprocess.Popen([*prefix, "-m", "bench.fanout", *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=REPO)
 
     def ask(self, cmd: dict[str, Any] | None = None, timeout: float = 600) -> dict[str, Any]:

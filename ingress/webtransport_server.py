@@ -155,7 +155,9 @@ class IngressProtocol(QuicConnectionProtocol):
         # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
         self._quic._ack_delay = app.config.ack_delay
         self.gate = flow_gate.CreditGate(app.config.stream_window)
-        flow_gate.install(self._quic, self.gate)
+        # installed with the connection's first publishing session: a viewer-only connection sends and
+        # never needs it, and aioquic would call it for every stream on every packet it builds
+        self._gate_installed = False
         self._keepalive_every = app.config.session_timeout * KEEPALIVE_FRACTION
         self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
@@ -318,6 +320,9 @@ class IngressProtocol(QuicConnectionProtocol):
         self._capsules[sid] = CapsuleReader()
         self._accept(sid)
         if request.mode == Role.PUBLISHER:
+            if not self._gate_installed:
+                flow_gate.install(self._quic, self.gate)
+                self._gate_installed = True
             core = PublisherSession(request.claims, app.config.limits, time.time())
             self.publishers[sid] = WtPublisher(self, sid, core, address)
             app.metrics.sessions.labels("webtransport", "publisher").inc()
