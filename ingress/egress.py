@@ -347,7 +347,12 @@ class ViewerTracks:
 
 
 class RoomFeed:
-    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers."""
+    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers.
+
+    The join point is found from the topic's end (join_from_end.JoinFinder), not by reading the topic
+    from its start, unless the hub says otherwise (IngressConfig.join_from_end)."""
+
+    from_end = True
 
     def __init__(self, hub: EgressHub, short_name: str, kind: Kind) -> None:
         self.hub = hub
@@ -362,6 +367,7 @@ class RoomFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str = ""
+        self.search: Any = None  # the JoinSearch of a feed that joined from the end (what it read, seeks)
 
     def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True,
@@ -375,18 +381,36 @@ class RoomFeed:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _item(self, msg: Any) -> Item:
+        return Item(self.kind, dict(msg.properties()), msg.data(), float(msg.publish_timestamp()))
+
     def _run(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         import pulsar
 
         url = topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
+        from_end = self.from_end and self.hub.join_from_end
         try:
-            reader = client.create_reader(url, pulsar.MessageId.earliest)
+            if from_end:  # the newest message first (join_from_end.JoinFinder)
+                reader = client.create_reader(url, pulsar.MessageId.latest, start_message_id_inclusive=True)
+            else:
+                reader = client.create_reader(url, pulsar.MessageId.earliest)
         except Exception as exc:
             self.error = str(exc)
             log.warning("egress: cannot read %s: %s", url, exc)
             return
         caught_up = False
         try:
+            if from_end:
+                from ingress.join_from_end import JoinFinder
+
+                finder = JoinFinder(self.kind, self._item, lambda: client.create_reader(url, pulsar.MessageId.earliest),
+                                    JoinPoint, DeliveryDedup, lookback_ms=self.hub.join_lookback * 1000.0,
+                                    stale_ms=self.hub.stale_after * 1000.0)
+                self.search = finder.find(reader, time.time() * 1000.0)
+                if self.search.fallback:
+                    log.info("egress: %s read from its start: %s", url, self.search.fallback)
+                for item in self.search.items:
+                    loop.call_soon_threadsafe(self._on_item, item)
             while not self._stop.is_set():
                 try:
                     msg = reader.read_next(READ_TIMEOUT_MS)
@@ -395,8 +419,7 @@ class RoomFeed:
                         caught_up = True
                         loop.call_soon_threadsafe(self._caught_up)
                     continue
-                item = Item(self.kind, dict(msg.properties()), msg.data(), float(msg.publish_timestamp()))
-                loop.call_soon_threadsafe(self._on_item, item)
+                loop.call_soon_threadsafe(self._on_item, self._item(msg))
                 if not caught_up and not reader.has_message_available():
                     caught_up = True
                     loop.call_soon_threadsafe(self._caught_up)
@@ -481,6 +504,8 @@ class VerdictFeed(RoomFeed):
     verdicts about frames it sent after it began following, and reading from the earliest message
     means a verdict written before this reader was positioned is still seen (no start-up race)."""
 
+    from_end = False  # every verdict counts, also those written before this reader was positioned
+
     def __init__(self, hub: EgressHub, room: str) -> None:
         super().__init__(hub, verdict_topic(room), Kind.CHAT)
         self.watchers: set[VerdictWatch] = set()
@@ -541,6 +566,8 @@ class EgressHub:
         self.tenant = app.config.tenant
         self.namespace = app.config.namespace
         self.stale_after = app.config.join_stale_after  # s; see JoinPoint.live
+        self.join_from_end = app.config.join_from_end
+        self.join_lookback = app.config.join_lookback
         self._client_factory = client_factory
         self._client: Any = None
         self.feeds: dict[str, RoomFeed] = {}

@@ -61,6 +61,10 @@ class IngressConfig:
     # s: a room topic whose newest media message is older than this has no stream to join (its publisher
     # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
     join_stale_after: float = 10.0
+    # find a late joiner's start from a room topic's end (ingress/join_from_end.py) rather than reading the
+    # topic from its start; join_lookback (s) is the first window read back from the newest message
+    join_from_end: bool = True
+    join_lookback: float = 5.0
 
 
 class Publisher(Protocol):
