@@ -401,12 +401,14 @@ class RoomFeed:
         caught_up = False
         try:
             if from_end:
-                from ingress.join_from_end import JoinFinder
+                from ingress.join_from_end import JoinFinder, PulsarTopic
 
-                finder = JoinFinder(self.kind, self._item, lambda: client.create_reader(url, pulsar.MessageId.earliest),
-                                    JoinPoint, DeliveryDedup, lookback_ms=self.hub.join_lookback * 1000.0,
-                                    stale_ms=self.hub.stale_after * 1000.0)
-                self.search = finder.find(reader, time.time() * 1000.0)
+                finder = JoinFinder(self.kind, PulsarTopic(client, url, self._item), JoinPoint, DeliveryDedup,
+                                    stale_ms=self.hub.stale_after * 1000.0, window_entries=self.hub.join_window)
+                try:
+                    self.search = finder.find(reader, time.time() * 1000.0)
+                finally:
+                    reader = finder.result.reader  # the one at the end of the topic: it tails it
                 if self.search.fallback:
                     log.info("egress: %s read from its start: %s", url, self.search.fallback)
                 for item in self.search.items:
@@ -567,7 +569,7 @@ class EgressHub:
         self.namespace = app.config.namespace
         self.stale_after = app.config.join_stale_after  # s; see JoinPoint.live
         self.join_from_end = app.config.join_from_end
-        self.join_lookback = app.config.join_lookback
+        self.join_window = app.config.join_window
         self._client_factory = client_factory
         self._client: Any = None
         self.feeds: dict[str, RoomFeed] = {}

@@ -5,25 +5,28 @@ latest init segment and the fragments since the latest keyframe), so the first v
 topic waited for the whole day to be read. Here the join point is found from the end:
 
 1. A reader created at ``MessageId.latest`` with ``start_message_id_inclusive`` returns the newest
-   message (the Pulsar client asks the broker for the last message id and seeks to it; Pulsar docs,
-   "Reader interface", and ``CommandGetLastMessageId`` in PulsarApi.proto). Nothing there, a stream
-   that ended, or one quiet for longer than ``stale_ms``: there is nothing to join.
-2. The reader seeks by publish time to ``lookback_ms`` before that message (``Reader.seek(timestamp)``,
-   Pulsar's "Seek by time", ``CommandSeek.message_publish_time``) and reads to the end, which gives the
-   group since the last keyframe (the page sends one at least every 2 s; README "Streaming"). No
-   keyframe in the window: the window grows fourfold, up to ``MAX_WIDENINGS`` times.
+   message (the Pulsar client asks the broker for the last message id, ``CommandGetLastMessageId`` in
+   PulsarApi.proto; Pulsar docs, "Reader interface"). Nothing there, a stream that ended, or one quiet
+   for longer than ``stale_ms``: nothing to join, and that reader tails the topic.
+2. A message id is (ledger, entry) and entries of one ledger are numbered from 0 (Pulsar docs,
+   "Architecture overview", message ids and ledgers). A reader opened at (ledger, entry - n) reads
+   the last n messages: the group since the last keyframe (the page sends one at least every 2 s,
+   README "Streaming") is in a window of WINDOW_ENTRIES, widened fourfold while it holds no keyframe.
+   That reader, at the end of the topic once it has read the window, tails the topic afterwards.
 3. The init segment was published when the stream (or its codec configuration) started, possibly hours
-   before. A second reader bisects by publish time for the first message of the current stream and
-   configuration (same ``stream``, ``codec_string`` and size or audio format: chunk gives the init the
-   properties of its fragments, ENVELOPE.md "Segments"), then reads forward from there to the init.
-   That costs O(log duration) seeks, not a read of the whole topic.
+   before. Chunk gives it the properties of its fragments (ENVELOPE.md "Segments"), so it is the first
+   message of the topic with the current ``config_of``: found by bisection over the entries of the
+   ledger, a reader per probe. When the stream began in an earlier ledger, whose ids a client cannot
+   list, the bisection goes by publish time instead (``Reader.seek(timestamp)``, Pulsar docs "Seek by
+   time", ``CommandSeek.message_publish_time``), which costs a reconnection per probe (about 100 ms
+   with pulsar-client 3.13), still O(log duration) rather than a read of the whole topic.
 
-Anything that does not fit (no init where it should be, a window that never held a keyframe) falls back
-to reading the topic from the start, which is always right, and says so in ``JoinSearch.fallback``.
-Chat keeps its last few messages (egress.CHAT_BACKLOG) from a window that widens the same way.
+Anything that does not fit (no init where the bisection led, no keyframe in the ledger) falls back
+to reading the topic from its start, which is always right, and ``JoinSearch.fallback`` says why.
+Chat takes its last few messages (egress.CHAT_BACKLOG) from a window that widens the same way.
 
-The I/O is a reader with ``read_next``/``has_message_available``/``seek`` and a function opening a
-second one, so tests can drive it with a fake as well as with a broker.
+All I/O goes through ``TopicAccess`` (readers at a position, positions of messages), so tests drive
+the finder with a fake topic as well as with a broker.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ from schemas.framing import Kind
 if TYPE_CHECKING:  # egress hands its classes in (RoomFeed), so this module does not import it
     from ingress.egress import DeliveryDedup, Item, JoinPoint
 
-LOOKBACK_MS = 5000.0  # more than two keyframe intervals of the page (at least one every 2 s)
-MAX_WIDENINGS = 4  # 5 s, 20 s, 80 s, 320 s, 1280 s
-BISECT_RESOLUTION_MS = 500.0  # bisection stops here; the rest is read forward
-INIT_SCAN_LIMIT = 20_000  # messages read forward from the bisection's end looking for the init
+WINDOW_ENTRIES = 256  # first window back from the newest message (8.5 s of one 30 fps rendition)
+MAX_WIDENINGS = 5  # 256 ... 262,144 entries
+BISECT_RESOLUTION_MS = 200.0  # a bisection by time stops here; the rest is read forward
+INIT_SCAN_LIMIT = 20_000  # messages read forward from where a bisection ended, looking for the init
 READ_TIMEOUT_MS = 5000
 CONFIG_PROPERTIES = ("stream", "rendition", "codec_string", "width", "height", "sample_rate", "channels")
+
+Position = tuple[int, int]  # (ledger id, entry id)
 
 
 class Reader(Protocol):
@@ -52,6 +57,18 @@ class Reader(Protocol):
 
     def seek(self, messageid: Any) -> None: ...
 
+    def close(self) -> None: ...
+
+
+class TopicAccess(Protocol):
+    def open(self, position: Position | None) -> Reader:
+        """A reader whose first message is the one at ``position`` (None: the topic's first)."""
+        ...
+
+    def position(self, msg: Any) -> Position: ...
+
+    def item(self, msg: Any) -> Item: ...
+
 
 def config_of(item: Item) -> tuple[str, ...]:
     """What an init segment shares with every fragment it describes."""
@@ -60,120 +77,170 @@ def config_of(item: Item) -> tuple[str, ...]:
 
 @dataclass
 class JoinSearch:
-    """The join point found, and what finding it cost."""
+    """The join point found, what finding it cost, and the reader to tail the topic with."""
 
     items: list[Item] = field(default_factory=list)
+    reader: Any = None
     read: int = 0  # messages read
-    seeks: int = 0
-    fallback: str = ""  # why the topic was read from the start ("" = it was not)
+    readers: int = 0  # readers opened at a position (cheap) ...
+    seeks: int = 0  # ... and seeks by publish time (a reconnection each)
+    fallback: str = ""  # why the topic was read from its start ("" = it was not)
 
 
 class JoinFinder:
-    """Finds the join point of one topic from its end (module docstring)."""
+    """Finds the join point of one topic from its end (module docstring). Runs on a reader thread."""
 
-    def __init__(self, kind: Kind, to_item: Callable[[Any], Item], open_probe: Callable[[], Any],
-                 join_point: Callable[[Kind], JoinPoint], dedup: Callable[[], DeliveryDedup],
-                 lookback_ms: float = LOOKBACK_MS, stale_ms: float = 10_000.0) -> None:
+    def __init__(self, kind: Kind, topic: TopicAccess, join_point: Callable[[Kind], JoinPoint],
+                 dedup: Callable[[], DeliveryDedup], stale_ms: float = 10_000.0,
+                 window_entries: int = WINDOW_ENTRIES) -> None:
         self.kind = kind
-        self.to_item = to_item
+        self.topic = topic
         self.join_point = join_point
         self.dedup = dedup
-        self.open_probe = open_probe  # a second reader, at the earliest message, for the init search
-        self.lookback_ms = lookback_ms
         self.stale_ms = stale_ms
+        self.window_entries = window_entries
         self.result = JoinSearch()
 
-    def find(self, reader: Reader, now_ms: float) -> JoinSearch:
-        """``reader`` was created at the latest message, inclusive; it is left at the end of the topic."""
-        if self.kind == Kind.FILE or not reader.has_message_available():
-            return self.result
-        last = self._read(reader)
+    def find(self, latest: Reader, now_ms: float) -> JoinSearch:
+        """``latest`` was created at the newest message, inclusive. The result's reader tails the topic."""
+        result = self.result
+        result.reader = latest
+        if self.kind == Kind.FILE or not latest.has_message_available():
+            return result
+        newest = self._read(latest)
+        last = self.topic.item(newest)
         if self.kind != Kind.CHAT and (last.is_end or now_ms - last.published_ms >= self.stale_ms):
-            return self.result  # a stream that is over: joiners wait for the next one
-        lookback = self.lookback_ms
-        for _ in range(MAX_WIDENINGS + 1):
-            join = self._window(reader, last.published_ms - lookback)
-            if self.kind == Kind.CHAT:
-                if len(join.chat) == join.chat.maxlen or last.published_ms - lookback <= 0:
-                    break
-            elif join.group:
+            return result  # a stream that is over: joiners wait for the next one
+        ledger, entry = self.topic.position(newest)
+        back = self.window_entries
+        while True:
+            start = max(0, entry - back)
+            reader = self._open((ledger, start))
+            join = self._read_to_end(reader)
+            enough = len(join.chat) == join.chat.maxlen if self.kind == Kind.CHAT else bool(join.group)
+            if enough or start == 0 or back >= self.window_entries * 4**MAX_WIDENINGS:
                 break
-            lookback *= 4
-        else:
-            if self.kind == Kind.CHAT:
-                self.result.items = join.snapshot()
-                return self.result
-            return self._from_start(reader, "no keyframe within the widest window")
-        if self.kind != Kind.CHAT and (join.init is None or config_of(join.init) != config_of(join.group[0])):
-            init = self._find_init(join.group[0])
+            reader.close()
+            back *= 4
+        latest.close()
+        result.reader = reader  # at the end of the topic now
+        if self.kind == Kind.CHAT:
+            result.items = join.snapshot()
+            return result
+        if not join.group:
+            return self._from_start(f"no keyframe in the last {entry - start + 1} entries of the ledger")
+        key = join.group[0]
+        if join.init is None or config_of(join.init) != config_of(key):
+            init = self._find_init(key, ledger, start)
             if init is None:
-                return self._from_start(reader, "the init segment was not where the bisection led")
+                return self._from_start("the init segment was not where the bisection led")
             join.init = init
-        self.result.items = join.snapshot()
-        return self.result
+        result.items = join.snapshot()
+        return result
 
     # ---- steps ----------------------------------------------------------------------------------
-    def _read(self, reader: Reader) -> Item:
+    def _read(self, reader: Reader) -> Any:
         self.result.read += 1
-        return self.to_item(reader.read_next(READ_TIMEOUT_MS))
+        return reader.read_next(READ_TIMEOUT_MS)
 
-    def _seek(self, reader: Reader, target: Any) -> None:
-        self.result.seeks += 1
-        reader.seek(target)
+    def _open(self, position: Position | None) -> Reader:
+        self.result.readers += 1
+        return self.topic.open(position)
 
-    def _window(self, reader: Reader, since_ms: float) -> JoinPoint:
-        """Everything from ``since_ms`` to the end, as a join point (repeats dropped)."""
-        self._seek(reader, max(0, int(since_ms)))
+    def _read_to_end(self, reader: Reader) -> JoinPoint:
         join, dedup = self.join_point(self.kind), self.dedup()
         while reader.has_message_available():
-            item = self._read(reader)
+            item = self.topic.item(self._read(reader))
             if dedup.accept(item.kind, item.properties, item.payload):
                 join.remember(item)
         return join
 
-    def _find_init(self, key: Item) -> Item | None:
-        """The init segment of ``key``'s stream and configuration, by bisection on publish time."""
-        import pulsar
+    def _probe(self, position: Position | None) -> Item | None:
+        reader = self._open(position)
+        try:
+            return self.topic.item(self._read(reader)) if reader.has_message_available() else None
+        finally:
+            reader.close()
 
+    def _find_init(self, key: Item, ledger: int, window_start: int) -> Item | None:
+        """The init of ``key``'s stream and configuration: the first message with its ``config_of``."""
         wanted = config_of(key)
-        probe = self.open_probe()
+        first_of_ledger = self._probe((ledger, 0))
+        if first_of_ledger is None:
+            return None
+        if config_of(first_of_ledger) == wanted:
+            return self._find_init_by_time(wanted, first_of_ledger.published_ms)
+        lo, hi = 0, window_start  # config differs at lo, matches at hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            probe = self._probe((ledger, mid))
+            if probe is not None and config_of(probe) == wanted:
+                hi = mid
+            else:
+                lo = mid
+        return self._scan_for_init(self._open((ledger, hi)), wanted, key.published_ms)
+
+    def _find_init_by_time(self, wanted: tuple[str, ...], before_ms: float) -> Item | None:
+        """The stream began before this ledger: bisect by publish time over the topic from its start."""
+        probe = self._open(None)
         try:
             if not probe.has_message_available():
                 return None
-            first = self._read(probe)
-            if config_of(first) == wanted:  # the topic starts with this stream: its init is near the start
-                self._seek(probe, pulsar.MessageId.earliest)
+            first = self.topic.item(self._read(probe))
+            if config_of(first) == wanted:
+                lo = first.published_ms - 1
             else:
-                lo, hi = first.published_ms, key.published_ms
+                lo, hi = first.published_ms, before_ms
                 while hi - lo > BISECT_RESOLUTION_MS:
                     mid = (lo + hi) / 2
-                    self._seek(probe, int(mid))
-                    if config_of(self._read(probe)) == wanted:
+                    self.result.seeks += 1
+                    probe.seek(int(mid))
+                    if probe.has_message_available() and config_of(self.topic.item(self._read(probe))) == wanted:
                         hi = mid
                     else:
                         lo = mid
-                self._seek(probe, int(lo))
+            self.result.seeks += 1
+            probe.seek(max(0, int(lo)))
+        except BaseException:
+            probe.close()
+            raise
+        return self._scan_for_init(probe, wanted, before_ms)
+
+    def _scan_for_init(self, reader: Reader, wanted: tuple[str, ...], until_ms: float) -> Item | None:
+        try:
             for _ in range(INIT_SCAN_LIMIT):
-                if not probe.has_message_available():
+                if not reader.has_message_available():
                     return None
-                item = self._read(probe)
+                item = self.topic.item(self._read(reader))
                 if item.is_init and config_of(item) == wanted:
                     return item
-                if item.published_ms > key.published_ms:
+                if item.published_ms > until_ms:
                     return None
             return None
         finally:
-            probe.close()
+            reader.close()
 
-    def _from_start(self, reader: Reader, why: str) -> JoinSearch:
+    def _from_start(self, why: str) -> JoinSearch:
+        result = self.result
+        result.fallback = why
+        result.reader.close()
+        result.reader = self._open(None)
+        result.items = self._read_to_end(result.reader).snapshot()
+        return result
+
+
+class PulsarTopic:
+    """``TopicAccess`` over pulsar-client readers of one topic."""
+
+    def __init__(self, client: Any, url: str, item: Callable[[Any], Item]) -> None:
+        self.client, self.url, self.item = client, url, item
+
+    def open(self, position: Position | None) -> Reader:
         import pulsar
 
-        self.result.fallback = why
-        self._seek(reader, pulsar.MessageId.earliest)
-        join, dedup = self.join_point(self.kind), self.dedup()
-        while reader.has_message_available():
-            item = self._read(reader)
-            if dedup.accept(item.kind, item.properties, item.payload):
-                join.remember(item)
-        self.result.items = join.snapshot()
-        return self.result
+        start = pulsar.MessageId.earliest if position is None else pulsar.MessageId(-1, position[0], position[1], -1)
+        return self.client.create_reader(self.url, start, start_message_id_inclusive=True)  # type: ignore[no-any-return]
+
+    def position(self, msg: Any) -> Position:
+        mid = msg.message_id()
+        return mid.ledger_id(), mid.entry_id()

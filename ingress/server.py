@@ -62,9 +62,9 @@ class IngressConfig:
     # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
     join_stale_after: float = 10.0
     # find a late joiner's start from a room topic's end (ingress/join_from_end.py) rather than reading the
-    # topic from its start; join_lookback (s) is the first window read back from the newest message
+    # topic from its start; join_window: messages first read back from the newest one
     join_from_end: bool = True
-    join_lookback: float = 5.0
+    join_window: int = 256
 
 
 class Publisher(Protocol):
