@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -250,7 +251,8 @@ async def _index(request: web.Request) -> web.StreamResponse:
 async def _health(request: web.Request) -> web.Response:
     app: IngressApp = request.app[INGRESS_KEY]
     return web.json_response({"status": "ok", "inflight": app.publisher.inflight,
-                              "sessions": sum(app.addresses._counts.values())})
+                              "sessions": sum(app.addresses._counts.values()),
+                              "worker": app.config.worker, "pid": os.getpid()})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -290,7 +292,7 @@ def build_app(app: IngressApp, wt_port: int) -> web.Application:
 async def start_http(app: IngressApp, host: str, port: int, wt_port: int = 0) -> tuple[str, int, Any]:
     runner = web.AppRunner(build_app(app, wt_port), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=app.config.reuse_port or None)  # workers share the port
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]
     bound_host, bound_port = sock.getsockname()[:2]

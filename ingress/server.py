@@ -65,6 +65,9 @@ class IngressConfig:
     # topic from its start; join_window: messages first read back from the newest one
     join_from_end: bool = True
     join_window: int = 256
+    # one of several worker processes on the same ports (`wtpulsar ingress --workers N`, ingress/workers.py)
+    reuse_port: bool = False
+    worker: int | None = None  # its number, shown by /health
 
 
 class Publisher(Protocol):

@@ -7,6 +7,7 @@ close is a capsule (§1.7), and every write is followed by ``transmit()`` (§1.1
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ import weakref
 from typing import Any
 
 from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import (
     DatagramReceived,
@@ -459,7 +461,16 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
         protocols.add(proto)
         return proto
 
-    server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+    if app.config.reuse_port:
+        # several worker processes on one UDP port (ingress/workers.py): Linux hands each datagram to one
+        # of the sockets by a hash of its 4-tuple, so every packet of a QUIC connection reaches the same one
+        # (socket(7), SO_REUSEPORT). aioquic's serve() does not pass the option; this is serve() with it.
+        loop = asyncio.get_running_loop()
+        _, server = await loop.create_datagram_endpoint(
+            lambda: QuicServer(configuration=quic_configuration(app), create_protocol=create_protocol),
+            local_addr=(host, port), reuse_port=True)
+    else:
+        server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
