@@ -16,7 +16,7 @@ TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -141,7 +141,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
-    p.add_argument("--workers", type=_positive_int, default=1,
+    p.add_argument("--workers", type=positive_int, default=1,
                    help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
                         "limits and /metrics are per worker (default 1)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
