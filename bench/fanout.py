@@ -82,6 +82,27 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the workers of `wtpulsar ingress --workers N`), from /proc."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in tree(pid) if Path(f"/proc/{p}").exists())
+
+
+def tree_rss_mb(pid: int) -> float:
+    return sum(rss_mb(p) for p in tree(pid) if Path(f"/proc/{p}").exists())
+
+
 def pinning() -> bool:
     return (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
 
@@ -109,6 +130,8 @@ class ViewerCount:
     video: int = 0
     records: int = 0
     bytes: int = 0
+    missing: int = 0  # video frames the viewer never got (gaps in first_seq): what slow-viewer skips cost it
+    last_seq: int = -1
     closed: bool = False
 
 
@@ -128,13 +151,19 @@ class Tally:
         viewer.bytes += len(record.payload)
         if record.kind == Kind.VIDEO:
             viewer.video += 1
+            seq = record.properties.get("first_seq")
+            if seq is not None:
+                n = int(seq)
+                if viewer.last_seq >= 0 and n > viewer.last_seq + 1:
+                    viewer.missing += n - viewer.last_seq - 1
+                viewer.last_seq = max(viewer.last_seq, n)
         stamp = record.properties.get("t_route")
         if stamp:
             self.latencies.append(time.time() * 1000.0 - float(stamp))
 
     def reset(self) -> None:
         for c in self.counts:
-            c.video = c.records = c.bytes = 0
+            c.video = c.records = c.bytes = c.missing = 0
         self.latencies = []
 
 
@@ -228,6 +257,7 @@ async def run_load(transport: str, info: dict[str, str]) -> None:
         else:
             reply = {"cpu": _own_cpu(), "video": [c.video for c in tally.counts],
                      "records": sum(c.records for c in tally.counts), "bytes": sum(c.bytes for c in tally.counts),
+                     "missing": sum(c.missing for c in tally.counts),
                      "closed": sum(c.closed for c in tally.counts), "p50": pct(tally.latencies, 50),
                      "p99": pct(tally.latencies, 99), "max": max(tally.latencies, default=float("nan"))}
         print(json.dumps(reply), flush=True)
@@ -325,7 +355,8 @@ class Step:
     p50_ms: float
     p99_ms: float
     max_ms: float
-    skipped: int
+    skipped: int  # the ingress's skip counter (-1: not read, several workers)
+    missing: int  # video frames viewers saw missing (gaps in first_seq)
     rss_mb: float
     load_cores: float  # viewers' process
     publisher_cores: float  # the parent (publisher thread) and the broker
@@ -333,7 +364,7 @@ class Step:
     @property
     def passed(self) -> bool:
         return (self.served == self.viewers and self.failed_joins == 0 and self.p99_ms < P99_LIMIT_MS
-                and self.skipped == 0)
+                and self.skipped <= 0 and self.missing == 0)
 
 
 def skipped_total(http_url: str) -> int:
@@ -346,15 +377,25 @@ def skipped_total(http_url: str) -> int:
 
 
 class Child:
-    def __init__(self, args: list[str], cpu: int | None) -> None:
+    def __init__(self, args: list[str], cpu: int | None, module: str = "bench.fanout") -> None:
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
         profile = os.environ.get("BENCH_PROFILE")  # a cProfile output path for the ingress process
         if profile and "--serve" in args:
             prefix += [sys.executable, "-m", "cProfile", "-o", profile]
         else:
             prefix += [sys.executable]
-        self.proc = subprocess.Popen([*prefix, "-m", "bench.fanout", *args], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen([*prefix, "-m", module, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=REPO)
+
+    def ready_line(self) -> dict[str, str]:
+        """`wtpulsar ingress --workers N`: its start line, once every worker listens."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.startswith("ingress: WebTransport") and "workers)" in line:
+                words = line.split()
+                threading.Thread(target=lambda: [None for _ in self.proc.stdout or []], daemon=True).start()
+                return {"wt_url": words[words.index("WebTransport") + 1], "http_url": words[words.index("HTTP") + 1]}
+        raise RuntimeError(f"the ingress workers did not start ({self.proc.wait()})")
 
     def ask(self, cmd: dict[str, Any] | None = None, timeout: float = 600) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -377,27 +418,35 @@ class Child:
 
 
 def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, workdir: Path, steps: list[int],
-                  seconds: float, pin: bool) -> list[Step]:
-    ingress = Child(["--serve", "--broker", broker.service_url, "--state-dir", str(workdir / "state")],
-                    MEASURED_CPU if pin else None)
+                  seconds: float, pin: bool, workers: int) -> list[Step]:
+    if workers > 1:
+        (workdir / "secret").write_bytes(SECRET)
+        ingress = Child(["ingress", "--workers", str(workers), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                         "--broker-service-url", broker.service_url, "--state-dir", str(workdir / "state"),
+                         "--secret-file", str(workdir / "secret"), "--sessions-per-address", "100000",
+                         "--max-sessions", "100000"], None, module="wtpulsar.cli")
+    else:
+        ingress = Child(["--serve", "--broker", broker.service_url, "--state-dir", str(workdir / "state")],
+                        MEASURED_CPU if pin else None)
     load: Child | None = None
     rows: list[Step] = []
     try:
-        info = ingress.ask()
+        info = ingress.ready_line() if workers > 1 else ingress.ask()
         load = Child(["--load", transport, "--info", json.dumps(info)], LOAD_CPU if pin else None)
         have = 0
         for n in steps:
             joined = load.ask({"add": n - have})
             have = n
             time.sleep(1.0)  # joiners get their join point; the window counts live delivery only
-            skipped0, sent0 = skipped_total(info["http_url"]), dict(publisher.video_sent)
-            cpu0, parent0, broker0 = cpu_seconds(ingress.proc.pid), _parent_cpu(), cpu_seconds(broker.proc.pid)
+            skipped0 = skipped_total(info["http_url"]) if workers == 1 else 0  # /metrics is per worker
+            sent0 = dict(publisher.video_sent)
+            cpu0, parent0, broker0 = tree_cpu(ingress.proc.pid), _parent_cpu(), cpu_seconds(broker.proc.pid)
             load0 = load.ask({"reset": 1})["cpu"]
             t0 = time.monotonic()
             time.sleep(seconds)
             got = load.ask({"report": 1})
             elapsed = time.monotonic() - t0
-            cpu = cpu_seconds(ingress.proc.pid) - cpu0
+            cpu = tree_cpu(ingress.proc.pid) - cpu0
             others = _parent_cpu() - parent0 + cpu_seconds(broker.proc.pid) - broker0
             published = {r: publisher.video_sent[r] - sent0[r] for r in RENDITIONS}
             served = sum(1 for i, v in enumerate(got["video"])
@@ -405,8 +454,9 @@ def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, wo
             frames = got["records"]
             row = Step(transport, n, served, joined["failed"], frames / elapsed, got["bytes"] * 8 / 1e6 / elapsed,
                        cpu / max(1, frames) * 1e6, cpu / elapsed / n * 1000.0, cpu / elapsed,
-                       got["p50"], got["p99"], got["max"], skipped_total(info["http_url"]) - skipped0,
-                       rss_mb(ingress.proc.pid), (got["cpu"] - load0) / elapsed, others / elapsed)
+                       got["p50"], got["p99"], got["max"],
+                       skipped_total(info["http_url"]) - skipped0 if workers == 1 else -1, got["missing"],
+                       tree_rss_mb(ingress.proc.pid), (got["cpu"] - load0) / elapsed, others / elapsed)
             rows.append(row)
             print(f"bench: {transport} {n} viewers: served {served}, p99 {row.p99_ms:.1f} ms, skipped {row.skipped}"
                   f", ingress {row.ingress_cores:.2f} cores, viewers' process {row.load_cores:.2f} "
@@ -434,20 +484,21 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
     print(f"\nfan-out benchmark: 1 publisher (video {'+'.join(RENDITIONS)} at ~{BITRATE / 1e6:g} Mbit/s each, "
           f"{FPS} fps, keyframe every {GOP_FRAMES} frames; audio {AUDIO_PER_S}/s; chat 1/s), viewers alternate "
           f"renditions and take video+audio+chat; {args.seconds:g} s measured per step")
-    print("ingress pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)" if pin else
-           "not pinned (fewer than 2 cores or no taskset): the ingress shares its cores with the load")
+    print(f"ingress: {args.workers} worker(s); " + ("pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)"
+          if pin else "not pinned: the ingress shares every core with the load"))
     head = ("transport", "viewers", "served", "frames/s", "Mbit/s", "us/frame", "ms/s/viewer", "ingr cores",
-            "p50 ms", "p99 ms", "skipped", "RSS MB", "viewers' cores", "pub+broker")
-    print("{:<13} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
+            "p50 ms", "p99 ms", "skipped", "missing", "RSS MB", "viewers' cores", "pub+broker")
+    print("{:<13} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
     for rows in results.values():
         for r in rows:
             print(f"{r.transport:<13} {r.viewers:>7} {r.served:>6} {r.frames_per_s:>8.0f} {r.mbit_per_s:>7.1f} "
                   f"{r.cpu_us_per_frame:>8.1f} {r.cpu_ms_per_viewer_s:>11.2f} {r.ingress_cores:>10.2f} "
-                  f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.skipped:>7} {r.rss_mb:>6.0f} {r.load_cores:>14.2f} "
+                  f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.skipped if r.skipped >= 0 else '-':>7} {r.missing:>7} {r.rss_mb:>6.0f} {r.load_cores:>14.2f} "
                   f"{r.publisher_cores:>10.2f}" + ("" if r.passed else "  <- limit"))
     print("served: viewers that got >= 90 % of the window's video frames; frames/s, Mbit/s: DELIVERY records "
           "all viewers got; us/frame: ingress CPU (all threads) per delivered record; ms/s/viewer: ingress CPU per "
-          "viewer; p50/p99: t_route -> parsed by the viewer; skipped: slow-viewer policy (ingress metric)")
+          "viewer; p50/p99: t_route -> parsed by the viewer; skipped: slow-viewer policy (ingress metric, one worker "
+          "only); missing: video frames the viewers saw missing (gaps in first_seq)")
     for transport, rows in results.items():
         if rows and rows[-1].load_cores > 0.9 and not rows[-1].passed:
             print(f"note: {transport}: the viewers' process used {rows[-1].load_cores:.2f} cores at the limit: "
@@ -464,7 +515,7 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
                   "target <= 1.5x)")
     print(f"load average at the start: {load_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores)")
-    cores = 1 if pin else max(1, os.cpu_count() or 1)
+    cores = 1 if pin else max(1, min(args.workers, os.cpu_count() or 1))  # one process uses one core at most
     print(f"fanout: {per_core(wt) // cores} viewers per core (webtransport), {per_core(ws) // cores} (websocket)")
 
 
@@ -475,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="measured window per step (default 5, --quick 2)")
     ap.add_argument("--only", choices=["webtransport", "websocket"], help="run one transport")
     ap.add_argument("--json", metavar="FILE", type=Path, help="write the figures as JSON")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run the ingress as `wtpulsar ingress --workers N` (N > 1 is not pinned: it uses every core)")
+    ap.add_argument("--no-pin", action="store_true", help="do not pin (to compare 1 worker with N on equal terms)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--info", help=argparse.SUPPRESS)
@@ -489,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(QUICK_STEPS if args.quick else FULL_STEPS)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
-    pin = pinning()
+    pin = pinning() and args.workers == 1 and not args.no_pin
     load_start = os.getloadavg()[0]
 
     from broker.testing import BrokerProcess
@@ -511,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.only and transport != args.only:
                     continue
                 print(f"bench: {transport} ... (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                results[transport] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin)
+                results[transport] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin,
+                                                   args.workers)
         finally:
             if publisher is not None:
                 publisher.close()
