@@ -505,6 +505,14 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
                   "the load generator may have been the bottleneck, not the ingress")
         if rows and all(r.passed for r in rows):
             print(f"note: {transport}: every step passed; the limit is above {rows[-1].viewers} viewers")
+    for transport, rows in results.items():
+        ok = [r for r in rows if r.passed] or rows[:1]
+        if ok:
+            r = ok[-1]
+            print(f"CPU-bound estimate, {transport}: {1000.0 / r.cpu_ms_per_viewer_s:.0f} viewers per fully used core "
+                  f"(1 s / {r.cpu_ms_per_viewer_s:.2f} ms of ingress CPU per viewer-second at {r.viewers} viewers); "
+                  "an estimate from CPU cost, not a measured limit: on a shared machine the measured limit can "
+                  "come from CPU the ingress did not get")
     wt, ws = results.get("webtransport", []), results.get("websocket", [])
     if wt and ws:
         both = [(a, b) for a in wt for b in ws if a.viewers == b.viewers and a.passed and b.passed]
