@@ -32,6 +32,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -410,6 +411,8 @@ class Child:
     def close(self, timeout: float = 60) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
+        if "wtpulsar.cli" in self.proc.args:  # the workers' supervisor stops on SIGTERM, not on stdin
+            self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

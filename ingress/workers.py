@@ -67,6 +67,17 @@ def _ports_from(line: str) -> tuple[int, int]:
     return wt, http
 
 
+def _die_with_parent() -> None:
+    """In a worker before it runs: SIGTERM when the supervisor dies, even by SIGKILL (Linux prctl(2),
+    PR_SET_PDEATHSIG), so no worker is left holding the ports. Elsewhere: nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _copy(stream: IO[str]) -> None:
     for line in stream:
         sys.stdout.write(line)
@@ -93,7 +104,7 @@ def run(args: argparse.Namespace, secret: bytes, cert: Path, key: Path) -> int:
     try:
         def start(listen: str, http: str, worker: int) -> None:
             procs.append(subprocess.Popen(command + worker_argv(args, listen, http, cert, key, worker), env=env,
-                                          stdout=subprocess.PIPE, text=True))
+                                          stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent))
 
         def ready(worker: int) -> str:
             """The worker's start line, once it listens (what it printed before is passed on)."""
