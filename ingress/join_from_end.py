@@ -116,7 +116,11 @@ class JoinFinder:
         while True:
             start = max(0, entry - back)
             reader = self._open((ledger, start))
-            join = self._read_to_end(reader)
+            try:
+                join = self._read_to_end(reader)
+            except BaseException:
+                reader.close()  # the caller closes result.reader (``latest`` so far)
+                raise
             enough = len(join.chat) == join.chat.maxlen if self.kind == Kind.CHAT else bool(join.group)
             if enough or start == 0 or back >= self.window_entries * 4**MAX_WIDENINGS:
                 break
