@@ -202,3 +202,15 @@ def test_many_webtransport_and_websocket_viewers_of_one_process_get_every_frame_
             assert all(got == expected for got in results), [len(got) for got in results]
 
     asyncio.run(asyncio.wait_for(main(), 120))
+
+
+def test_prebuilt_websocket_frames_have_the_rfc_6455_header_for_every_length() -> None:
+    import struct
+
+    from ingress.ws_frames import binary_frame
+
+    for size, header in ((0, b"\x82\x00"), (125, b"\x82\x7d"), (126, b"\x82\x7e\x00\x7e"),
+                         (65535, b"\x82\x7e\xff\xff"), (65536, b"\x82\x7f" + struct.pack("!Q", 65536))):
+        payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        frame = binary_frame(payload)
+        assert frame == header + payload, size
