@@ -160,7 +160,10 @@ def test_many_webtransport_and_websocket_viewers_of_one_process_get_every_frame_
             await ready.wait()
 
             def got(state: Any) -> list[bytes]:
-                return [r.payload for _, r in state.records if isinstance(r, f.Delivery)]
+                # one uni stream per group (keyframe to keyframe), opened in order: QUIC orders bytes within
+                # a stream, not across streams, so the viewer reads the groups in stream id order
+                records = [(sid, r.payload) for sid, r in state.records if isinstance(r, f.Delivery)]
+                return [payload for _, payload in sorted(records, key=lambda rec: rec[0])]
 
             await c.wait_for(lambda s: len(got(s)) >= len(expected), 60)
             await asyncio.sleep(0.2)  # anything repeated would arrive now
