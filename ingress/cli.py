@@ -20,6 +20,16 @@ TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1")
+    return value
+
+
 def parse_ttl(text: str) -> float:
     match = TTL_RE.match(text.strip())
     if not match or float(match.group(1)) <= 0:
@@ -143,6 +153,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                                        "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
+                        "limits and /metrics are per worker (default 1)")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
+    p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_ingress_cli)
 
     t = sub.add_parser(
@@ -234,6 +249,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         chat_signing_key=chat_signing.resolve_key(args.chat_signing_key),
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
+        reuse_port=args.reuse_port, worker=args.worker_id,
     )
 
 
@@ -253,6 +269,16 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wtpulsar ingress: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        from ingress import workers
+        from ingress.server import resolve_certificate, resolve_secret
+
+        try:
+            cert = resolve_certificate(config)  # created once here, so every worker serves the same one
+            return workers.run(args, resolve_secret(config), cert.cert_path, cert.key_path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"wtpulsar ingress: {exc}", file=sys.stderr)
+            return 1
     try:
         asyncio.run(run_ingress(config))
     except KeyboardInterrupt:

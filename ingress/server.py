@@ -61,6 +61,13 @@ class IngressConfig:
     # s: a room topic whose newest media message is older than this has no stream to join (its publisher
     # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
     join_stale_after: float = 10.0
+    # find a late joiner's start from a room topic's end (ingress/join_from_end.py) rather than reading the
+    # topic from its start; join_window: messages first read back from the newest one
+    join_from_end: bool = True
+    join_window: int = 256
+    # one of several worker processes on the same ports (`wtpulsar ingress --workers N`, ingress/workers.py)
+    reuse_port: bool = False
+    worker: int | None = None  # its number, shown by /health
 
 
 class Publisher(Protocol):

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ingress.cli import page_url
+from ingress.cli import page_url, positive_int
 from wtpulsar.ports import Need
 from wtpulsar.ports import check as check_ports
 
@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--public", action="store_true",
                    help="open the ingress (WebTransport and page) on every interface, not just 127.0.0.1, "
                         "e.g. to publish from another device; the broker stays on its own address")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="ingress processes sharing its ports (`wtpulsar ingress --workers`; default %(default)s)")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)
@@ -217,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         ingress_token = ["--broker-token", f"file://{auth['ingress'].resolve()}"] if auth else []
         ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url,
                                     *ingress_token, "--chat-signing-key", f"file://{signing_key}",
-                                    "--state-dir", str(state / "ingress")])
+                                    "--state-dir", str(state / "ingress"),
+                                    "--workers", str(args.workers)])
         _wait_port(ihost, iport, ingress, "the ingress")
         for name, proc in children:  # a part that died while the others started
             if proc.poll() is not None:
