@@ -131,6 +131,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
+    p.add_argument("--hls-window", default="event", metavar="event|SECONDS",
+                   help="DVR window of the HLS media playlists: `event` (from the oldest retained segment, the "
+                        "default) or the last SECONDS")
+    p.add_argument("--hls-renditions", default="720p,360p", help="video renditions served as HLS (default 720p,360p)")
+    p.add_argument("--hls-part-target", type=float, default=None, help="LL-HLS part target, seconds (default 0.334)")
     p.set_defaults(func=run_ingress_cli)
 
     t = sub.add_parser(
@@ -203,6 +208,25 @@ def run_consume_cli(args: argparse.Namespace) -> int:
         return 2
 
 
+def hls_settings(args: argparse.Namespace):  # -> HlsSettings
+    from dataclasses import replace
+
+    from ingress.hls_feed import HlsSettings
+    from ingress.names import check_rendition
+
+    config = HlsSettings().config
+    if args.hls_window != "event":
+        try:
+            window = float(args.hls_window)
+        except ValueError:
+            raise ValueError(f"--hls-window {args.hls_window!r}: use `event` or a number of seconds") from None
+        config = replace(config, window=window)
+    if args.hls_part_target is not None:
+        config = replace(config, part_target=args.hls_part_target)
+    renditions = tuple(check_rendition(r.strip()) for r in args.hls_renditions.split(",") if r.strip())
+    return HlsSettings(config=config, renditions=renditions)
+
+
 def config_from_args(args: argparse.Namespace):  # -> IngressConfig
     from dataclasses import replace
 
@@ -216,6 +240,7 @@ def config_from_args(args: argparse.Namespace):  # -> IngressConfig
         "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
     return IngressConfig(
+        hls=hls_settings(args),
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
         broker_token=broker_auth.resolve(args.broker_token),

@@ -54,7 +54,8 @@ def listed_segments(window: TrackWindow, listing: Listing) -> list[Segment]:
     return segments[first:]
 
 
-def media_playlist(window: TrackWindow, listing: Listing = Listing()) -> str:
+def media_playlist(window: TrackWindow, listing: Listing = Listing(), prefix: str = "") -> str:
+    """``prefix`` goes in front of every init, segment and part URI (hls_http: the topic's numbering)."""
     cfg = window.config
     segments = [s for s in listed_segments(window, listing) if s.complete or s.parts]
     event = cfg.window is None or listing.first_msn is not None
@@ -81,18 +82,18 @@ def media_playlist(window: TrackWindow, listing: Listing = Listing()) -> str:
         if seg.discontinuity and i > 0:
             lines.append("#EXT-X-DISCONTINUITY")
         if seg.init_id != init_shown:
-            lines.append(f'#EXT-X-MAP:URI="init-{seg.init_id}.mp4"')
+            lines.append(f'#EXT-X-MAP:URI="{prefix}init-{seg.init_id}.mp4"')
             init_shown = seg.init_id
         lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{iso_time(seg.pdt_ms)}")
         if seg.msn >= recent:
             for part in seg.parts:
                 if part.complete:
-                    attrs = f'DURATION={_fmt(part.duration)},URI="part-{seg.msn}.{part.index}.m4s"'
+                    attrs = f'DURATION={_fmt(part.duration)},URI="{prefix}part-{seg.msn}.{part.index}.m4s"'
                     lines.append(f"#EXT-X-PART:{attrs}" + (",INDEPENDENT=YES" if part.independent else ""))
         if seg.complete:
-            lines += [f"#EXTINF:{_fmt(seg.duration)},", f"seg-{seg.msn}.m4s"]
+            lines += [f"#EXTINF:{_fmt(seg.duration)},", f"{prefix}seg-{seg.msn}.m4s"]
     if not window.ended:
-        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{_next_part_uri(window)}"')
+        lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{prefix}{_next_part_uri(window)}"')
     return "\n".join(lines) + "\n"
 
 

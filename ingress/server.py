@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from ingress import certificates, tokens
+from ingress.hls_feed import HlsSettings
 from ingress.metrics import IngressMetrics
 from ingress.names import BadName, check_namespace, check_rendition
 from ingress.session import AddressBook, Limits, Publish
@@ -61,6 +62,7 @@ class IngressConfig:
     # s: a room topic whose newest media message is older than this has no stream to join (its publisher
     # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
     join_stale_after: float = 10.0
+    hls: HlsSettings = field(default_factory=HlsSettings)  # /hls/<room>/: window, part target, renditions
 
 
 class Publisher(Protocol):

@@ -83,7 +83,7 @@ def check_rules(text: str) -> list[str]:
             if duration > part_target + 1e-6:
                 problems.append(f"line {i}: part of {duration} s above the part target {part_target}")
             want = f"part-{expected_msn}.{part_index}.m4s"
-            if a["URI"] != want:
+            if a["URI"].rsplit("/", 1)[-1] != want:
                 problems.append(f"line {i}: part {a['URI']} where {want} was due (a gap or a repeat)")
             parts_of_segment.append(duration)
             part_index += 1
@@ -91,7 +91,7 @@ def check_rules(text: str) -> list[str]:
             duration = float(line[8:].rstrip(","))
             if round(duration) > target:
                 problems.append(f"line {i}: segment of {duration} s rounds above the target duration {target}")
-            if lines[i + 1] != f"seg-{expected_msn}.m4s":
+            if lines[i + 1].rsplit("/", 1)[-1] != f"seg-{expected_msn}.m4s":
                 problems.append(f"line {i + 1}: {lines[i + 1]} where seg-{expected_msn}.m4s was due")
             if any(d < 0.85 * part_target - 1e-6 for d in parts_of_segment[:-1]):
                 problems.append(f"line {i}: a part other than the last of segment {expected_msn} is under 85% "
@@ -103,6 +103,6 @@ def check_rules(text: str) -> list[str]:
             part_index, parts_of_segment = 0, []
         elif line.startswith("#EXT-X-PRELOAD-HINT"):
             wants = (f"part-{expected_msn}.{part_index}.m4s", f"part-{expected_msn + 1}.0.m4s")
-            if attrs(line)["URI"] not in wants:
+            if attrs(line)["URI"].rsplit("/", 1)[-1] not in wants:
                 problems.append(f"preload hint {attrs(line)['URI']} where one of {wants} is next")
     return problems
