@@ -1,0 +1,160 @@
+"""Live HLS of a synthetic publisher through the whole pipeline (`wtpulsar up`, `wtpulsar publish`), read by
+ffmpeg's HLS demuxer: ffprobe sees every rendition, ffmpeg decodes each of them, a publisher restart is a
+discontinuity that playback goes through, a DVR start in the past plays the moment asked for (read from the
+picture's burned-in capture time), and `wtpulsar record` makes an MP4 of a past interval."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingress import capture_stamp
+from ingress.hls_playlist import iso_time
+from tests.browser_support import Pipeline, start_pipeline
+from tests.hls_support import check_rules
+
+ROOM = "hlslive"
+FFMPEG, FFPROBE = shutil.which("ffmpeg"), shutil.which("ffprobe")
+pytestmark = pytest.mark.skipif(FFMPEG is None or FFPROBE is None,
+                                reason="ffmpeg/ffprobe missing: .ci/run installs Debian's ffmpeg")
+FIRST_SECONDS, SECOND_SECONDS = 6, 40
+
+
+@dataclass
+class Live:
+    pipeline: Pipeline
+    base: str  # http://host:port/hls/<room>
+    first_started_ms: float
+    second: subprocess.Popen[bytes]
+    tmp: Path
+
+
+def fetch(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def publish(pipeline: Pipeline, seconds: int, log: Path) -> subprocess.Popen[bytes]:
+    wt = re.search(r"^\s+ingress\s+(https://\S+/wt)", pipeline.log_path.read_text(), re.M)
+    assert wt, pipeline.log_tail()
+    argv = [sys.executable, "-m", "wtpulsar.cli", "publish", ROOM, "--test-pattern", "--server", wt.group(1),
+            "--token", pipeline.tokens["publisher"], "--seconds", str(seconds), "--size", "1280x720", "--fps", "15"]
+    return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    tmp = tmp_path_factory.mktemp("hls-live")
+    pipeline = start_pipeline(tmp / "state", room=ROOM)
+    second = None
+    try:
+        started = time.time() * 1000
+        first = publish(pipeline, FIRST_SECONDS, tmp / "publish-1.log")
+        assert first.wait(60) == 0, (tmp / "publish-1.log").read_text()
+        second = publish(pipeline, SECOND_SECONDS, tmp / "publish-2.log")  # a publisher restart: a new stream
+        base = f"{pipeline.http_url}/hls/{ROOM}"
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            texts = [fetch(f"{base}/{track}/index.m3u8")[1].decode(errors="replace") for track in ("720p", "360p", "audio")]
+            if all("#EXT-X-DISCONTINUITY\n" in t and t.split("#EXT-X-DISCONTINUITY\n")[1].count("#EXTINF") >= 3
+                   for t in texts):
+                break
+            text = "\n".join(texts)
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"no discontinuity and 3 segments after it in time:\n{text}\n{pipeline.log_tail()}")
+        yield Live(pipeline, base, started, second, tmp)
+    finally:
+        if second is not None and second.poll() is None:
+            second.terminate()
+            second.wait(20)
+        pipeline.stop()
+
+
+def stamps_of(raw: bytes, width: int, height: int) -> list[int]:
+    frame = width * height
+    return [capture_stamp.read(np.frombuffer(raw[i:i + frame], np.uint8).reshape(height, width))
+            for i in range(0, len(raw) - frame + 1, frame)]
+
+
+def decode(url: str, *, seconds: float | None = None, frames: int | None = None, size: tuple[int, int],
+           extra: tuple[str, ...] = ()) -> list[int]:
+    """The burned-in capture times of the pictures ffmpeg's HLS demuxer decodes from ``url``."""
+    limit = ["-t", str(seconds)] if seconds is not None else ["-frames:v", str(frames)]
+    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-live_start_index", "0", *extra, "-i", url, "-map", "0:v:0",
+            *limit, "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "gray", "-"]
+    done = subprocess.run(argv, capture_output=True, timeout=90)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    return stamps_of(done.stdout, *size)
+
+
+def test_ffprobe_sees_every_rendition_and_the_playlists_keep_the_rules(live: Live) -> None:
+    done = subprocess.run([FFPROBE, "-hide_banner", "-loglevel", "error", "-show_streams", "-of", "json",
+                           f"{live.base}/index.m3u8"], capture_output=True, timeout=90)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    streams = json.loads(done.stdout)["streams"]
+    video = sorted((s["width"], s["height"], s["codec_name"]) for s in streams if s["codec_type"] == "video")
+    audio = [s["codec_name"] for s in streams if s["codec_type"] == "audio"]
+    assert video == [(640, 360, "h264"), (1280, 720, "h264")], streams
+    assert audio and set(audio) == {"opus"}, streams
+    status, body = fetch(f"{live.base}/index.m3u8")
+    text = body.decode()
+    assert status == 200 and 'RESOLUTION=1280x720' in text and 'RESOLUTION=640x360' in text
+    assert re.search(r'CODECS="avc1\.[0-9a-f]{6},opus"', text) and 'TYPE=AUDIO,GROUP-ID="audio"' in text
+    for track in ("720p", "360p", "audio"):
+        status, body = fetch(f"{live.base}/{track}/index.m3u8")
+        playlist = body.decode()
+        assert status == 200 and check_rules(playlist) == [], playlist
+        assert "#EXT-X-DISCONTINUITY\n" in playlist and playlist.count("#EXT-X-MAP") == 2, (track, playlist)
+
+
+@pytest.mark.parametrize("track,size", [("720p", (1280, 720)), ("360p", (640, 360))])
+def test_ffmpeg_decodes_each_rendition_through_the_publisher_restart(live: Live, track: str, size: tuple[int, int]) -> None:
+    stamps = decode(f"{live.base}/{track}/index.m3u8", seconds=FIRST_SECONDS + 4, size=size)
+    assert len(stamps) >= 15 * (FIRST_SECONDS + 2), len(stamps)
+    assert stamps == sorted(stamps), "pictures out of capture order"
+    gaps = np.diff(stamps)
+    # one gap is the restart (the first publisher's last frame to the second's first); the rest are frame steps
+    assert (gaps > 200).sum() == 1, gaps
+    assert np.median(gaps) == pytest.approx(1000 / 15, abs=3)
+    assert stamps[0] >= live.first_started_ms and stamps[-1] > stamps[0] + FIRST_SECONDS * 1000
+
+
+def test_ffmpeg_decodes_the_audio_rendition(live: Live) -> None:
+    argv = [FFMPEG, "-hide_banner", "-loglevel", "error", "-live_start_index", "0", "-i", f"{live.base}/audio/index.m3u8",
+            "-t", "4", "-f", "s16le", "-ac", "1", "-ar", "48000", "-"]
+    done = subprocess.run(argv, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    pcm = np.frombuffer(done.stdout, np.int16)
+    assert len(pcm) >= 48_000 * 3.5 and np.abs(pcm).max() > 4000  # the tone, not silence
+
+
+def test_a_dvr_start_in_the_past_plays_that_moment(live: Live) -> None:
+    _, body = fetch(f"{live.base}/360p/index.m3u8")
+    first_pdt = re.search(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)", body.decode())
+    assert first_pdt
+    moment = datetime.fromisoformat(first_pdt.group(1)).timestamp() * 1000 + 3_400
+    url = f"{live.base}/360p/index.m3u8?start={iso_time(moment)}"
+    stamps = decode(url, frames=30, size=(640, 360))
+    # the listing starts at the segment holding the moment: its keyframe is at most one GOP (1 s) before it
+    assert moment - 1_100 <= stamps[0] <= moment, (stamps[0], moment)
+    assert any(abs(s - moment) <= 1000 / 15 for s in stamps), (stamps, moment)
+    status, body = fetch(f"{live.base}/index.m3u8?start={iso_time(moment)}")
+    assert status == 200 and "360p/index.m3u8?start=" in body.decode()
