@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import secrets
 import sys
 import time
@@ -50,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="test pattern frame rate (default 30)")
     p.add_argument("--keyframe-every", type=float, default=1.0, help="seconds between keyframes (default 1)")
     p.add_argument("--no-audio", action="store_true", help="video only")
+    p.add_argument("--chat-every", type=float, default=None, metavar="SECONDS",
+                   help="also send a chat message every SECONDS, as the page's chat box does")
     p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key (instead of the pipeline's)")
     p.add_argument("--state-dir", type=Path, default=None, help="the ingress's state folder holding ingress-secret")
     p.set_defaults(func=run_publish_cli, secret=None)
@@ -65,15 +68,16 @@ def _token(args: argparse.Namespace) -> str:
     return tokens.issue(secret, args.room, args.user, "publisher", time.time(), 12 * 3600.0)
 
 
-def _token_room(token: str) -> str | None:
+def _token_claims(token: str) -> tuple[str | None, str | None]:
+    """(room, user) the token names, unverified (the ingress verifies); (None, None) when unreadable."""
     import jwt
 
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
-        return None  # the ingress will say what is wrong with it (4002)
-    room = claims.get("room")
-    return room if isinstance(room, str) else None
+        return None, None  # the ingress will say what is wrong with it (4002)
+    room, user = claims.get("room"), claims.get("sub")
+    return (room if isinstance(room, str) else None), (user if isinstance(user, str) else None)
 
 
 def run_publish_cli(args: argparse.Namespace) -> int:
@@ -87,12 +91,16 @@ def run_publish_cli(args: argparse.Namespace) -> int:
     except (NoSecret, BadName, ValueError) as exc:
         print(f"wtpulsar publish: {exc}", file=sys.stderr)
         return 2
-    room = _token_room(token)
+    room, user = _token_claims(token)
+    args.user = user or args.user
     if room is not None and room != args.room:
         print(f"wtpulsar publish: the token is for room {room}, not {args.room}", file=sys.stderr)
         return 2
     if args.seconds is not None and args.seconds <= 0:
         print(f"wtpulsar publish: --seconds {args.seconds}: must be above 0", file=sys.stderr)
+        return 2
+    if args.chat_every is not None and args.chat_every <= 0:
+        print(f"wtpulsar publish: --chat-every {args.chat_every}: must be above 0", file=sys.stderr)
         return 2
     if args.fps <= 0 or args.fps > 120 or args.keyframe_every <= 0:
         print("wtpulsar publish: --fps must be in (0, 120] and --keyframe-every above 0", file=sys.stderr)
@@ -114,6 +122,7 @@ class Result:
         self.video = 0
         self.keyframes = 0
         self.audio = 0
+        self.chat = 0
         self.acked = 0
         self.unacked = 0
         self.refused = ""
@@ -123,7 +132,7 @@ class Result:
         if self.refused:
             return f"wtpulsar publish: the ingress refused the session: {self.refused}"
         return (f"wtpulsar publish: sent {self.video} video frames ({self.keyframes} keyframes) and {self.audio} audio "
-                f"packets to room {room} in {self.sessions} session(s); the ingress acknowledged {self.acked}, "
+                f"packets{f' and {self.chat} chat messages' if self.chat else ''} to room {room} in {self.sessions} session(s); the ingress acknowledged {self.acked}, "
                 f"{self.unacked} unacknowledged")
 
 
@@ -131,6 +140,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
     """Send frames at capture pace until --seconds, the file's end or ``stop``; then wait for the acks."""
     from ingress import publish_source as src
     from ingress.wt_client import ResendingPublisher
+    from schemas.framing import Codec, Frame, Kind
 
     stop = stop or asyncio.Event()
     publisher = ResendingPublisher(url)
@@ -170,6 +180,20 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
             result.video += 1
             result.keyframes += chunk.keyframe
 
+    chat_every = getattr(args, "chat_every", None)
+    chat_stream, chat_sent = f"chat-{tag}", [0]
+
+    def maybe_chat(t_s: float) -> None:
+        if chat_every is None or t_s < chat_sent[0] * chat_every:
+            return
+        n = chat_sent[0]
+        chat_sent[0] += 1
+        now_ms = time.time() * 1000.0
+        body = {"v": 1, "room": args.room, "user": args.user, "msg_id": f"{tag}-{n}", "stream": chat_stream,
+                "text": f"test pattern chat {n}", "sent_at": int(now_ms)}
+        publisher.publish(Frame(Kind.CHAT, Codec.JSON, chat_stream, n, 0, now_ms, json.dumps(body).encode()))
+        result.chat += 1
+
     def send_audio(pcm: object, capture_ms: float) -> None:
         assert audio is not None
         for chunk in audio.encode(pcm):  # type: ignore[arg-type]
@@ -188,6 +212,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
                 if delay > 0:
                     await asyncio.sleep(delay)
                 capture_ms = time.time() * 1000.0
+                maybe_chat(due)
                 if due == t_video:
                     send_video(src.pattern_picture(frame_i, width, height, int(capture_ms)),
                                round(t_video * 1e6), capture_ms)
@@ -205,6 +230,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
                 if delay > 0:
                     await asyncio.sleep(delay)
                 capture_ms = wall0 + t_us / 1000.0
+                maybe_chat(t_us / 1e6)
                 if what == "video":
                     send_video(payload, t_us, capture_ms)
                 else:

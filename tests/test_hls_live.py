@@ -50,11 +50,11 @@ def fetch(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def publish(pipeline: Pipeline, seconds: int, log: Path) -> subprocess.Popen[bytes]:
+def publish(pipeline: Pipeline, seconds: int, log: Path, *extra: str) -> subprocess.Popen[bytes]:
     wt = re.search(r"^\s+ingress\s+(https://\S+/wt)", pipeline.log_path.read_text(), re.M)
     assert wt, pipeline.log_tail()
     argv = [sys.executable, "-m", "wtpulsar.cli", "publish", ROOM, "--test-pattern", "--server", wt.group(1),
-            "--token", pipeline.tokens["publisher"], "--seconds", str(seconds), "--size", "1280x720", "--fps", "15"]
+            "--token", pipeline.tokens["publisher"], "--seconds", str(seconds), "--size", "1280x720", "--fps", "15", *extra]
     return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
@@ -65,7 +65,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     second = None
     try:
         started = time.time() * 1000
-        first = publish(pipeline, FIRST_SECONDS, tmp / "publish-1.log")
+        first = publish(pipeline, FIRST_SECONDS, tmp / "publish-1.log", "--chat-every", "1")
         assert first.wait(60) == 0, (tmp / "publish-1.log").read_text()
         second = publish(pipeline, SECOND_SECONDS, tmp / "publish-2.log")  # a publisher restart: a new stream
         base = f"{pipeline.http_url}/hls/{ROOM}"
@@ -158,3 +158,50 @@ def test_a_dvr_start_in_the_past_plays_that_moment(live: Live) -> None:
     assert any(abs(s - moment) <= 1000 / 15 for s in stamps), (stamps, moment)
     status, body = fetch(f"{live.base}/index.m3u8?start={iso_time(moment)}")
     assert status == 200 and "360p/index.m3u8?start=" in body.decode()
+
+
+def test_record_makes_an_mp4_of_a_past_interval_with_its_chat(live: Live) -> None:
+    _, body = fetch(f"{live.base}/360p/index.m3u8")
+    first_pdt = re.search(r"#EXT-X-PROGRAM-DATE-TIME:(\S+)", body.decode())
+    assert first_pdt
+    t1 = datetime.fromisoformat(first_pdt.group(1)).timestamp() * 1000 + 1_700
+    t2 = t1 + 3_000
+    out = live.tmp / "past.mp4"
+    text = live.pipeline.log_path.read_text()
+    broker = re.search(r"^\s+broker\s+(pulsar://\S+)", text, re.M)
+    token = live.pipeline.log_path.parent / "broker-auth" / "cli.token"
+    assert broker and token.is_file(), live.pipeline.log_tail()
+    argv = [sys.executable, "-m", "wtpulsar.cli", "record", ROOM, "--from", iso_time(t1), "--to", iso_time(t2),
+            "--rendition", "360p", "--out", str(out), "--broker-service-url", broker.group(1),
+            "--broker-token", f"file://{token}"]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    probe = subprocess.run([FFPROBE, "-hide_banner", "-loglevel", "error", "-show_streams", "-show_format", "-of",
+                            "json", str(out)], capture_output=True, timeout=30)
+    info = json.loads(probe.stdout)
+    assert float(info["format"]["duration"]) == pytest.approx(3.0, abs=0.15), info["format"]
+    assert sorted(s["codec_type"] for s in info["streams"]) == ["audio", "video"]
+    assert all(float(s.get("start_time", 0)) < 0.05 for s in info["streams"]), info["streams"]
+    first = subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(out), "-frames:v", "1", "-f",
+                            "rawvideo", "-pix_fmt", "gray", "-"], capture_output=True, timeout=30)
+    stamp = stamps_of(first.stdout, 640, 360)[0]
+    assert t1 <= stamp < t1 + 1000 / 15 + 1, (stamp, t1)  # the first picture is the one captured at --from
+    chat = [json.loads(line) for line in (live.tmp / "past.chat.jsonl").read_text().splitlines()]
+    assert len(chat) in (2, 3, 4), chat  # one message a second
+    assert all(0 <= m["t"] <= 3.0 and m["text"].startswith("test pattern chat") for m in chat), chat
+    assert [m["t"] for m in chat] == sorted(m["t"] for m in chat)
+
+
+def test_record_refuses_an_interval_with_nothing_in_it(live: Live, tmp_path: Path) -> None:
+    text = live.pipeline.log_path.read_text()
+    broker = re.search(r"^\s+broker\s+(pulsar://\S+)", text, re.M)
+    token = live.pipeline.log_path.parent / "broker-auth" / "cli.token"
+    assert broker
+    out = tmp_path / "old.mp4"
+    argv = [sys.executable, "-m", "wtpulsar.cli", "record", ROOM, "--from", "2001-01-01T00:00:00Z", "--to",
+            "2001-01-01T00:01:00Z", "--out", str(out), "--broker-service-url", broker.group(1),
+            "--broker-token", f"file://{token}"]
+    done = subprocess.run(argv, capture_output=True, timeout=120)
+    err = done.stderr.decode()
+    assert done.returncode == 1 and "has no 360p video between 2001-01-01T00:00:00Z and" in err, err
+    assert "the topic keeps 20" in err and "Nothing was written" in err and not out.exists()

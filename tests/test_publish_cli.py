@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ def test_test_pattern_arrives_like_the_page_sends_it(tmp_path: Path) -> None:
         fake = FakePublisher()
         async with ingress(tmp_path, fake) as h:
             url = f"{h.wt_url}?token={h.issue_token('room1', 'alice', 'publisher')}&mode=publish"
-            args = args_for("--test-pattern", "--seconds", "2", "--size", "320x240", "--fps", "15")
+            args = args_for("--test-pattern", "--seconds", "2", "--size", "320x240", "--fps", "15", "--chat-every", "0.5")
             result = await publish(url, args)
         return result, fake.sent
 
@@ -41,8 +42,11 @@ def test_test_pattern_arrives_like_the_page_sends_it(tmp_path: Path) -> None:
     ends = [p.properties for p in sent if "end_of_stream" in p.properties]
     assert sorted((e["kind"], e["reason"]) for e in ends) == [("audio", "left"), ("video", "left")]  # it said goodbye
     assert result.refused == "" and result.unacked == 0
+    chat = [json.loads(p.payload) for p in sent if p.topic == "chat-in"]
+    assert [m["text"] for m in chat] == [f"test pattern chat {i}" for i in range(4)] and result.chat == 4
+    assert {m["user"] for m in chat} == {"cli"} and {m["room"] for m in chat} == {"room1"}
     assert len(video) == result.video == 30 and len(audio) == result.audio == 100
-    assert result.acked == result.video + result.audio
+    assert result.acked == result.video + result.audio + result.chat
     assert [int(p.properties["seq"]) for p in video] == list(range(30))
     assert {p.properties["codec"] for p in video} == {"h264"} and {p.properties["codec"] for p in audio} == {"opus"}
     assert [p.properties["keyframe"] for p in video].count("1") == 2  # one a second
