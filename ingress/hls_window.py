@@ -259,12 +259,13 @@ class TrackWindow:
         return self.segments[index] if 0 <= index < len(self.segments) else None
 
     def has_part(self, msn: int, part: int) -> bool:
-        """Is part ``part`` of segment ``msn`` complete (or the segment, or a later one, there)?"""
+        """Is part ``part`` of segment ``msn`` complete? A part index past the last part of a complete
+        segment means part 0 of the next one (docs/hls.md "Blocking reload")."""
         seg = self.segment(msn)
         if seg is None:
             return bool(self.segments) and msn < self.segments[0].msn
         if seg.complete:
-            return part < len(seg.parts) or seg.evicted or part == 0
+            return part < len(seg.parts) or seg.evicted or self.has_part(msn + 1, 0)
         return part < len(seg.parts) and seg.parts[part].complete
 
     def last_position(self) -> tuple[int, int]:

@@ -51,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fps", type=float, default=30.0, help="test pattern frame rate (default 30)")
     p.add_argument("--keyframe-every", type=float, default=1.0, help="seconds between keyframes (default 1)")
     p.add_argument("--no-audio", action="store_true", help="video only")
+    p.add_argument("--noise", action="store_true",
+                   help="test pattern: noise in the lower third, for a camera-like bitrate (benchmarks)")
     p.add_argument("--chat-every", type=float, default=None, metavar="SECONDS",
                    help="also send a chat message every SECONDS, as the page's chat box does")
     p.add_argument("--secret-file", type=Path, help="file holding the token HMAC key (instead of the pipeline's)")
@@ -214,7 +216,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
                 capture_ms = time.time() * 1000.0
                 maybe_chat(due)
                 if due == t_video:
-                    send_video(src.pattern_picture(frame_i, width, height, int(capture_ms)),
+                    send_video(src.pattern_picture(frame_i, width, height, int(capture_ms), args.noise),
                                round(t_video * 1e6), capture_ms)
                     frame_i += 1
                 else:

@@ -35,10 +35,16 @@ class Encoded:
     pts_us: int
 
 
-def pattern_picture(index: int, width: int, height: int, capture_ms: int) -> av.VideoFrame:
-    """yuv420p test picture: gradient, a bar moving one step per frame, the capture time on top."""
+_NOISE = np.random.default_rng(7)
+
+
+def pattern_picture(index: int, width: int, height: int, capture_ms: int, noise: bool = False) -> av.VideoFrame:
+    """yuv420p test picture: gradient, a bar moving one step per frame, the capture time on top; with
+    ``noise`` the lower third is fresh random noise every frame, so the encoders need a camera's bitrate."""
     ramp = np.linspace(40, 200, width, dtype=np.float32)
     luma = np.broadcast_to(ramp, (height, width)).astype(np.uint8).copy()
+    if noise:
+        luma[height * 2 // 3:] = _NOISE.integers(16, 236, (height - height * 2 // 3, width), dtype=np.uint8)
     x0 = (index * 8) % max(1, width - 32)
     luma[height // 2: height // 2 + height // 12, x0:x0 + 32] = 235
     capture_stamp.burn(luma, capture_ms)

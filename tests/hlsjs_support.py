@@ -42,14 +42,15 @@ def hlsjs_source() -> str:
     return source
 
 
-# Runs in the test page after hls.js: plays URL muted, samples the picture every 100 ms and reads its burned-in
+# Runs in the test page after hls.js: plays URL muted in LL-HLS mode (allowed to play up to 1.5x to get back to
+# its target latency after a stall, hls.js's maxLiveSyncPlaybackRate), samples the picture every 100 ms and reads its burned-in
 # capture time (the layout of ingress/capture_stamp.py) to give Date.now() - capture time per new picture.
 PLAYER_JS = f"""
 window.startHls = (url) => {{
   const s = window.hlsStats = {{ latencies: [], errors: [], levels: 0, audioTracks: 0, hlsLatency: [], fragments: 0 }};
   const video = document.createElement('video');
   video.muted = true; video.autoplay = true; video.playsInline = true; document.body.appendChild(video);
-  const hls = window.hls = new Hls({{ lowLatencyMode: true, backBufferLength: 10 }});
+  const hls = window.hls = new Hls({{ lowLatencyMode: true, backBufferLength: 10, maxLiveSyncPlaybackRate: 1.5 }});
   hls.on(Hls.Events.ERROR, (e, d) => {{ if (d.fatal) s.errors.push(d.type + ': ' + d.details); }});
   hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {{ s.levels = d.levels.length; }});
   hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (e, d) => {{ s.audioTracks = d.audioTracks.length; }});

@@ -53,6 +53,8 @@ seg-1.m4s
     assert seg is not None and seg.data() == b"".join(b"F%d;" % i for i in range(30))
     assert window.segment(2).parts[0].data() == b"".join(b"F%d;" % i for i in range(60, 70))  # type: ignore[union-attr]
     assert window.has_part(2, 0) and not window.has_part(2, 1) and window.last_position() == (2, 0)
+    # past the last part of a complete segment: part 0 of the next one, which is there
+    assert window.has_part(1, 3) and window.has_part(0, 7) and not window.has_part(3, 0)
 
 
 def test_a_publisher_restart_and_a_resolution_change_are_discontinuities_with_their_own_init() -> None:
