@@ -42,36 +42,48 @@ def hlsjs_source() -> str:
     return source
 
 
+# window.readStamp(video): the capture time burned into the picture a <video> shows (the layout of
+# ingress/capture_stamp.py), or null before it has one.
+STAMP_JS = f"""
+window.readStamp = (video) => {{
+  if (video.readyState < 2 || !video.videoWidth) return null;
+  const w = video.videoWidth, h = video.videoHeight;
+  const canvas = window._stampCanvas || (window._stampCanvas = document.createElement('canvas'));
+  canvas.width = w; canvas.height = h;
+  const ctx = canvas.getContext('2d', {{ willReadFrequently: true }});
+  ctx.drawImage(video, 0, 0, w, h);
+  const px = ctx.getImageData(0, 0, w, Math.ceil(h / {capture_stamp.ROW_HEIGHT_DIV} * {capture_stamp.ROWS})).data;
+  let value = 0;
+  for (let bit = 0; bit < {capture_stamp.BITS}; bit++) {{
+    const row = Math.floor(bit / {capture_stamp.PER_ROW}), col = bit % {capture_stamp.PER_ROW};
+    const y = Math.floor((row + 0.5) * h / {capture_stamp.ROW_HEIGHT_DIV}), x = Math.floor((col + 0.5) * w / {capture_stamp.PER_ROW});
+    if (px[(y * w + x) * 4] > 128) value += 2 ** bit;
+  }}
+  return value;
+}};
+"""
+
 # Runs in the test page after hls.js: plays URL muted in LL-HLS mode (allowed to play up to 1.5x to get back to
-# its target latency after a stall, hls.js's maxLiveSyncPlaybackRate), samples the picture every 100 ms and reads its burned-in
-# capture time (the layout of ingress/capture_stamp.py) to give Date.now() - capture time per new picture.
-PLAYER_JS = f"""
-window.startHls = (url) => {{
-  const s = window.hlsStats = {{ latencies: [], errors: [], levels: 0, audioTracks: 0, hlsLatency: [], fragments: 0 }};
+# its target latency after a stall, hls.js's maxLiveSyncPlaybackRate), samples the picture every 100 ms and
+# records Date.now() - its burned-in capture time for each new picture.
+PLAYER_JS = STAMP_JS + """
+window.startHls = (url) => {
+  const s = window.hlsStats = { latencies: [], errors: [], levels: 0, audioTracks: 0, hlsLatency: [], fragments: 0 };
   const video = document.createElement('video');
   video.muted = true; video.autoplay = true; video.playsInline = true; document.body.appendChild(video);
-  const hls = window.hls = new Hls({{ lowLatencyMode: true, backBufferLength: 10, maxLiveSyncPlaybackRate: 1.5 }});
-  hls.on(Hls.Events.ERROR, (e, d) => {{ if (d.fatal) s.errors.push(d.type + ': ' + d.details); }});
-  hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => {{ s.levels = d.levels.length; }});
-  hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (e, d) => {{ s.audioTracks = d.audioTracks.length; }});
-  hls.on(Hls.Events.FRAG_BUFFERED, () => {{ s.fragments++; }});
+  const hls = window.hls = new Hls({ lowLatencyMode: true, backBufferLength: 10, maxLiveSyncPlaybackRate: 1.5 });
+  hls.on(Hls.Events.ERROR, (e, d) => { if (d.fatal) s.errors.push(d.type + ': ' + d.details); });
+  hls.on(Hls.Events.MANIFEST_PARSED, (e, d) => { s.levels = d.levels.length; });
+  hls.on(Hls.Events.AUDIO_TRACKS_UPDATED, (e, d) => { s.audioTracks = d.audioTracks.length; });
+  hls.on(Hls.Events.FRAG_BUFFERED, () => { s.fragments++; });
   hls.loadSource(url); hls.attachMedia(video); video.play().catch((err) => s.errors.push('play: ' + err));
-  const canvas = document.createElement('canvas'); const ctx = canvas.getContext('2d', {{ willReadFrequently: true }});
   let last = -1;
-  setInterval(() => {{
-    if (video.readyState < 2 || !video.videoWidth) return;
-    const w = video.videoWidth, h = video.videoHeight; canvas.width = w; canvas.height = h;
-    ctx.drawImage(video, 0, 0, w, h);
-    const px = ctx.getImageData(0, 0, w, Math.ceil(h / {capture_stamp.ROW_HEIGHT_DIV} * {capture_stamp.ROWS})).data;
-    let value = 0;
-    for (let bit = 0; bit < {capture_stamp.BITS}; bit++) {{
-      const row = Math.floor(bit / {capture_stamp.PER_ROW}), col = bit % {capture_stamp.PER_ROW};
-      const y = Math.floor((row + 0.5) * h / {capture_stamp.ROW_HEIGHT_DIV}), x = Math.floor((col + 0.5) * w / {capture_stamp.PER_ROW});
-      if (px[(y * w + x) * 4] > 128) value += 2 ** bit;
-    }}
-    if (value !== last) {{ last = value; s.latencies.push(Date.now() - value); }}
+  setInterval(() => {
+    const value = window.readStamp(video);
+    if (value === null) return;
+    if (value !== last) { last = value; s.latencies.push(Date.now() - value); }
     if (hls.latency) s.hlsLatency.push(hls.latency);
     s.currentTime = video.currentTime; s.level = hls.currentLevel;
-  }}, 100);
-}};
+  }, 100);
+};
 """

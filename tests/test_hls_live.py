@@ -236,3 +236,41 @@ def test_hlsjs_plays_it_in_chromium_at_the_live_edge(live: Live) -> None:
     median = latencies[len(latencies) // 2]
     # glass to glass (capture to the picture on the page) at the live edge; bench/hls.py measures it properly
     assert 0 < median < 4000, latencies
+
+
+@pytest.mark.browser
+def test_the_page_goes_back_to_a_moment_on_its_timeline(live: Live) -> None:
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from tests.browser_support import launch_browser
+    from tests.hlsjs_support import STAMP_JS
+
+    with sync_playwright() as pw:
+        context = launch_browser(pw, live.tmp / "chromium-dvr", grant_media=False)
+        try:
+            page = context.new_page()
+            page.goto(live.pipeline.viewer_url)
+            page.add_script_tag(content=STAMP_JS)
+            page.click("#dvrLoad")
+            page.wait_for_function("() => window.wtpulsar.dvr.oldest !== null", timeout=20_000)
+            oldest = page.evaluate("() => window.wtpulsar.dvr.oldest")
+            moment = (oldest // 1000 + 3) * 1000  # three seconds into what the room retains (the first publisher)
+            page.evaluate(f"() => {{ const s = document.getElementById('dvrTime'); s.value = {moment // 1000}; "
+                          "s.dispatchEvent(new Event('input')); }")
+            assert "s ago" in page.inner_text("#dvrLabel")
+            page.click("#dvrPlay")
+            page.wait_for_function("() => window.wtpulsar.dvr.segments >= 2 || window.wtpulsar.dvr.errors.length",
+                                   timeout=30_000)
+            page.wait_for_function("() => window.readStamp(document.getElementById('dvrPlayer')) !== null",
+                                   timeout=20_000)
+            first = page.evaluate("() => window.readStamp(document.getElementById('dvrPlayer'))")
+            time.sleep(2)
+            later = page.evaluate("() => window.readStamp(document.getElementById('dvrPlayer'))")
+            state = page.evaluate("() => JSON.parse(JSON.stringify(window.wtpulsar.dvr))")
+            overlay = page.inner_text("#dvrOverlay")
+        finally:
+            context.close()
+    assert not state["errors"], state
+    # the picture shown is the one captured at the chosen moment (the player seeks to EXT-X-START in the segment)
+    assert abs(first - moment) < 500, (first, moment)
+    assert later > first + 1000, (first, later)  # and it plays on
+    assert "s back" in overlay
