@@ -38,6 +38,7 @@ class HlsSettings:
     idle_after: float = 120.0  # s without a request before a room's readers stop
     catch_up_wait: float = 5.0  # s a first request waits for the readers to reach the topic's end
     read_back_timeout: float = 10.0
+    max_rooms: int = 256  # rooms served at once (three readers each); more are refused until one goes idle
 
 
 class TrackFeed:
@@ -168,6 +169,10 @@ def _generation_of(ref: Any) -> str:
         return f"g{ref}"
 
 
+class TooManyRooms(Exception):
+    pass
+
+
 class HlsRoom:
     def __init__(self, hub: HlsHub, room: str) -> None:
         self.room = room
@@ -207,8 +212,14 @@ class HlsHub:
         return self._client
 
     async def room(self, name: str) -> HlsRoom:
+        """The room's feeds, started on first use. Raises TooManyRooms past ``max_rooms``. A room whose
+        topics turn out to hold nothing is let go at once, so asking for rooms that do not exist keeps
+        no readers open."""
         room = self.rooms.get(name)
         if room is None:
+            if len(self.rooms) >= self.settings.max_rooms:
+                raise TooManyRooms(f"this ingress serves HLS for {len(self.rooms)} rooms already "
+                                   f"(max {self.settings.max_rooms}); try again when one has gone idle")
             room = self.rooms[name] = HlsRoom(self, name)
             loop = asyncio.get_running_loop()
             client = await asyncio.to_thread(self.client)
@@ -217,6 +228,10 @@ class HlsHub:
             if self._sweeper is None:
                 self._sweeper = loop.create_task(self._sweep())
             await room.ready(self.settings.catch_up_wait)
+            if all(feed.received == 0 for feed in room.tracks.values()) and self.rooms.get(name) is room:
+                del self.rooms[name]
+                for feed in room.tracks.values():
+                    feed.stop()
         room.last_used = time.monotonic()
         return room
 

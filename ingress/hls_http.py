@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ingress.hls_feed import AUDIO_TRACK, HlsHub, HlsRoom, TrackFeed
+from ingress.hls_feed import AUDIO_TRACK, HlsHub, HlsRoom, TooManyRooms, TrackFeed
 from ingress.hls_playlist import Listing, Variant, media_playlist, multivariant_playlist, peak_bandwidth
 from ingress.names import BadName, check_name
 
@@ -64,7 +64,10 @@ async def _room(request: web.Request) -> HlsRoom:
         name = check_name("room", request.match_info["room"])
     except BadName as exc:
         raise Refused(400, str(exc)) from None
-    return await request.app[HLS_HUB_KEY].room(name)
+    try:
+        return await request.app[HLS_HUB_KEY].room(name)
+    except TooManyRooms as exc:
+        raise Refused(503, str(exc)) from None
 
 
 def _track(room: HlsRoom, name: str) -> TrackFeed:

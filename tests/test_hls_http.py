@@ -190,3 +190,23 @@ def test_a_start_in_the_past_and_segments_read_back_from_the_topic(broker: Any, 
             assert "#EXT-X-MEDIA-SEQUENCE:14\n" in live and "PLAYLIST-TYPE" not in live  # the sliding window
 
     run(go())
+
+
+def test_rooms_with_nothing_are_let_go_and_the_number_of_rooms_is_bounded(broker: Any, tmp_path: Path) -> None:
+    room = "h" + uuid.uuid4().hex[:10]
+    video, _ = tracks(room, 2, time.time() * 1000 - 2000)
+    produce(broker.service_url, f"room-{room}-video-360p", video)
+
+    async def go() -> None:
+        one_room = replace(settings(), max_rooms=1)
+        async with ingress(tmp_path, FakePublisher(), broker_service_url=broker.service_url, hls=one_room) as h, \
+                aiohttp.ClientSession() as s:
+            for _ in range(3):  # nothing there: answered, and no room kept, so the next one still fits
+                status, text, _ = await get(s, f"{h.http_url}/hls/empty{uuid.uuid4().hex[:6]}/index.m3u8")
+                assert status == 404 and "has no video" in str(text)
+            status, _, _ = await get(s, f"{h.http_url}/hls/{room}/index.m3u8")
+            assert status == 200
+            status, text, headers = await get(s, f"{h.http_url}/hls/other{uuid.uuid4().hex[:6]}/index.m3u8")
+            assert status == 503 and "serves HLS for 1 rooms already (max 1)" in str(text), text
+
+    run(go())
