@@ -81,7 +81,7 @@ def newest_stamp(init: bytes, part: bytes) -> float | None:
 
     last = None
     try:
-        with av.open(io.BytesIO(init + part), format="mp4") as container:
+        with av.open(io.BytesIO(init + part), mode="r", format="mp4") as container:
             for frame in container.decode(video=0):
                 last = frame
     except av.error.FFmpegError:

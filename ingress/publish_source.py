@@ -137,7 +137,8 @@ class FileSource:
             audio_start: int | None = None
             sent_blocks = 0
             for frame in container.decode(*streams):
-                if frame.pts is None or frame.time_base is None:
+                if not isinstance(frame, av.VideoFrame | av.AudioFrame) or frame.pts is None \
+                        or frame.time_base is None:
                     continue
                 t_us = int(frame.pts * frame.time_base * 1_000_000)
                 if isinstance(frame, av.VideoFrame):

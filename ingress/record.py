@@ -171,6 +171,8 @@ def _encode_audio(container: Any, stream: Any, sounds: list[tuple[float, Any]], 
     size = stream.codec_context.frame_size or 1024
     while fifo.samples >= size:
         chunk = fifo.read(size)
+        if chunk is None:
+            break
         chunk.pts, chunk.time_base = start + samples, Fraction(1, 48_000)
         samples += size
         container.mux(stream.encode(chunk))
@@ -182,10 +184,10 @@ def _decoded(run: Run) -> list[tuple[float, Any]]:
     import av
 
     out = []
-    with av.open(io.BytesIO(run.init + b"".join(run.fragments)), format="mp4") as container:
+    with av.open(io.BytesIO(run.init + b"".join(run.fragments)), mode="r", format="mp4") as container:
         stream = container.streams[0]
         for frame in container.decode(stream):
-            if frame.pts is None:
+            if frame.pts is None or stream.time_base is None:
                 continue
             ticks = float(frame.pts * stream.time_base * run.timescale)
             out.append((run.capture_of(ticks), frame))

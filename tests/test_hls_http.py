@@ -49,7 +49,7 @@ def run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 120))
 
 
-async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, str | bytes, Any]:
+async def get(session: aiohttp.ClientSession, url: str) -> tuple[int, Any, Any]:  # body: str for text, else bytes
     async with session.get(url) as response:
         body = await response.read()
         ctype = response.headers.get("Content-Type", "")
