@@ -157,6 +157,11 @@ async def _media(request: web.Request) -> web.Response:
             window = feed.window
             if msn > window.next_msn + 1:  # beyond the last segment + 2 (docs/hls.md "Blocking reload")
                 raise Refused(400, f"_HLS_msn={msn} is more than two segments past the last one ({window.next_msn - 1})")
+            last_msn, last_part = window.last_position()
+            limit = advance_part_limit(window.config.part_target)
+            if part is not None and msn == last_msn and part > last_part + limit:
+                raise Refused(400, f"_HLS_part={part} is more than {limit} parts past the last one ({last_part}) "
+                                   f"of segment {msn}")
             timeout = 3 * window.config.target_duration
             if part is None:
                 ready = await feed.wait(lambda: _segment_ready(feed, msn), timeout)
@@ -169,6 +174,11 @@ async def _media(request: web.Request) -> web.Response:
     except Refused as refused:
         return _error(refused.status, str(refused))
     return web.Response(text=text, content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache, **CORS})
+
+
+def advance_part_limit(part_target: float) -> int:
+    """How many parts ahead of the last one a blocking request may ask for (docs/hls.md)."""
+    return max(1, int(3 / part_target)) if part_target < 1 else 3
 
 
 def _segment_ready(feed: TrackFeed, msn: int) -> bool:

@@ -105,6 +105,8 @@ def test_playlists_segments_parts_and_cache_headers(broker: Any, tmp_path: Path)
                 (f"{base}/360p/index.m3u8?_HLS_part=1", 400, "_HLS_part needs _HLS_msn"),
                 (f"{base}/360p/index.m3u8?_HLS_msn=-1", 400, "_HLS_msn='-1' must be a non-negative integer"),
                 (f"{base}/360p/index.m3u8?_HLS_msn=9", 400, "_HLS_msn=9 is more than two segments past the last one (4)"),
+                (f"{base}/360p/index.m3u8?_HLS_msn=4&_HLS_part=12", 400,
+                 "_HLS_part=12 is more than 8 parts past the last one (2) of segment 4"),
                 (f"{base}/index.m3u8?start=yesterday", 400, "start='yesterday' is not an ISO 8601 time"),
                 (f"{base}/index.m3u8?start=2999-01-01T00:00:00Z", 400, "is in the future"),
                 (f"{base}/360p/index.m3u8?start=2001-01-01T00:00:00Z", 404, "keeps nothing that old"),
