@@ -53,8 +53,6 @@ class TrackFeed:
         self.error = ""
         self.received = 0
         self.generation = "g"  # where the topic began when this feed read it (hls_http: in segment URIs)
-        self.listed_at: dict[tuple[int, int], float] = {}  # (msn, part) -> wall time it was listed (bench)
-        self.on_change: Callable[[TrackFeed], None] | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True, name=f"hls-{self.topic}")
@@ -107,10 +105,6 @@ class TrackFeed:
             self.generation = _generation_of(ref)
         self.received += 1
         if self.window.add(props, payload, ref):
-            position = self.window.last_position()
-            self.listed_at.setdefault(position, time.time())
-            if len(self.listed_at) > 4096:
-                self.listed_at.pop(next(iter(self.listed_at)))
             waiters, self._waiters = self._waiters, []
             for waiter in waiters:
                 if not waiter.done():
