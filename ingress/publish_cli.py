@@ -1,7 +1,7 @@
 """``wtpulsar publish``: a publisher without a browser, over WebTransport exactly like the page.
 
 Same session URL and token, same framing (FRAMING.md Frame records, one unidirectional stream per
-media stream id), same codecs (H.264 Annex B and Opus, ingress.publish_source) and the same
+media stream id, capture times on the ingress's clock measured with CLOCK datagrams: publish_clock), same codecs (H.264 Annex B and Opus, ingress.publish_source) and the same
 at-least-once rules: every frame is kept until the ingress's Ack says the broker has it, and resent
 after a dropped session (ingress.wt_client.ResendingPublisher). Frames are sent at their capture
 pace, so HLS, DVR, recording and load can be tried from a terminal.
@@ -129,25 +129,31 @@ class Result:
         self.unacked = 0
         self.refused = ""
         self.sessions = 0
+        self.clock_offset_ms = 0.0
+        self.clock_replies = 0
 
     def summary(self, room: str) -> str:
         if self.refused:
             return f"wtpulsar publish: the ingress refused the session: {self.refused}"
         return (f"wtpulsar publish: sent {self.video} video frames ({self.keyframes} keyframes) and {self.audio} audio "
                 f"packets{f' and {self.chat} chat messages' if self.chat else ''} to room {room} in {self.sessions} session(s); the ingress acknowledged {self.acked}, "
-                f"{self.unacked} unacknowledged")
+                f"{self.unacked} unacknowledged; clock offset to the ingress {self.clock_offset_ms:+.1f} ms "
+                f"({self.clock_replies} CLOCK replies)")
 
 
 async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None = None) -> Result:
     """Send frames at capture pace until --seconds, the file's end or ``stop``; then wait for the acks."""
     from ingress import publish_source as src
+    from ingress.publish_clock import measure_offset
     from ingress.wt_client import ResendingPublisher
     from schemas.framing import Codec, Frame, Kind
 
     stop = stop or asyncio.Event()
+    offset_ms, result_replies = await measure_offset(url)  # capture times go out on the ingress's clock
     publisher = ResendingPublisher(url)
     sending_done = asyncio.Event()
     result = Result()
+    result.clock_offset_ms, result.clock_replies = offset_ms, result_replies
     runner = asyncio.create_task(publisher.run(sending_done, drain_s=10.0))
     tag = secrets.token_hex(3)
     maker = src.FrameMaker(f"cam-{tag}", f"mic-{tag}")
@@ -164,7 +170,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
     audio = src.AudioEncoder() if audio_on else None
     loop = asyncio.get_running_loop()
     started = loop.time()
-    wall0 = time.time() * 1000.0
+    wall0 = time.time() * 1000.0 + offset_ms
     limit = args.seconds if args.seconds is not None else float("inf")
 
     def check_refused() -> bool:
@@ -190,9 +196,9 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
             return
         n = chat_sent[0]
         chat_sent[0] += 1
-        now_ms = time.time() * 1000.0
+        now_ms = time.time() * 1000.0 + offset_ms
         body = {"v": 1, "room": args.room, "user": args.user, "msg_id": f"{tag}-{n}", "stream": chat_stream,
-                "text": f"test pattern chat {n}", "sent_at": int(now_ms)}
+                "text": f"test pattern chat {n}", "sent_at": int(time.time() * 1000)}  # the page: Date.now()
         publisher.publish(Frame(Kind.CHAT, Codec.JSON, chat_stream, n, 0, now_ms, json.dumps(body).encode()))
         result.chat += 1
 
@@ -213,7 +219,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
                 delay = started + due - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                capture_ms = time.time() * 1000.0
+                capture_ms = time.time() * 1000.0 + offset_ms
                 maybe_chat(due)
                 if due == t_video:
                     send_video(src.pattern_picture(frame_i, width, height, int(capture_ms), args.noise),

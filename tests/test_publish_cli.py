@@ -42,6 +42,7 @@ def test_test_pattern_arrives_like_the_page_sends_it(tmp_path: Path) -> None:
     ends = [p.properties for p in sent if "end_of_stream" in p.properties]
     assert sorted((e["kind"], e["reason"]) for e in ends) == [("audio", "left"), ("video", "left")]  # it said goodbye
     assert result.refused == "" and result.unacked == 0
+    assert result.clock_replies >= 3 and abs(result.clock_offset_ms) < 50  # measured as the page does; one machine
     chat = [json.loads(p.payload) for p in sent if p.topic == "chat-in"]
     assert [m["text"] for m in chat] == [f"test pattern chat {i}" for i in range(4)] and result.chat == 4
     assert {m["user"] for m in chat} == {"cli"} and {m["room"] for m in chat} == {"room1"}
@@ -125,3 +126,13 @@ def test_bad_arguments_get_a_sentence(capsys: Any, tmp_path: Path) -> None:
     args = args_for("--file", str(tmp_path / "missing.mp4"), "--token", "x.y.z", "--server", "https://127.0.0.1:1/wt")
     assert run_publish_cli(args) == 2
     assert f"--file {tmp_path / 'missing.mp4'}: cannot open it" in capsys.readouterr().err
+
+
+def test_the_clock_offset_is_the_sample_with_the_smallest_round_trip() -> None:
+    from ingress.publish_clock import Sample, best_offset, sample
+    from schemas.framing import Clock
+
+    # ingress 1000 ms ahead; 10 ms each way, 1 ms in the ingress
+    assert sample(Clock(0.0, 1010.0, 1011.0), 21.0) == Sample(1000.0, 20.0)
+    assert best_offset([Sample(900.0, 300.0), Sample(1000.0, 20.0), Sample(1100.0, 80.0)]) == 1000.0
+    assert best_offset([]) == 0.0 and best_offset([Sample(5.0, -1.0)]) == 0.0  # a clock step mid-sample
