@@ -136,3 +136,17 @@ def test_the_clock_offset_is_the_sample_with_the_smallest_round_trip() -> None:
     assert sample(Clock(0.0, 1010.0, 1011.0), 21.0) == Sample(1000.0, 20.0)
     assert best_offset([Sample(900.0, 300.0), Sample(1000.0, 20.0), Sample(1100.0, 80.0)]) == 1000.0
     assert best_offset([]) == 0.0 and best_offset([Sample(5.0, -1.0)]) == 0.0  # a clock step mid-sample
+
+
+def test_without_token_it_signs_a_publisher_token_with_the_pipelines_secret(tmp_path: Path, capsys: Any) -> None:
+    import time
+
+    from ingress import tokens
+    from ingress.publish_cli import _token
+
+    secret = tmp_path / "ingress-secret"
+    secret.write_bytes(b"q" * 40)
+    claims = tokens.verify(b"q" * 40, _token(args_for("--secret-file", str(secret), "--user", "bob")), time.time())
+    assert (claims.room, claims.user, claims.role) == ("room1", "bob", "publisher")
+    assert main(["publish", "room1", "--state-dir", str(tmp_path / "nowhere")]) == 2
+    assert "no secret at" in capsys.readouterr().err
