@@ -111,6 +111,7 @@ class TrackWindow:
         self.last_decode = -1
         self.frame_ticks = 0  # the newest decode-time step between fragments (a fragment's duration guess)
         self.nbytes = 0
+        self._kept_from = 0  # msn of the oldest segment that may still hold its bytes
         self.ignored = 0  # fragments of streams not followed, or before their init/keyframe
         self.ended = False  # the followed stream ended (its end came)
 
@@ -227,16 +228,23 @@ class TrackWindow:
         return True
 
     def _evict(self) -> None:
-        if self.nbytes <= self.config.memory_bytes:
+        """Drop the bytes of the oldest segments until the window is within ``memory_bytes`` (never those
+        of the last RECENT_TARGETS target durations). Segments lose their bytes oldest first, so the
+        scan starts at the first one still holding them (``_kept_from``): linear over a catch-up."""
+        if self.nbytes <= self.config.memory_bytes or not self.segments:
             return
         keep_after = self._recent_boundary()
-        for seg in self.segments:
-            if self.nbytes <= self.config.memory_bytes or seg.msn >= keep_after:
+        index = max(0, self._kept_from - self.segments[0].msn)
+        while index < len(self.segments) and self.nbytes > self.config.memory_bytes:
+            seg = self.segments[index]
+            if seg.msn >= keep_after or not seg.complete:
                 break
-            if seg.complete and not seg.evicted:
+            if not seg.evicted:
                 seg.evicted = True
                 self.nbytes -= seg.nbytes
                 seg.parts = []
+            index += 1
+            self._kept_from = seg.msn + 1
 
     def _recent_boundary(self) -> int:
         """The msn from which on segments are within RECENT_TARGETS target durations of the end."""

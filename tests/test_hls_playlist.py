@@ -213,3 +213,15 @@ def test_bad_configuration_is_refused_with_the_reason() -> None:
         HlsConfig(window=4)
     with pytest.raises(ValueError, match="part target 5 s"):
         HlsConfig(part_target=5)
+
+
+def test_an_hour_of_history_keeps_only_the_newest_bytes() -> None:
+    window = TrackWindow(HlsConfig(memory_bytes=5_000))
+    track = FakeTrack()
+    track.init()
+    track.media(30 * 3600)  # an hour at 30 fps, one message a frame
+    feed(window, track)
+    assert len(window.segments) == 3600 and window.nbytes <= 5_000
+    flags = [s.evicted for s in window.segments]
+    kept = flags.index(False)
+    assert not any(flags[kept:]) and kept >= 3570  # the oldest gave up their bytes, the newest ~20 s kept theirs
