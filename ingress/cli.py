@@ -131,9 +131,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                        "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
-    p.add_argument("--hls-window", default="event", metavar="event|SECONDS",
-                   help="DVR window of the HLS media playlists: `event` (from the oldest retained segment, the "
-                        "default) or the last SECONDS")
+    p.add_argument("--hls-window", default="600", metavar="SECONDS|event",
+                   help="DVR window of the HLS media playlists: the last SECONDS (default 600), or `event`: an "
+                        "EVENT playlist from the oldest segment the topic retains (?start= reaches that far "
+                        "either way)")
     p.add_argument("--hls-renditions", default="720p,360p", help="video renditions served as HLS (default 720p,360p)")
     p.add_argument("--hls-part-target", type=float, default=None, help="LL-HLS part target, seconds (default 0.334)")
     p.set_defaults(func=run_ingress_cli)

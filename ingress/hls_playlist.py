@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 
 from ingress.hls_window import RECENT_TARGETS, Segment, TrackInfo, TrackWindow
 
@@ -39,19 +40,24 @@ def _fmt(seconds: float) -> str:
 
 
 def listed_segments(window: TrackWindow, listing: Listing) -> list[Segment]:
-    segments = list(window.segments)
+    """The segments a playlist shows, without copying the whole history (it may hold thousands)."""
+    segments = window.segments
+    if not segments:
+        return []
     if listing.first_msn is not None:
-        return [s for s in segments if s.msn >= listing.first_msn]
+        start = max(0, listing.first_msn - segments[0].msn)
+        return list(islice(segments, start, None))
     if window.config.window is None:
-        return segments
-    total, first = 0.0, len(segments)
-    for i in range(len(segments) - 1, -1, -1):
-        seg = segments[i]
+        return list(segments)
+    chosen: list[Segment] = []
+    total = 0.0
+    for seg in reversed(segments):
         total += seg.duration if seg.complete else sum(p.duration for p in seg.parts)
-        if total > window.config.window and i < len(segments) - 1:
+        if total > window.config.window and chosen:
             break
-        first = i
-    return segments[first:]
+        chosen.append(seg)
+    chosen.reverse()
+    return chosen
 
 
 def media_playlist(window: TrackWindow, listing: Listing = Listing(), prefix: str = "") -> str:
@@ -60,8 +66,8 @@ def media_playlist(window: TrackWindow, listing: Listing = Listing(), prefix: st
     segments = [s for s in listed_segments(window, listing) if s.complete or s.parts]
     event = cfg.window is None or listing.first_msn is not None
     first_msn = segments[0].msn if segments else window.next_msn
-    skipped = [s for s in window.segments if s.msn < first_msn]
-    disc_seq = window.dropped_discontinuities + sum(s.discontinuity for s in skipped)
+    # the first segment's number counts its own discontinuity, whose tag a playlist starting there omits
+    disc_seq = segments[0].dseq if segments else window.discontinuities
     part_hold_back = 3 * cfg.part_target
     lines = [
         "#EXTM3U",

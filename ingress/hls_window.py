@@ -31,7 +31,9 @@ class HlsConfig:
     part_target: float = 1 / 3 + 0.001  # s; ten 30 fps frames fit
     target_duration: int = 2  # s; transcode puts a keyframe at least every 2 s
     segment_min: float = 0.95  # s; a keyframe starts a new segment once the open one is this long
-    window: float | None = None  # None: EVENT playlist from the first segment kept; else the last N s
+    # the last N s (a sliding DVR window; playlists stay small however long the topic's history), or
+    # None: an EVENT playlist from the oldest segment the topic retains
+    window: float | None = 600.0
     memory_bytes: int = 48 * 1024 * 1024  # per rendition: segment bytes kept in memory
     max_segments: int = 50_000  # segment metadata kept (about 14 h of 1 s segments)
 
@@ -77,6 +79,7 @@ class Segment:
     fragments: int = 0
     nbytes: int = 0
     evicted: bool = False  # bytes dropped from memory; read back from the topic by first_ref
+    dseq: int = 0  # discontinuity sequence number: discontinuities up to and including this segment
 
     def data(self) -> bytes | None:
         return None if self.evicted else b"".join(p.data() for p in self.parts)
@@ -101,7 +104,7 @@ class TrackWindow:
         self.inits: dict[int, bytes] = {}
         self.init_info: dict[int, TrackInfo] = {}
         self.segments: deque[Segment] = deque()
-        self.dropped_discontinuities = 0  # discontinuities of segments whose metadata was dropped
+        self.discontinuities = 0  # so far; each segment keeps its discontinuity sequence number (dseq)
         self.following = ""  # the stream followed
         self.timescale = 90_000
         self.init_id = -1
@@ -200,13 +203,14 @@ class TrackWindow:
     # ---- segments ------------------------------------------------------------------------------
     def _open_segment(self, props: dict[str, str], decode: int, ref: Any) -> Segment:
         capture = _float(props.get("capture_ts"), 0.0)
-        seg = Segment(self.next_msn, self.init_id, self.pending_discontinuity, self.following, capture, decode, ref)
+        self.discontinuities += self.pending_discontinuity
+        seg = Segment(self.next_msn, self.init_id, self.pending_discontinuity, self.following, capture, decode, ref,
+                      dseq=self.discontinuities)
         self.next_msn += 1
         self.pending_discontinuity = False
         self.segments.append(seg)
         while len(self.segments) > self.config.max_segments:
             dropped = self.segments.popleft()
-            self.dropped_discontinuities += dropped.discontinuity
             self.nbytes -= 0 if dropped.evicted else dropped.nbytes
         return seg
 

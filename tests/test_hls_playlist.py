@@ -31,7 +31,7 @@ def parts(msn: int, n: int, duration: str = "0.33333") -> str:
 
 
 def test_live_playlist_whole_gops_parts_and_a_preload_hint() -> None:
-    window = TrackWindow(HlsConfig())
+    window = TrackWindow(HlsConfig(window=None))
     track = FakeTrack()
     track.init()
     track.media(75)  # 2.5 s at 30 fps, a keyframe every second
@@ -58,7 +58,7 @@ seg-1.m4s
 
 
 def test_a_publisher_restart_and_a_resolution_change_are_discontinuities_with_their_own_init() -> None:
-    window = TrackWindow(HlsConfig())
+    window = TrackWindow(HlsConfig(window=None))
     first = FakeTrack()
     first.init(b"INIT-A")
     first.media(30)
@@ -99,7 +99,7 @@ seg-2.m4s
 
 
 def test_the_old_stream_is_ignored_once_a_new_one_took_over_and_its_end_closes_nothing() -> None:
-    window = TrackWindow(HlsConfig())
+    window = TrackWindow(HlsConfig(window=None))
     old, new = FakeTrack(stream="old"), FakeTrack(stream="new")
     old.init()
     old.media(40)
@@ -130,6 +130,31 @@ def test_sliding_window_counts_media_and_discontinuity_sequence() -> None:
     assert "#EXT-X-MEDIA-SEQUENCE:14\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n" in text
     assert "#EXT-X-PLAYLIST-TYPE" not in text and text.count("#EXTINF") == 5
     assert check_rules(text) == []
+
+
+def test_a_window_starting_at_a_discontinuity_counts_it_in_the_discontinuity_sequence() -> None:
+    window = TrackWindow(HlsConfig(window=6))
+    for n, stream in enumerate(("a", "b")):
+        track = FakeTrack(stream=stream, t0_ms=1_800_000_000_000.0 + n * 10_000)
+        track.init()
+        track.media(300 if n == 0 else 165)  # b: 5.5 s, so the 6 s window starts at b's first segment
+        feed(window, track)
+    text = media_playlist(window)
+    # b's first segment (10) follows a discontinuity; a playlist that starts there omits the tag and
+    # counts it in EXT-X-DISCONTINUITY-SEQUENCE instead, so segment 10 keeps discontinuity number 1
+    assert "#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n" in text, text[:600]
+    assert "#EXT-X-DISCONTINUITY\n" not in text and check_rules(text) == []
+
+
+def test_the_default_window_is_ten_minutes_sliding() -> None:
+    window = TrackWindow(HlsConfig())
+    track = FakeTrack()
+    track.init()
+    track.media(30 * 700)
+    feed(window, track)
+    text = media_playlist(window)
+    assert "#EXT-X-PLAYLIST-TYPE" not in text and 599 <= text.count("#EXTINF") <= 601
+    assert text.count("#EXTINF") + int(text.split("#EXT-X-MEDIA-SEQUENCE:")[1].split()[0]) == 699
 
 
 def test_a_listing_from_a_moment_in_the_past_starts_there() -> None:
