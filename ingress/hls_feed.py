@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ingress.hls_playlist import Listing, media_playlist
 from ingress.hls_window import HlsConfig, Segment, TrackWindow
 from ingress.names import room_topic, topic_url
 from schemas.framing import Kind
@@ -53,6 +54,7 @@ class TrackFeed:
         self.error = ""
         self.received = 0
         self.generation = "g"  # where the topic began when this feed read it (hls_http: in segment URIs)
+        self._playlists: dict[tuple[int, int | None, float | None], bytes] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True, name=f"hls-{self.topic}")
@@ -109,6 +111,20 @@ class TrackFeed:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def playlist(self, listing: Listing) -> bytes:
+        """The media playlist text (UTF-8) for ``listing``, rendered once per change of the window: every
+        viewer of a rendition asks for the same few texts several times a second."""
+        key = (self.window.version, listing.first_msn, listing.start_offset)
+        text = self._playlists.get(key)
+        if text is None:
+            if self._playlists and next(iter(self._playlists))[0] != self.window.version:
+                self._playlists.clear()
+            text = media_playlist(self.window, listing, prefix=f"{self.generation}/").encode("utf-8")
+            self._playlists[key] = text
+            if len(self._playlists) > 64:
+                self._playlists.pop(next(iter(self._playlists)))
+        return text
 
     async def wait(self, ready: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``ready()`` (checked on every playlist change) or ``timeout`` s; returns ready()."""

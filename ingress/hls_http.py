@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ingress.hls_feed import AUDIO_TRACK, HlsHub, HlsRoom, TooManyRooms, TrackFeed
-from ingress.hls_playlist import Listing, Variant, media_playlist, multivariant_playlist, peak_bandwidth
+from ingress.hls_playlist import Listing, Variant, multivariant_playlist, peak_bandwidth
 from ingress.names import BadName, check_name
 
 if TYPE_CHECKING:
@@ -170,10 +170,11 @@ async def _media(request: web.Request) -> web.Response:
             if not ready:
                 raise Refused(503, f"{feed.topic}: segment {msn} part {part} did not come within {timeout} s")
             cache = f"public, max-age={6 * window.config.target_duration}"
-        text = media_playlist(feed.window, listing, prefix=_generation(feed))
+        body = feed.playlist(listing)
     except Refused as refused:
         return _error(refused.status, str(refused))
-    return web.Response(text=text, content_type=PLAYLIST_TYPE, headers={"Cache-Control": cache, **CORS})
+    return web.Response(body=body, content_type=PLAYLIST_TYPE, charset="utf-8",
+                        headers={"Cache-Control": cache, **CORS})
 
 
 def advance_part_limit(part_target: float) -> int:
@@ -184,10 +185,6 @@ def advance_part_limit(part_target: float) -> int:
 def _segment_ready(feed: TrackFeed, msn: int) -> bool:
     seg = feed.window.segment(msn)
     return (seg is not None and seg.complete) or msn < (feed.window.segments[0].msn if feed.window.segments else 0)
-
-
-def _generation(feed: TrackFeed) -> str:
-    return f"{feed.generation}/"
 
 
 async def _resource(request: web.Request) -> web.Response:

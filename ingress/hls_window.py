@@ -117,17 +117,26 @@ class TrackWindow:
         self._kept_from = 0  # msn of the oldest segment that may still hold its bytes
         self.ignored = 0  # fragments of streams not followed, or before their init/keyframe
         self.ended = False  # the followed stream ended (its end came)
+        self.version = 0  # counts playlist changes
 
     # ---- input ---------------------------------------------------------------------------------
     def add(self, props: dict[str, str], payload: bytes, ref: Any) -> bool:
-        """One message of the topic; True when the playlist changed (a part or segment closed or opened)."""
+        """One message of the topic; True when the playlist changed (a part or segment closed or opened,
+        the stream ended), and then ``version`` counts up (what a cached playlist text is keyed by)."""
+        changed = self._add(props, payload, ref)
+        if changed:
+            self.version += 1
+        return changed
+
+    def _add(self, props: dict[str, str], payload: bytes, ref: Any) -> bool:
         kind = props.get("segment_type")
         if kind == "init":
             return self._init(props, payload)
         if kind == "end":
             if props.get("stream", "") == self.following and not self.ended:
                 self.ended = True
-                return self._close_segment()
+                self._close_segment()
+                return True  # the preload hint goes even when no segment was open
             return False
         if kind != "media":
             return False

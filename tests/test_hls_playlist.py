@@ -53,6 +53,14 @@ seg-1.m4s
     assert seg is not None and seg.data() == b"".join(b"F%d;" % i for i in range(30))
     assert window.segment(2).parts[0].data() == b"".join(b"F%d;" % i for i in range(60, 70))  # type: ignore[union-attr]
     assert window.has_part(2, 0) and not window.has_part(2, 1) and window.last_position() == (2, 0)
+    # the playlist's version moves only when its text would: a frame inside an open part changes nothing
+    version = window.version
+    track.media(1)
+    feed(window, track)
+    assert window.version == version
+    track.media(4)  # the part fills up and closes
+    feed(window, track)
+    assert window.version == version + 1
     # past the last part of a complete segment: part 0 of the next one, which is there
     assert window.has_part(1, 3) and window.has_part(0, 7) and not window.has_part(3, 0)
 
