@@ -191,6 +191,13 @@ class TrackWindow:
         if open_seg is None:
             open_seg = self._open_segment(props, decode, ref)
             changed = True
+        if open_seg.parts and open_seg.parts[-1].complete:
+            # the part closed on an estimate of its last frame's length; this fragment's start is its end
+            closed = open_seg.parts[-1]
+            actual = self._seconds(decode - closed.fragments[0].decode_time)
+            if abs(actual - closed.duration) > 0.0005:
+                closed.duration = actual
+                changed = True
         part = open_seg.parts[-1] if open_seg.parts and not open_seg.parts[-1].complete else None
         if part is None:
             part = Part(len(open_seg.parts), independent=key)

@@ -258,3 +258,19 @@ def test_an_hour_of_history_keeps_only_the_newest_bytes() -> None:
     flags = [s.evicted for s in window.segments]
     kept = flags.index(False)
     assert not any(flags[kept:]) and kept >= 3570  # the oldest gave up their bytes, the newest ~20 s kept theirs
+
+
+def test_a_part_closed_on_an_estimate_gets_its_real_length_from_the_next_fragment() -> None:
+    window = TrackWindow(HlsConfig(window=None))
+    track = FakeTrack(kind="audio", fps=50 / 3, timescale=48_000, keyint=1)  # 60 ms fragments
+    track.init()
+    track.media(5)  # 300 ms: the part closes (one more would pass the part target)
+    feed(window, track)
+    first = window.segments[0].parts[0]
+    assert first.complete and first.duration == pytest.approx(0.3)
+    # the next fragment starts 20 ms late (a packet lost before chunk): the part was 320 ms long
+    track.frames += 1 / 3
+    track.media(1)
+    version = window.version
+    feed(window, track)
+    assert first.duration == pytest.approx(0.32) and window.version == version + 1
