@@ -39,7 +39,7 @@ ORDER = ["broker", "localrun", "pipeline", "real_pulsar", "moderation", "ingress
          "fuzz", "sent_messages", "soak"]
 FULL_ARGS: dict[str, list[str]] = {
     "broker": [], "localrun": [], "pipeline": [], "real_pulsar": [], "moderation": [], "ingress": [],
-    "glass_to_glass": [], "fuzz": [], "sent_messages": [], "soak": [], "publish_wait": ["--pulsar"], "fanout": [], "late_join": [], "quic_stack": [],
+    "glass_to_glass": [], "hls": [], "fuzz": [], "sent_messages": [], "soak": [], "publish_wait": ["--pulsar"], "fanout": [], "late_join": [], "quic_stack": [],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "broker": ["--quick"],
@@ -53,6 +53,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "quic_stack": ["--quick"],
     "glass_to_glass": ["--seconds", "5", "--warmup", "2", "--variants", "localrun,batched"],
     "publish_wait": ["--messages", "100", "--burst", "5000"],
+    "hls": ["--quick"],
     "fuzz": ["--inputs", "2000"],
     "sent_messages": ["--messages", "3000", "--rate", "1500"],
     "soak": ["--minutes", "1", "--warmup", "20", "--sample", "5"],

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ingress.hls_feed import HlsSettings
     from ingress.server import IngressConfig
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
@@ -158,6 +159,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "limits and /metrics are per worker (default 1)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
     p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--hls-window", default="600", metavar="SECONDS|event",
+                   help="DVR window of the HLS media playlists: the last SECONDS (default 600), or `event`: an "
+                        "EVENT playlist from the oldest segment the topic retains (?start= reaches that far "
+                        "either way)")
+    p.add_argument("--hls-renditions", default="720p,360p", help="video renditions served as HLS (default 720p,360p)")
+    p.add_argument("--hls-part-target", type=float, default=None, help="LL-HLS part target, seconds (default 0.334)")
     p.set_defaults(func=run_ingress_cli)
 
     t = sub.add_parser(
@@ -230,6 +237,25 @@ def run_consume_cli(args: argparse.Namespace) -> int:
         return 2
 
 
+def hls_settings(args: argparse.Namespace) -> HlsSettings:
+    from dataclasses import replace
+
+    from ingress.hls_feed import HlsSettings
+    from ingress.names import check_rendition
+
+    config = HlsSettings().config
+    if args.hls_window != "event":
+        try:
+            window = float(args.hls_window)
+        except ValueError:
+            raise ValueError(f"--hls-window {args.hls_window!r}: use `event` or a number of seconds") from None
+        config = replace(config, window=window)
+    if args.hls_part_target is not None:
+        config = replace(config, part_target=args.hls_part_target)
+    renditions = tuple(check_rendition(r.strip()) for r in args.hls_renditions.split(",") if r.strip())
+    return HlsSettings(config=config, renditions=renditions)
+
+
 def config_from_args(args: argparse.Namespace) -> IngressConfig:
     from dataclasses import replace
 
@@ -243,6 +269,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
     return IngressConfig(
+        hls=hls_settings(args),
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
         broker_token=broker_auth.resolve(args.broker_token),

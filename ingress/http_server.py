@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from ingress import clock
 from ingress.egress import Item, VerdictFollower, ViewerSink
+from ingress.hls_http import add_hls_routes
 from ingress.page import add_page_routes
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
@@ -278,6 +279,7 @@ def build_app(app: IngressApp, wt_port: int) -> web.Application:
     web_app.router.add_get("/metrics", _metrics)
     web_app.router.add_get("/cert-hash", _cert_hash)
     web_app.router.add_get("/ws", _ws)
+    add_hls_routes(web_app, app)
     return web_app
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from ingress import certificates, tokens
+from ingress.hls_feed import HlsSettings
 from ingress.metrics import IngressMetrics
 from ingress.names import BadName, check_namespace, check_rendition
 from ingress.session import AddressBook, Limits, Publish
@@ -68,6 +69,7 @@ class IngressConfig:
     # one of several worker processes on the same ports (`wtpulsar ingress --workers N`, ingress/workers.py)
     reuse_port: bool = False
     worker: int | None = None  # its number, shown by /health
+    hls: HlsSettings = field(default_factory=HlsSettings)  # /hls/<room>/: window, part target, renditions
 
 
 class Publisher(Protocol):

@@ -245,6 +245,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  tokens      wtpulsar token --room R --user U --role publisher|viewer --url{where}")
         cli_token = f"PULSAR_TOKEN=$(cat {auth['cli']}) " if auth else ""
         print(f"  consume     {cli_token}wtpulsar consume {args.room} --kind chat")
+        print(f"  hls         http://{args.ingress_http.replace('0.0.0.0', '127.0.0.1')}/hls/{args.room}/index.m3u8"
+              "   (any HLS player; ?start=<ISO time> to go back)")
+        wt = args.ingress_listen.replace("0.0.0.0", "127.0.0.1")
+        print(f"  publish     wtpulsar publish {args.room} --test-pattern --server https://{wt}/wt{where}"
+              "   (no browser: a test pattern and a tone over WebTransport, as the page sends them)")
         if auth:
             print(f"  broker auth on: tokens per role in {state / 'broker-auth'} (admin REST: Authorization: Bearer $(cat {auth['admin']}))")
         if args.public:

@@ -7,9 +7,11 @@
 //   resend.js   resend buffer                   publisher.js capture, encode, send, reconnect
 //   viewer.js   playback, skip policy, latency  chat.js     send, verdicts, the room's chat
 //   charts.js   metrics panel and chart         stats.js    counters, also window.wtpulsar
+//   dvr.js      "Go back": a past moment from the ingress's HLS (docs/hls.md)
 import { CLOSE_TEXT, showError } from "./banner.js";
 import { startChatView } from "./chat.js";
 import "./charts.js";
+import "./dvr.js";
 import { $, setPill } from "./dom.js";
 import { CLAIMS, params, TOKEN } from "./params.js";
 import "./publisher.js";
