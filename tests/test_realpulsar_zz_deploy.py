@@ -34,6 +34,9 @@ def project_copy(folder: Path) -> Path:
     return folder
 
 
+CHAT_KEY = "deploy-test-chat-signing-key-0123456789abcdef"
+
+
 def deploy_cli(pulsar: Standalone, root: Path, verb: str, rest_api: bool = False) -> tuple[int, str]:
     """`wtpulsar deploy|undeploy`, with Pulsar's pulsar-admin or (rest_api) through the admin REST API.
 
@@ -43,6 +46,9 @@ def deploy_cli(pulsar: Standalone, root: Path, verb: str, rest_api: bool = False
     args += ["--rest"] if rest_api else ["--pulsar-admin", str(pulsar.home / "bin" / "pulsar-admin")]
     if verb == "deploy":
         args += ["--python-version", WORKER_PYTHON_VERSION, "--platform", WORKER_PLATFORM]
+        key_file = root / "chat-signing-key"
+        key_file.write_text(CHAT_KEY + "\n")
+        args += ["--chat-signing-key", f"file://{key_file}"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "JAVA_HOME": pulsar.java_home})
     return done.returncode, done.stdout + done.stderr
@@ -51,6 +57,15 @@ def deploy_cli(pulsar: Standalone, root: Path, verb: str, rest_api: bool = False
 def names(pulsar: Standalone, path: str) -> list[str]:
     status, body = rest(pulsar, "GET", path)
     return list(body) if status == 200 and isinstance(body, list) else []
+
+
+def assert_only_moderate_has_the_chat_key(pulsar: Standalone) -> None:
+    """Pulsar keeps what deploy gave: moderate's FunctionConfig has the secret, no other function has one."""
+    for name in FUNCTIONS:
+        status, config = rest(pulsar, "GET", f"/admin/v3/functions/public/wtpulsar/{name}")
+        assert status == 200, config
+        expected = {"chatSigningKey": CHAT_KEY} if name == "moderate" else None
+        assert (config.get("secrets") or None) == expected, (name, config.get("secrets"))
 
 
 def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalone, tmp_path: Path) -> None:
@@ -67,12 +82,15 @@ def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalo
     assert sorted(names(pulsar, "/admin/v3/functions/public/wtpulsar")) == sorted(FUNCTIONS)
     for name in FUNCTIONS:
         wait_running(pulsar, name)
+    assert_only_moderate_has_the_chat_key(pulsar)
+    assert CHAT_KEY not in out
 
     code, out = deploy_cli(pulsar, root, "deploy", rest_api=True)  # again: everything exists, functions updated
     assert code == 0, out
     assert out.count("  update function public/wtpulsar/") == len(FUNCTIONS), out
     for name in FUNCTIONS:
         wait_running(pulsar, name)
+    assert_only_moderate_has_the_chat_key(pulsar)
 
     # An update Pulsar refuses (processing guarantees cannot change): one message naming the function,
     # Pulsar's reason and what to do; the deployed function is left as it was.
