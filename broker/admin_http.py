@@ -69,6 +69,8 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
             ],
         }
     rates = getattr(topic, "rates", {})
+    if not topic.name.persistent:
+        return non_persistent_stats(topic, subs, rates)
     return {
         "msgRateIn": rates.get("msg_in", 0.0),
         "msgRateOut": rates.get("msg_out", 0.0),
@@ -86,6 +88,34 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
         ],
         "subscriptions": subs,
         "deduplicationStatus": "Enabled" if topic.dedup_enabled else "Disabled",
+    }
+
+
+def non_persistent_stats(topic: Topic, subs: dict[str, Any], rates: dict[str, float]) -> dict[str, Any]:
+    """Pulsar's NonPersistentTopicStats: nothing stored and no backlog, plus the drop rates
+    (topic, each subscription, each publisher); no de-duplication status (docs/non-persistent.md)."""
+    drop_rates = getattr(topic, "drop_rates", {})
+    for name, body in subs.items():
+        body["msgDropRate"] = drop_rates.get(name, 0.0)
+        body.pop("markDeletePosition", None)
+    return {
+        "msgRateIn": rates.get("msg_in", 0.0),
+        "msgRateOut": rates.get("msg_out", 0.0),
+        "msgThroughputIn": rates.get("bytes_in", 0.0),
+        "msgThroughputOut": rates.get("bytes_out", 0.0),
+        "msgDropRate": rates.get("msg_drop", 0.0),
+        "msgInCounter": topic.msg_in,
+        "bytesInCounter": topic.bytes_in,
+        "msgOutCounter": topic.msg_out,
+        "bytesOutCounter": topic.bytes_out,
+        "storageSize": 0,
+        "backlogSize": 0,
+        "publishers": [
+            {"producerName": p.name, "accessMode": pb.ProducerAccessMode.Name(p.access_mode), "msgInCounter": p.messages_in,
+             "bytesInCounter": p.bytes_in, "msgDropRate": 0.0}
+            for p in topic.producers.values()
+        ],
+        "subscriptions": subs,
     }
 
 
@@ -421,7 +451,7 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             return _error(412, str(exc))
         topic = service.get_topic(name, create=False) if name.namespace_name in service.namespaces else None
         if topic is None:
-            return _error(404, "Topic not found")
+            return _error(404, f"Topic {name} not found")  # Pulsar's reason, naming the topic
         return web.json_response(topic_stats(topic))
 
     @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitioned-stats")
@@ -438,7 +468,8 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             topic = service.get_topic(name.partition(i), create=True)
             assert topic is not None
             parts[str(name.partition(i))] = topic_stats(topic)
-        total = {k: sum(p[k] for p in parts.values()) for k in ("msgInCounter", "msgOutCounter", "storageSize", "msgRateIn", "msgRateOut")}
+        summed = ["msgInCounter", "msgOutCounter", "storageSize", "msgRateIn", "msgRateOut"] + ([] if name.persistent else ["msgDropRate"])
+        total = {k: sum(p[k] for p in parts.values()) for k in summed}
         return web.json_response({**total, "metadata": {"partitions": count}, "partitions": parts})
 
     @routes.get(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
@@ -502,10 +533,10 @@ def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
     last = state.get("time")
     state["time"] = now
     for key, topic in service.topics.items():
-        counters = (topic.msg_in, topic.bytes_in, topic.msg_out, topic.bytes_out)
-        previous = state.get(key)
+        counters = (topic.msg_in, topic.bytes_in, topic.msg_out, topic.bytes_out, topic.msg_dropped)
+        previous = state.get(key, (0, 0, 0, 0, 0))  # a topic new since the last call: all it did counts
         state[key] = counters
-        if last is None or previous is None or now <= last:
+        if last is None or now <= last:
             continue
         span = now - last
         topic.rates = {  # type: ignore[attr-defined]
@@ -513,4 +544,14 @@ def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
             "bytes_in": (counters[1] - previous[1]) / span,
             "msg_out": (counters[2] - previous[2]) / span,
             "bytes_out": (counters[3] - previous[3]) / span,
+            "msg_drop": (counters[4] - previous[4]) / span,
         }
+        if not topic.name.persistent:
+            topic.drop_rates = {  # type: ignore[attr-defined]
+                name: (sub.msg_drop_counter - state.get(f"{key} {name}", 0)) / span
+                for name, sub in topic.subscriptions.items()
+            }
+    for key, topic in service.topics.items():
+        if not topic.name.persistent:
+            for name, sub in topic.subscriptions.items():
+                state[f"{key} {name}"] = sub.msg_drop_counter
