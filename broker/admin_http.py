@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from broker.admin_guard import check_request
 from broker.names import InvalidTopicName, TopicName
+from broker.partitioned_stats import aggregate as aggregate_partitions
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService, NamespaceNotFound
 from broker.subscription import EXCLUSIVE, FAILOVER, SUB_TYPE_NAMES
@@ -41,6 +42,14 @@ def tracks_unacked(sub: Any) -> bool:
     return sub.sub_type not in (EXCLUSIVE, FAILOVER)
 
 
+def publisher_stats(producer: Any) -> dict[str, Any]:
+    connection = producer.connection
+    return {"producerName": producer.name, "producerId": producer.producer_id,
+            "accessMode": pb.ProducerAccessMode.Name(producer.access_mode),
+            "address": getattr(connection, "peer", ""), "connectedSince": getattr(connection, "connected_since", ""),
+            "clientVersion": getattr(connection, "client_version", "")}
+
+
 def topic_stats(topic: Topic) -> dict[str, Any]:
     subs: dict[str, Any] = {}
     for name, sub in topic.subscriptions.items():
@@ -53,10 +62,13 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
             "msgRateExpired": 0.0,
             "expiredMessages": sub.expired_counter,
             "isDurable": sub.durable,
+            "durable": sub.durable,  # Pulsar gives both names
+            "bytesOutCounter": sub.bytes_out_counter,
             "markDeletePosition": "{}:{}".format(*topic.log.position_before(sub.mark_delete + 1)),
             "consumers": [
                 {
                     "consumerName": c.name,
+                    "clientVersion": c.connection.client_version if c.connection is not None else "",
                     "availablePermits": c.permits,
                     "unackedMessages": len(c.pending) if counted else 0,
                     "msgOutCounter": c.messages_out,
@@ -68,6 +80,8 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
                 for c in sub.consumers
             ],
         }
+        if sub.sub_type in (EXCLUSIVE, FAILOVER) and sub.active is not None:
+            subs[name]["activeConsumerName"] = sub.active.name
     rates = getattr(topic, "rates", {})
     if not topic.name.persistent:
         return non_persistent_stats(topic, subs, rates)
@@ -83,8 +97,7 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
         "storageSize": topic.log.size_bytes,
         "backlogSize": sum(s.backlog() for s in topic.subscriptions.values()),
         "publishers": [
-            {"producerName": p.name, "accessMode": pb.ProducerAccessMode.Name(p.access_mode), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in}
-            for p in topic.producers.values()
+            {**publisher_stats(p), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in} for p in topic.producers.values()
         ],
         "subscriptions": subs,
         "deduplicationStatus": "Enabled" if topic.dedup_enabled else "Disabled",
@@ -98,6 +111,7 @@ def non_persistent_stats(topic: Topic, subs: dict[str, Any], rates: dict[str, fl
     for name, body in subs.items():
         body["msgDropRate"] = drop_rates.get(name, 0.0)
         body.pop("markDeletePosition", None)
+        body.pop("activeConsumerName", None)  # not in NonPersistentSubscriptionStats
     return {
         "msgRateIn": rates.get("msg_in", 0.0),
         "msgRateOut": rates.get("msg_out", 0.0),
@@ -111,8 +125,7 @@ def non_persistent_stats(topic: Topic, subs: dict[str, Any], rates: dict[str, fl
         "storageSize": 0,
         "backlogSize": 0,
         "publishers": [
-            {"producerName": p.name, "accessMode": pb.ProducerAccessMode.Name(p.access_mode), "msgInCounter": p.messages_in,
-             "bytesInCounter": p.bytes_in, "msgDropRate": 0.0}
+            {**publisher_stats(p), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in, "msgDropRate": 0.0}
             for p in topic.producers.values()
         ],
         "subscriptions": subs,
@@ -468,9 +481,8 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             topic = service.get_topic(name.partition(i), create=True)
             assert topic is not None
             parts[str(name.partition(i))] = topic_stats(topic)
-        summed = ["msgInCounter", "msgOutCounter", "storageSize", "msgRateIn", "msgRateOut"] + ([] if name.persistent else ["msgDropRate"])
-        total = {k: sum(p[k] for p in parts.values()) for k in summed}
-        return web.json_response({**total, "metadata": {"partitions": count}, "partitions": parts})
+        per_partition = request.query.get("perPartition", "true").lower() != "false"
+        return web.json_response(aggregate_partitions(count, parts, per_partition))
 
     @routes.get(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
     async def get_schema(request: web.Request) -> web.Response:
@@ -482,7 +494,8 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
         if latest is None:
             return _error(404, "Schema not found")
         return web.json_response(
-            {"version": latest.version, "type": pb.Schema.Type.Name(latest.type).upper(), "data": latest.data.decode("utf-8", "replace"), "properties": dict(latest.properties)}
+            {"version": latest.version, "type": pb.Schema.Type.Name(latest.type).upper(), "timestamp": latest.timestamp,
+             "data": latest.data.decode("utf-8", "replace"), "properties": dict(latest.properties)}
         )
 
     @routes.post(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
@@ -508,7 +521,7 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             return _error(409, str(exc))
         if added:
             service.save_schemas(name)
-        return web.json_response({"version": version.version})
+        return web.json_response({"version": {"version": version.version}})  # Pulsar's PostSchemaResponse
 
     app = web.Application(middlewares=[guard])
     app.add_routes(routes)

@@ -79,6 +79,7 @@ class Subscription:
         self._rr = 0
         self.properties: dict[str, str] = {}
         self.msg_out_counter = 0
+        self.bytes_out_counter = 0
         self.msg_drop_counter = 0  # non-persistent topics: messages no consumer could take
         self.expired_counter = 0
         self.journal_ops: list[list[Any]] = []  # acks applied since the last journal flush
@@ -303,6 +304,7 @@ class Subscription:
         consumer.messages_out += cost
         consumer.bytes_out += len(entry)
         self.msg_out_counter += cost
+        self.bytes_out_counter += len(entry)
         consumer.deliver(consumer, offset, meta, entry, self.redelivery_counts.get(offset, 0), ack_set)
 
     def _release_pending(self, offset: int) -> None:

@@ -331,6 +331,7 @@ class Topic:
             consumer.messages_out += count
             consumer.bytes_out += len(entry)
             sub.msg_out_counter += count
+            sub.bytes_out_counter += len(entry)
             consumer.deliver(consumer, non_persistent.NO_OFFSET, meta, entry, 0, None)
         self.msg_in += send.num_messages or 1
         self.bytes_in += len(entry)

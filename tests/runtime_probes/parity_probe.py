@@ -4,7 +4,7 @@ Each input is a command (UTF-8 text); what the function saw or did comes back on
 as text, so tests/test_runtime_parity.py can compare the two runtimes message by message.
 Input that IdentitySerDe does not leave as str (numeric text) is answered with its type.
   ctx            JSON of what the context tells about the message and the function
-  api            JSON list of the context's public method names
+  api            JSON: pulsar.Context methods the context lacks, and public methods it has beyond them
   echo:X         X
   none           nothing (no output message)
   fail           raises (a user exception: the input is negatively acknowledged)
@@ -18,6 +18,8 @@ Input that IdentitySerDe does not leave as str (numeric text) is answered with i
 """
 
 import json
+
+import pulsar
 
 
 class ParityProbe:
@@ -42,6 +44,7 @@ class ParityProbe:
                 "name": context.get_function_name(),
                 "instance_id": context.get_instance_id(),
                 "instance_id_type": type(context.get_instance_id()).__name__,
+                "function_id": context.get_function_id(),
                 "function_version": context.get_function_version(),
                 "user_config_map": context.get_user_config_map(),
                 "greeting": context.get_user_config_value("greeting"),
@@ -51,7 +54,9 @@ class ParityProbe:
                 "logger": type(context.get_logger()).__name__,
             }, sort_keys=True)
         if cmd == "api":
-            return json.dumps(sorted(m for m in dir(context) if not m.startswith("_") and callable(getattr(context, m))))
+            declared = {m for m in dir(pulsar.Context) if not m.startswith("_")}
+            present = {m for m in dir(context) if not m.startswith("_") and callable(getattr(context, m, None))}
+            return json.dumps({"missing": sorted(declared - present), "beyond": sorted(present - declared)})
         if cmd == "echo":
             return arg
         if cmd == "none":
