@@ -238,7 +238,7 @@ def test_ack_per_guarantee(runtime: dict[str, Any]) -> None:
     # At least once: the failing input stays unacknowledged (nacked, redelivered forever).
     # At most once: acknowledged before processing, so nothing is left.
     assert runtime["backlog"]["ATLEAST_ONCE"][0] == 1
-    assert runtime["backlog"]["ATMOST_ONCE"] == (0, 0)
+    assert runtime["backlog"]["ATMOST_ONCE"] == [0, 0]
     assert runtime["most_outputs"] == ["after"]
 
 
