@@ -164,7 +164,7 @@ def test_admin_shapes_against_pulsar(broker, real_pulsar) -> None:
         assert [p["producerName"] for p in stats["publishers"]] == [f"shapes-{tag}"]
         assert stats["deduplicationStatus"] == "Enabled"
         pstats = responses["partitioned stats"]
-        assert (pstats["msgInCounter"], pstats["metadata"], len(pstats["partitions"])) == (4, {"partitions": 2}, 2)
+        assert (pstats["msgInCounter"], pstats["metadata"], len(pstats["partitions"])) == (4, {"partitions": 2, "deleted": False}, 2)
         assert responses["partitions"] == {"partitions": 2, "deleted": False}
         assert responses["non-persistent stats"]["msgInCounter"] == 1
         schema = responses["schema"]
