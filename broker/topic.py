@@ -164,6 +164,7 @@ class Topic:
         self.bytes_out = 0
         self.msg_dropped = 0  # non-persistent: messages some subscription could not hand over
         self.created = time.time()
+        self.last_active = time.monotonic()  # non-persistent: last seen with a producer or subscription
         if directory is not None:
             self._load()
 

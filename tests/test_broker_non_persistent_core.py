@@ -1,10 +1,14 @@
-"""broker/non_persistent.route(): the whole list of decisions for one published message."""
+"""Non-persistent topics without a network: route()'s whole list of decisions for one published
+message, and how long an unused topic is kept."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
+from broker.config import BrokerConfig
+from broker.names import TopicName
 from broker.non_persistent import Drop, Handoff, route
+from broker.service import BrokerService
 from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, KEY_SHARED, SHARED, Consumer, Subscription
 from broker.topic import EntryMeta
 
@@ -49,3 +53,20 @@ def test_key_shared_only_the_key_owner_may_take_it() -> None:
     low, high = meta(slot=0), meta(slot=HASH_RANGE - 1)
     assert route([keyed], low) == [Drop("ks", 1)]  # slot 0 belongs to c0, which has no permits
     assert route([keyed], high) == [Handoff("ks", k1)]
+
+
+def test_unused_topic_is_forgotten_after_the_inactive_time() -> None:
+    service = BrokerService(BrokerConfig(data_dir=None, inactive_non_persistent_seconds=60))
+    idle, used = TopicName.parse("non-persistent://public/default/idle"), TopicName.parse("non-persistent://public/default/used")
+    kept = TopicName.parse("persistent://public/default/kept")
+    for name in (idle, used, kept):
+        service.get_topic(name, create=True)
+    service.topics[str(idle)].last_active = service.topics[str(used)].last_active = 1000.0
+    service.topics[str(used)].open_non_persistent("s", EXCLUSIVE)
+    assert service.drop_inactive_non_persistent(1059.0) == []
+    assert service.drop_inactive_non_persistent(1060.0) == [str(idle)]
+    assert sorted(service.topics) == [str(used), str(kept)]
+    del service.topics[str(used)].subscriptions["s"]  # its last consumer left; active until now
+    assert service.drop_inactive_non_persistent(1100.0) == []
+    assert service.drop_inactive_non_persistent(1160.0) == [str(used)]
+    assert service.topics_of_namespace("public/default", mode=1) == []
