@@ -20,6 +20,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The real-Pulsar tier alone: Apache Pulsar standalone (fetched once into ~/.cache/wtpulsar) started by the tests.
@@ -36,8 +37,10 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+# ruff, then mypy over every package ([tool.mypy] in pyproject.toml: strict, with its exceptions named there).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # One deployable archive per function (build/functions/<name>.zip: <name>/src + <name>/deps/*.whl).
 # PYTHON_VERSION / PLATFORM select the worker's interpreter (default: the official Pulsar image's).

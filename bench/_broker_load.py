@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any  # pulsar-client's Consumer and Producer carry no type information
 
 from bench._broker_payload import ArrivalCounter, PayloadFactory, Tally, parse
 
@@ -76,7 +77,7 @@ class RunResult:
 class _Receiver(threading.Thread):
     """Receives and acks until told to stop; records ids and (optionally) latencies."""
 
-    def __init__(self, consumer: object, size: int, record_latency: bool) -> None:
+    def __init__(self, consumer: Any, size: int, record_latency: bool) -> None:
         super().__init__(name="bench-receiver", daemon=True)
         self.consumer = consumer
         self.size = size
@@ -95,12 +96,12 @@ class _Receiver(threading.Thread):
         try:
             while not self.stop.is_set():
                 try:
-                    msg = consumer.receive(RECEIVE_POLL)  # type: ignore[attr-defined]
+                    msg = consumer.receive(RECEIVE_POLL)
                 except pulsar.Timeout:
                     continue
                 now = time.monotonic_ns()
                 data = msg.data()
-                consumer.acknowledge(msg)  # type: ignore[attr-defined]
+                consumer.acknowledge(msg)
                 if len(data) != self.size:
                     counter.add_malformed()
                     continue
@@ -159,7 +160,7 @@ def run_scenario(service_url: str, scenario: Scenario, limits: Limits, client_lo
     return result
 
 
-def _produce(producer: object, scenario: Scenario, limits: Limits, result: RunResult) -> None:
+def _produce(producer: Any, scenario: Scenario, limits: Limits, result: RunResult) -> None:
     """Send for `limits.seconds`, then flush (which returns once every send has its receipt or failed).
 
     The unpaced runs pass no send callback: a Python callback costs the client's I/O thread a GIL
@@ -176,7 +177,7 @@ def _produce(producer: object, scenario: Scenario, limits: Limits, result: RunRe
         if res != pulsar.Result.Ok:
             failures.append(res)
 
-    send_async = producer.send_async  # type: ignore[attr-defined]
+    send_async = producer.send_async
     start_ns = result.start_ns = time.monotonic_ns()
     if scenario.rate is None:
         deadline_ns = start_ns + int(limits.seconds * 1e9)
@@ -195,7 +196,7 @@ def _produce(producer: object, scenario: Scenario, limits: Limits, result: RunRe
                 time.sleep((due - now) / 1e9)
             send_async(factory.make(ident, time.monotonic_ns()), on_sent)
             result.sent = ident + 1
-    producer.flush()  # type: ignore[attr-defined]
+    producer.flush()
     result.publish_elapsed = (time.monotonic_ns() - start_ns) / 1e9
     result.send_failed = len(failures)
 

@@ -1,4 +1,4 @@
-"""Turn raw runs into figures, judge them against issue 2's targets, print the table, write the JSON."""
+"""Turn raw runs into figures, judge them against the broker's targets (below), print the table, write the JSON."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
     return sorted_values[rank - 1]
 
 
-# Issue 2, "Benchmark": the figures to reach on a 2-core machine, per scenario, on top of zero lost and
+# The broker's required figures on a 2-core machine, per scenario, on top of zero lost and
 # zero duplicated which every scenario must show.
 TARGETS: dict[str, tuple[str, Callable[[Figures], bool]]] = {
     "tput-64k": (">= 50 MB/s", lambda f: f.mb_per_s >= 50),

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.broker [--quick] [--only ours|lite] [--json FILE] [--seconds N]
 
-Scenarios (issue 2, "Benchmark"), each on a fresh topic in public/default, consumer subscribed first:
+Scenarios (the broker's required benchmark), each on a fresh topic in public/default, consumer subscribed first:
 
 * 1 KB and 64 KB unbatched: a producer sends as fast as it can (send_async, block_if_queue_full) while
   a consumer receives and acks; end-to-end msg/s and MB/s (1 MB = 10^6 bytes).

@@ -15,7 +15,7 @@ thread hand-off, serde, process() dispatch, stats and the ack bookkeeping.
 * latency: messages sent one at a time at a low rate; send → output receipt, p50/p99. At low rate
   each output waits for the 10 ms batch timer, in both processors alike.
 
-Targets (issue 3): localrun ≥ 0.8× the bare loop's throughput; ≤ 1 ms added p50 latency.
+Required: localrun ≥ 0.8× the bare loop's throughput; ≤ 1 ms added p50 latency.
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def bare_loop(service_url: str, t_in: str, t_out: str, with_props: bool = False)
                                 initial_position=pulsar.InitialPosition.Earliest)
     producer = client.create_producer(t_out, **output_producer_settings())
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_at_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
     print("ready", flush=True)
     while not stop.is_set():
         try:
@@ -105,7 +110,7 @@ def bare_processor(service_url: str, t_in: str, t_out: str, with_props: bool = F
 @contextlib.contextmanager
 def localrun_processor(service_url: str, t_in: str, t_out: str, work: Path, raw_bytes: bool = False) -> Iterator[None]:
     """The identity function under localrun: with the default IdentitySerDe (which tries int,
-    float, complex and str on every input, §1.7), or with a pass-through bytes serde as the
+    float, complex and str on every input, docs/pulsar-functions.md §1.7), or with a pass-through bytes serde as the
     pipeline's own functions use, so that only the runtime's own cost is compared."""
     import yaml
 
@@ -196,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         bare_loop(*args.bare_loop)
         return 0
     if args.bare_loop_props:
-        bare_loop(*args.bare_loop_props, with_props=True)
+        url, t_in, t_out = args.bare_loop_props
+        bare_loop(url, t_in, t_out, with_props=True)
         return 0
 
     load_at_start = " ".join(f"{x:.2f}" for x in os.getloadavg())

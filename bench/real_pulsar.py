@@ -263,7 +263,9 @@ def audit_room(room: str, inputs: Tap, output: Tap, skip: int) -> tuple[RoomAudi
     audit = RoomAudit(room)
     for row in list(inputs.rows):
         if row.props.get("room") == room and int(row.props.get("seq", "-1")) >= skip:
-            audit.add_input(input_frame(row.props, row.publish_ms, row.key))
+            frame = input_frame(row.props, row.publish_ms, row.key)
+            if frame is not None:  # None is an end of stream, not a frame
+                audit.add_input(frame)
     end_to_end: list[float] = []
     to_viewer: list[float] = []
     for row in media_rows(output):
@@ -560,15 +562,17 @@ def broker_table(broker: dict[str, list[Figures]]) -> str:
     keys = list(dict.fromkeys([*ours, *pulsar]))
     for key in keys:
         o, p = ours.get(key), pulsar.get(key)
-        title = (o or p).title  # type: ignore[union-attr]
+        shown = o or p
+        assert shown is not None  # the key came from ours or pulsar
+        title = shown.title
         if key == LATENCY_SCENARIO:
-            rows += [(f"{title}: p50 ms", o and o.p50_ms, p and p.p50_ms, 2),
-                     (f"{title}: p99 ms", o and o.p99_ms, p and p.p99_ms, 2)]
+            rows += [(f"{title}: p50 ms", o.p50_ms if o else None, p.p50_ms if p else None, 2),
+                     (f"{title}: p99 ms", o.p99_ms if o else None, p.p99_ms if p else None, 2)]
         else:
-            rows += [(f"{title}: msg/s", o and o.msg_per_s, p and p.msg_per_s, 0),
-                     (f"{title}: MB/s", o and o.mb_per_s, p and p.mb_per_s, 1)]
-        rows += [("  lost + duplicated", o and o.lost + o.duplicated, p and p.lost + p.duplicated, 0),
-                 ("  broker CPU us/msg", o and o.broker_cpu_us_per_msg, p and p.broker_cpu_us_per_msg, 0)]
+            rows += [(f"{title}: msg/s", o.msg_per_s if o else None, p.msg_per_s if p else None, 0),
+                     (f"{title}: MB/s", o.mb_per_s if o else None, p.mb_per_s if p else None, 1)]
+        rows += [("  lost + duplicated", o.lost + o.duplicated if o else None, p.lost + p.duplicated if p else None, 0),
+                 ("  broker CPU us/msg", o.broker_cpu_us_per_msg if o else None, p.broker_cpu_us_per_msg if p else None, 0)]
     text = side_by_side("1. broker: produce -> consume", rows, "Pulsar")
     notes = [f"  {f.broker_label} / {f.title}: {why}" for f in [*ours.values(), *pulsar.values()]
              for why in (f.error, f.gave_up and f"gave up waiting: {f.gave_up}") if why]
@@ -597,13 +601,13 @@ def pipeline_table(pipeline: dict[str, PipelineRun]) -> str:
     rows += [("end to end (capture -> our reader) p50 ms", e2e(o, "p50"), e2e(p, "p50"), 1),
              ("end to end p95 ms", e2e(o, "p95"), e2e(p, "p95"), 1),
              ("end to end p99 ms", e2e(o, "p99"), e2e(p, "p99"), 1),
-             ("frames audited (paced)", o and o.paced_audited, p and p.paced_audited, 0),
-             ("  lost", o and o.paced_lost, p and p.paced_lost, 0),
-             ("max frames/s (backlog drained)", o and o.max_fps, p and p.max_fps, 1),
-             ("  backlog frames out of sent", o and o.backlog_out, p and p.backlog_out, 0),
-             ("  function CPU ms/frame (all instances)", o and o.function_cpu_ms_per_frame,
-              p and p.function_cpu_ms_per_frame, 2),
-             ("  broker CPU ms/frame", o and o.broker_cpu_ms_per_frame, p and p.broker_cpu_ms_per_frame, 2)]
+             ("frames audited (paced)", o.paced_audited if o else None, p.paced_audited if p else None, 0),
+             ("  lost", o.paced_lost if o else None, p.paced_lost if p else None, 0),
+             ("max frames/s (backlog drained)", o.max_fps if o else None, p.max_fps if p else None, 1),
+             ("  backlog frames out of sent", o.backlog_out if o else None, p.backlog_out if p else None, 0),
+             ("  function CPU ms/frame (all instances)", o.function_cpu_ms_per_frame if o else None,
+              p.function_cpu_ms_per_frame if p else None, 2),
+             ("  broker CPU ms/frame", o.broker_cpu_ms_per_frame if o else None, p.broker_cpu_ms_per_frame if p else None, 2)]
     text = side_by_side("2. pipeline: transcode -> chunk -> route", rows, "on Pulsar")
     notes = [f"  {run.label}: {run.error}" for run in (o, p) if run is not None and run.error]
     notes += [f"  {run.label}: backlog frames never out: " + "; ".join(

@@ -89,7 +89,7 @@ def without_trailing_json(text: str) -> str:
     return text[: [m.start() for m in re.finditer(r"(?m)^\{", text)][-1]]
 
 
-def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tuple[ModuleOutcome, dict | None]:
+def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tuple[ModuleOutcome, dict[str, Any] | None]:
     base = [sys.executable, "-m", f"bench.{name}"]
     log_path = out_dir / f"{name}.log"
     try:
@@ -117,7 +117,7 @@ def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tu
         status = f"could not start: {exc}"
     seconds = time.monotonic() - started
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
-    doc: dict | None = None
+    doc: dict[str, Any] | None = None
     if style == "file" and json_path.exists():
         try:
             doc = json.loads(json_path.read_text())
@@ -134,7 +134,7 @@ def run_module(name: str, extra: list[str], out_dir: Path, timeout: float) -> tu
     return ModuleOutcome(name, shown_command, status, seconds, f"{out_dir.name}/{log_path.name}", shown), doc
 
 
-def reuse_module(name: str, out_dir: Path) -> tuple[ModuleOutcome, dict | None]:
+def reuse_module(name: str, out_dir: Path) -> tuple[ModuleOutcome, dict[str, Any] | None]:
     """The outcome of `name` saved by an earlier run in `out_dir` (see --reuse)."""
     status_path, log_path, json_path = (out_dir / f"{name}.status.json", out_dir / f"{name}.log",
                                         out_dir / f"{name}.json")
@@ -145,7 +145,7 @@ def reuse_module(name: str, out_dir: Path) -> tuple[ModuleOutcome, dict | None]:
         outcome = ModuleOutcome(name, ["python", "-m", f"bench.{name}"],
                                 f"could not reuse: no saved run in {out_dir} ({exc})", 0.0, "", "")
         return outcome, None
-    doc: dict | None = None
+    doc: dict[str, Any] | None = None
     if saved.get("json"):
         try:
             doc = json.loads(json_path.read_text()) if json_path.exists() else last_json_object(text)

@@ -14,7 +14,7 @@ Each case runs in its own process, because the client's pool is global to a proc
 are the growth of malloc'd memory (glibc mallinfo2, bytes in use) and of RSS from just after the
 first 200 messages to the end, sampled every N/20 messages, and the send rate.
 
-Issue 8 target this serves: RSS growth < 10 % over the soak for every process. moderate sends about
+The requirement this serves: RSS growth < 10 % over the soak for every process. moderate sends about
 8 messages a second, so without the change its memory grows for the whole soak (see the docstring
 of localrun/sent_messages.py).
 """

@@ -1,6 +1,6 @@
 """Token authentication: HS256 JWTs signed with a shared secret, as `pulsar tokens create` makes.
 
-The role is the `sub` claim. Expired, malformed or wrongly signed tokens are refused (§3).
+The role is the `sub` claim. Expired, malformed or wrongly signed tokens are refused (docs/pulsar-wire-protocol.md §3).
 """
 
 from __future__ import annotations

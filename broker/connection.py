@@ -2,7 +2,7 @@
 
 Sans-I/O: bytes come in through `data_received`, bytes leave through the `send` callable given
 at construction, and `close` asks the shell to drop the connection. Errors go where the client
-expects them (pulsar-wire-protocol.md §2, §14): inside LOOKUP/PARTITIONED_METADATA/schema/stats
+expects them (docs/pulsar-wire-protocol.md §2, §14): inside LOOKUP/PARTITIONED_METADATA/schema/stats
 responses, as ERROR for requests that have one, never as SEND_ERROR except for checksums.
 """
 
@@ -119,7 +119,7 @@ class ServerConnection:
             self.connection_lost()
 
     def connection_lost(self) -> None:
-        """Drop every producer and consumer of this connection at once (§15)."""
+        """Drop every producer and consumer of this connection at once (docs/pulsar-wire-protocol.md §15)."""
         if self.closed:
             return
         log.debug("connection %s lost: %d sends, %d receipts, %d bytes in", self.peer, self.n_sends, self.n_receipts, self.n_bytes)
@@ -216,7 +216,7 @@ class ServerConnection:
     def _topic_problem(self, text: str) -> tuple[int, str] | None:
         """Why a lookup-style request for `text` must fail (error code, message), or None.
 
-        Lookups and partitioned metadata report errors inside their own response (§2)."""
+        Lookups and partitioned metadata report errors inside their own response (docs/pulsar-wire-protocol.md §2)."""
         try:
             name = self._topic_name(text)
             self.service.check_namespace(name)
@@ -658,7 +658,7 @@ class ServerConnection:
         else:
             self.error(body.request_id, pb.MetadataError, "SEEK needs a message id or a publish time")
             return
-        # Real-broker order (§10): disconnect the subscription's consumers, reset, then answer.
+        # Real-broker order (docs/pulsar-wire-protocol.md §10): disconnect the subscription's consumers, reset, then answer.
         for other in list(sub.consumers):
             other.connection.close_consumer_by_broker(other)
         sub.reset_to(target)
@@ -793,7 +793,7 @@ class ServerConnection:
         T.LOOKUP: _on_lookup,
         T.PARTITIONED_METADATA: _on_partitioned_metadata,
         T.PRODUCER: _on_producer,
-        T.SEND: _on_send,  # type: ignore[dict-item]
+        T.SEND: _on_send,
         T.CLOSE_PRODUCER: _on_close_producer,
         T.SUBSCRIBE: _on_subscribe,
         T.FLOW: _on_flow,

@@ -1,4 +1,4 @@
-"""Topic names: `persistent://tenant/namespace/local` and `non-persistent://...` (§4).
+"""Topic names: `persistent://tenant/namespace/local` and `non-persistent://...` (docs/pulsar-wire-protocol.md §4).
 
 Anything that is not of that shape, or whose parts break the name rule (docs/names.md,
 `schemas/names.py`), is rejected with InvalidTopicName before it reaches storage; the paths built

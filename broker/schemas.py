@@ -1,4 +1,4 @@
-"""Per-topic schema registry: versions, lookup and the compatibility check (§12).
+"""Per-topic schema registry: versions, lookup and the compatibility check (docs/pulsar-wire-protocol.md §12).
 
 Versions are 8-byte big-endian integers from 0. Compatibility follows Pulsar's default FULL
 strategy for record schemas (JSON and Avro hold Avro record definitions): a new definition is

@@ -238,7 +238,7 @@ class BrokerService:
         return True
 
     def topics_of_namespace(self, namespace: str, mode: int = 0) -> list[str]:
-        """Existing topics of a namespace (mode: 0 persistent, 1 non-persistent, 2 all) (§11)."""
+        """Existing topics of a namespace (mode: 0 persistent, 1 non-persistent, 2 all) (docs/pulsar-wire-protocol.md §11)."""
         tenant, _, ns = namespace.partition("/")
         names: set[str] = set()
         for key, topic in self.topics.items():

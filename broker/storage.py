@@ -11,7 +11,7 @@ Layout under the broker's data dir::
 
 Each topic has a dense, persistent offset space; offset o lives in the last ledger whose
 first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
-loaded (a new "incarnation", pulsar-wire-protocol.md §6) and when the current one grows past
+loaded (a new "incarnation", docs/pulsar-wire-protocol.md §6) and when the current one grows past
 `ledger_max_bytes`, so ledgers whose entries every subscription has acknowledged can be deleted
 whole. Appends are written at once, before any receipt goes out (that survives kill -9); with
 `--sync fsync` the server also makes them durable in groups (fdatasync of every ledger written
@@ -124,7 +124,7 @@ class Ledger:
     size: int
     path: Path
     fd: int = -1  # open for reads (and appends when current)
-    checkpoints: array = field(default_factory=lambda: array("q"))  # file position of record k * POSITION_BLOCK
+    checkpoints: array[int] = field(default_factory=lambda: array("q"))  # file position of record k * POSITION_BLOCK
     last_publish_time: int = 0  # of its last entry (ms), for retention by time without an entry index
 
 
@@ -148,7 +148,7 @@ class TopicLog:
         self._dirty_fds: set[int] = set()  # ledgers written since the last take_dirty()
         self._memory: dict[int, bytes] = {}  # in-memory topics only
         # (ledger id, block) -> file positions of the block's records plus the end of its last one
-        self._boundaries: OrderedDict[tuple[int, int], array] = OrderedDict()
+        self._boundaries: OrderedDict[tuple[int, int], array[int]] = OrderedDict()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -170,7 +170,7 @@ class TopicLog:
         self._firsts = [led.first_offset for led in self.ledgers]
 
     @staticmethod
-    def _scan(path: Path, checkpoints: array) -> tuple[int, int]:
+    def _scan(path: Path, checkpoints: array[int]) -> tuple[int, int]:
         """Count whole records and note where every POSITION_BLOCK-th starts; cut a torn tail."""
         data = path.read_bytes()
         pos = count = 0
@@ -303,7 +303,7 @@ class TopicLog:
         pos, end = walked[index], walked[index + 1]
         return os.pread(ledger.fd, end - pos, pos)[8:]
 
-    def _walked_block(self, ledger: Ledger, block: int) -> array:
+    def _walked_block(self, ledger: Ledger, block: int) -> array[int]:
         """Record boundaries of one block, from its checkpoint by reading each record's header."""
         key = (ledger.ledger_id, block)
         walked = self._boundaries.get(key)

@@ -2,12 +2,12 @@
 
 Sans-I/O: a Subscription never touches a socket. It asks its topic for entry bytes and hands
 deliveries to `Consumer.deliver`, which the connection turns into MESSAGE frames.
-Rules follow pulsar-wire-protocol.md §7–§10:
+Rules follow docs/pulsar-wire-protocol.md §7–§10:
 * Exclusive/Failover: one active consumer reads in log order from `read_pos`; an id-less
   redelivery or a change of active consumer rewinds to the first unacknowledged entry.
 * Shared: round-robin over consumers with permits; entries held by a consumer that leaves, or
   that are nacked, go to a replay set served before new entries.
-* Key_Shared: the entry's sticky key picks the consumer (§8); a key never goes to a second
+* Key_Shared: the entry's sticky key picks the consumer (docs/pulsar-wire-protocol.md §8); a key never goes to a second
   consumer while an earlier entry of the same hash slot is unacknowledged on another one.
 * Delayed delivery only on Shared/Key_Shared.
 """
@@ -31,7 +31,7 @@ SHARED = pb.CommandSubscribe.Shared
 FAILOVER = pb.CommandSubscribe.Failover
 KEY_SHARED = pb.CommandSubscribe.Key_Shared
 SUB_TYPE_NAMES = {EXCLUSIVE: "Exclusive", SHARED: "Shared", FAILOVER: "Failover", KEY_SHARED: "Key_Shared"}
-HASH_RANGE = 65536  # Key_Shared slots (§8)
+HASH_RANGE = 65536  # Key_Shared slots (docs/pulsar-wire-protocol.md §8)
 MAX_REPLAY_LOOKAHEAD = 10_000  # Key_Shared entries parked for busy consumers before reading stops
 
 
@@ -115,7 +115,7 @@ class Subscription:
                 self._elect_active()
 
     def _elect_active(self, new: Consumer | None = None) -> None:
-        """Failover: the first consumer by (priority, name) is active (§7); others wait."""
+        """Failover: the first consumer by (priority, name) is active (docs/pulsar-wire-protocol.md §7); others wait."""
         if not self.consumers:
             self.active = None
             return
@@ -398,7 +398,7 @@ class Subscription:
     # ------------------------------------------------------------------ redelivery, seek
     def redeliver(self, consumer: Consumer, offsets: list[int] | None) -> None:
         if self.sub_type in (EXCLUSIVE, FAILOVER):
-            # Ids or not, an in-order subscription rewinds to its first unacknowledged entry (§10).
+            # Ids or not, an in-order subscription rewinds to its first unacknowledged entry (docs/pulsar-wire-protocol.md §10).
             # Pulsar tracks no redelivery count there (single-active-consumer dispatchers have the
             # tracker disabled): the rewound messages arrive with count 0, as on Apache Pulsar.
             self._rewind()
@@ -418,7 +418,7 @@ class Subscription:
         self.read_pos = self.mark_delete + 1
 
     def reset_to(self, offset: int) -> None:
-        """Seek: the next entry delivered is `offset` itself (§10)."""
+        """Seek: the next entry delivered is `offset` itself (docs/pulsar-wire-protocol.md §10)."""
         self.pending.clear()
         for c in self.consumers:
             c.pending.clear()

@@ -23,7 +23,7 @@ class BrokerProcess:
 
     def __init__(self, data_dir: str | Path | None = None, extra_args: list[str] | None = None, http: bool = True) -> None:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="wtpulsar-broker-")
-        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]
+        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]  # _tmp is made whenever data_dir is not given
         self.port = free_port()
         self.http_port = free_port() if http else None
         self.extra_args = list(extra_args or [])

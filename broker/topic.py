@@ -44,7 +44,7 @@ COOL_MIN = 1024  # entries dropped from the warm index at once, at least (bounds
 
 
 def sticky_slot(metadata: pb.MessageMetadata) -> int:
-    """Key_Shared hash slot of an entry (§8): ordering key, else partition key, else NONE_KEY."""
+    """Key_Shared hash slot of an entry (docs/pulsar-wire-protocol.md §8): ordering key, else partition key, else NONE_KEY."""
     if metadata.HasField("ordering_key"):
         key = bytes(metadata.ordering_key)
     elif metadata.HasField("partition_key"):
@@ -388,7 +388,7 @@ class Topic:
         return sub
 
     def attach_reader(self, name: str, start: pb.MessageIdData | None, initial_earliest: bool) -> Subscription:
-        """A non-durable cursor; the next entry delivered is the start id itself (§7)."""
+        """A non-durable cursor; the next entry delivered is the start id itself (docs/pulsar-wire-protocol.md §7)."""
         sub = Subscription(self, name, pb.CommandSubscribe.Exclusive, False, self.log_end - 1)
         if start is None:
             offset = self.log.start_offset if initial_earliest else self.log_end

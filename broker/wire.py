@@ -1,6 +1,6 @@
 """Pulsar binary framing, sans-I/O: bytes in, parsed frames out; commands in, bytes out.
 
-Frame shapes (pulsar-wire-protocol.md §1), all integers big-endian:
+Frame shapes (docs/pulsar-wire-protocol.md §1), all integers big-endian:
   simple:  total_size:u32 cmd_size:u32 BaseCommand
   payload: total_size:u32 cmd_size:u32 BaseCommand [0x0e01 crc32c:u32] meta_size:u32 MessageMetadata payload
 The checksum covers everything after the crc field. The broker stores the bytes after the command
@@ -162,7 +162,7 @@ def parse_entry_metadata(entry: bytes) -> tuple[pb.MessageMetadata, int]:
 
 
 def command(kind: int, **fields: object) -> pb.BaseCommand:
-    """Build a BaseCommand whose sub-message is the field numbered like `kind` (§1)."""
+    """Build a BaseCommand whose sub-message is the field numbered like `kind` (docs/pulsar-wire-protocol.md §1)."""
     cmd = pb.BaseCommand(type=kind)
     field_name = _FIELD_FOR_TYPE[kind]
     sub = getattr(cmd, field_name)
@@ -183,7 +183,7 @@ def command(kind: int, **fields: object) -> pb.BaseCommand:
     return cmd
 
 
-def sub_command(cmd: pb.BaseCommand):  # type: ignore[no-untyped-def]
+def sub_command(cmd: pb.BaseCommand) -> Any:
     """The sub-message that matches `cmd.type`, or None when it is absent."""
     name = _FIELD_FOR_TYPE.get(cmd.type)
     if name is None or not cmd.HasField(name):

@@ -28,7 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     add_target_arguments(p)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser("deploy", help="create tenant, namespace, topics, schemas and functions on a cluster",
                        description="Package the functions (build/functions/*.zip) and create or update "
                                    "everything deploy/pipeline.yaml names. Safe to run twice.")
@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace, undeploy: bool) -> int:
         missing = [f"build/functions/{n}.zip" for n in names if not (root / "build" / "functions" / f"{n}.zip").is_file()]
         if not undeploy and missing:
             raise DeployError(f"no archive {', '.join(missing)}: run `make package` (or deploy without --skip-package)")
+        runner: AdminCliRunner | RestRunner
         if admin:
             print(f"# {verb} {pipeline.namespace_path} with {admin} --admin-url {args.admin_url}")
             runner = AdminCliRunner(admin, args.admin_url, root)

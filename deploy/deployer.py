@@ -6,7 +6,7 @@ admin REST call it stands for, so ``--dry-run`` can print both and a machine wit
 
 Safe to run twice: creating something that exists (HTTP 409, "already exists") counts as done;
 a function is probed first and then created or updated; deleting something missing (HTTP 404)
-counts as done. ``functions update`` refuses some changes (pulsar-functions.md §3: guarantees,
+counts as done. ``functions update`` refuses some changes (docs/pulsar-functions.md §3: guarantees,
 ordering flags, subscription name, new input topics...); then the message says to undeploy first.
 """
 

@@ -1,153 +1,31 @@
 """FunctionConfig files for ``pulsar-admin functions create --function-config-file``: fields and rules.
 
 The field list and types are the Java ``FunctionConfig`` bean as the YAML is read
-(pulsar-functions.md §3). The rules are what the admin server rejects for a Python function
-(§3 "Server-side validation", §2.2, §2.3) plus the instance's own limits (§1.5, §2.1). Every
+(docs/pulsar-functions.md §3), from the table in ``schemas/function_config.py`` that localrun reads too.
+The rules here are what the admin server rejects for a Python function
+(§3, §2.2, §2.3) plus the instance's own limits (§1.5, §2.1). Every
 problem names the file and the dotted field path, so a bad config reads like a compiler error.
-
-Self-contained on purpose: ``localrun/config.py`` checks what our local runtime needs; this module
-checks what a real cluster accepts. The two must not drift into each other.
+``localrun/config.py`` adds the rules our local runtime needs to the same table.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-# A checker looks at one value at a dotted path and returns (path, message) pairs.
-Finding = tuple[str, str]
-Checker = Callable[[Any, str], list[Finding]]
+from schemas.function_config import FIELDS, NOT_FOR_PYTHON, Finding
+from schemas.function_config import type_name as _type_name
 
-
-def _type_name(value: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a map", type(None): "empty (null)"}.get(type(value), type(value).__name__)  # fmt: skip
-
-
-def _scalar(expected: str, test: Callable[[Any], bool]) -> Checker:
-    def check(value: Any, path: str) -> list[Finding]:
-        return [] if test(value) else [(path, f"should be {expected}, is {_type_name(value)}")]
-
-    return check
-
-
-# YAML booleans are Python bools, which are also ints: a Java Integer/Long field rejects `true`.
-STR = _scalar("a string", lambda v: isinstance(v, str))
-BOOL = _scalar("a boolean", lambda v: isinstance(v, bool))
-INT = _scalar("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
-NUMBER = _scalar("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool))
-ANY: Checker = lambda value, path: []  # noqa: E731 - userConfig values are free JSON
-
-
-def enum(*allowed: str) -> Checker:
-    """A Java enum field: Jackson matches the constant's exact spelling."""
-
-    def check(value: Any, path: str) -> list[Finding]:
-        if not isinstance(value, str):
-            return [(path, f"should be one of {', '.join(allowed)}, is {_type_name(value)}")]
-        if value not in allowed:
-            return [(path, f"{value!r} is not one of {', '.join(allowed)}")]
-        return []
-
-    return check
-
-
-def list_of(item: Checker) -> Checker:
-    def check(value: Any, path: str) -> list[Finding]:
-        if not isinstance(value, list):
-            return [(path, f"should be a list, is {_type_name(value)}")]
-        return [f for i, v in enumerate(value) for f in item(v, f"{path}[{i}]")]
-
-    return check
-
-
-def map_of(item: Checker) -> Checker:
-    """A Java Map<String, X>: keys must be strings (YAML would happily give ints)."""
-
-    def check(value: Any, path: str) -> list[Finding]:
-        if not isinstance(value, dict):
-            return [(path, f"should be a map, is {_type_name(value)}")]
-        found: list[Finding] = []
-        for k, v in value.items():
-            if not isinstance(k, str):
-                found.append((f"{path}.{k}", f"key should be a string, is {_type_name(k)}"))
-            found.extend(item(v, f"{path}.{k}"))
-        return found
-
-    return check
-
-
-def record(fields: Mapping[str, Checker], what: str) -> Checker:
-    """A nested bean: unknown keys fail like unknown top-level fields do."""
-
-    def check(value: Any, path: str) -> list[Finding]:
-        if not isinstance(value, dict):
-            return [(path, f"should be a map ({what}), is {_type_name(value)}")]
-        found: list[Finding] = []
-        for k, v in value.items():
-            if k not in fields:
-                found.append((f"{path}.{k}", f"unknown {what} field (known: {', '.join(sorted(fields))})"))
-            else:
-                found.extend(fields[k](v, f"{path}.{k}"))
-        return found
-
-    return check
-
-
-COMPRESSION_TYPES = ("NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY")
-BATCH_BUILDERS = ("DEFAULT", "KEY_BASED")
-GUARANTEES = ("ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL")
-
-# §3 inputSpecs: ConsumerConfig.
-CONSUMER_CONFIG = record({
-    "schemaType": STR, "serdeClassName": STR, "isRegexPattern": BOOL, "receiverQueueSize": INT,
-    "schemaProperties": map_of(STR), "consumerProperties": map_of(STR), "cryptoConfig": map_of(ANY),
-    "poolMessages": BOOL,
-}, "input spec")  # fmt: skip
-
-# §3 producerConfig: ProducerConfig.
-PRODUCER_CONFIG = record({
-    "maxPendingMessages": INT, "maxPendingMessagesAcrossPartitions": INT, "useThreadLocalProducers": BOOL,
-    "cryptoConfig": map_of(ANY), "batchBuilder": enum(*BATCH_BUILDERS), "compressionType": enum(*COMPRESSION_TYPES),
-    "batchingConfig": map_of(ANY),
-}, "producer config")  # fmt: skip
-
-# §3 resources: cpu is a Double, ram and disk are Longs (bytes).
-RESOURCES = record({"cpu": NUMBER, "ram": INT, "disk": INT}, "resources")
-
-# §3: every YAML key the FunctionConfig bean has, with its type. `runtime` is a bean field too (the
-# CLI infers it from `py`, §3); only PYTHON makes sense for these files.
-FIELDS: dict[str, Checker] = {
-    "tenant": STR, "namespace": STR, "name": STR, "className": STR, "py": STR,
-    "runtime": enum("PYTHON"),
-    "inputs": list_of(STR), "topicsPattern": STR,
-    "customSerdeInputs": map_of(STR), "customSchemaInputs": map_of(STR), "inputSpecs": map_of(CONSUMER_CONFIG),
-    "output": STR, "outputSerdeClassName": STR, "outputSchemaType": STR,
-    "inputTypeClassName": STR, "outputTypeClassName": STR,
-    "producerConfig": PRODUCER_CONFIG, "batchBuilder": enum(*BATCH_BUILDERS), "logTopic": STR,
-    "processingGuarantees": enum(*GUARANTEES),
-    "retainOrdering": BOOL, "retainKeyOrdering": BOOL, "autoAck": BOOL,
-    "userConfig": map_of(ANY), "secrets": map_of(ANY),
-    "subName": STR, "subscriptionPosition": enum("Latest", "Earliest"), "skipToLatest": BOOL,
-    "cleanupSubscription": BOOL, "forwardSourceMessageProperty": BOOL,
-    "timeoutMs": INT, "maxMessageRetries": INT, "deadLetterTopic": STR,
-    "parallelism": INT, "resources": RESOURCES, "runtimeFlags": STR, "customRuntimeOptions": STR,
-    "windowConfig": map_of(ANY),
-    "maxPendingAsyncRequests": INT, "exposePulsarAdminClientEnabled": BOOL,
-}  # fmt: skip
-
-# §3 last rows: bean fields that only the Java runtime uses.
-JAVA_ONLY = ("maxPendingAsyncRequests", "exposePulsarAdminClientEnabled")
 INPUT_FIELDS = ("inputs", "topicsPattern", "customSerdeInputs", "customSchemaInputs", "inputSpecs")
 NAME_RE = re.compile(r"^[A-Za-z0-9_.=:-]+$")  # Pulsar's allowed characters in tenant/namespace/name
 QUALIFIED_TOPIC_RE = re.compile(r"^(persistent|non-persistent)://[^/]+/[^/]+/[^/]+$")
 CLASS_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-MIN_ACK_TIMEOUT_MS = 10_000  # §2.1: the C++ client rejects a smaller unacked-message timeout
+MIN_ACK_TIMEOUT_MS = 10_000  # docs/pulsar-functions.md §2.1: the C++ client rejects a smaller unacked-message timeout
 # Where `make package` (deploy/packaging.py) writes each function's archive, relative to the repo root.
 PACKAGE_DIR = "build/functions"
 
@@ -173,7 +51,7 @@ class FunctionConfigError(ValueError):
 
 
 def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
-    """The admin server's checks for a Python function (§3, §2.2, §2.3) and the instance's limits."""
+    """The admin server's checks for a Python function (docs/pulsar-functions.md §3, §2.2, §2.3) and the instance's limits."""
     found: list[Finding] = []
     for key in ("tenant", "namespace", "name"):
         # The CLI would default these (public/default, last part of className): a deploy must say.
@@ -184,7 +62,7 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
     if "className" not in config:
         found.append(("className", "missing: required for Python functions (module.Class)"))
     elif isinstance(config["className"], str) and not CLASS_NAME_RE.match(config["className"]):
-        found.append(("className", f"{config['className']!r} should be module.Class or module (§1.1)"))
+        found.append(("className", f"{config['className']!r} should be module.Class or module (docs/pulsar-functions.md §1.1)"))
     if "py" not in config:
         found.append(("py", "missing: the code file or archive to upload"))
 
@@ -201,7 +79,7 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
 
     guarantees = config.get("processingGuarantees", "ATLEAST_ONCE")
     if guarantees == "EFFECTIVELY_ONCE":
-        found.append(("processingGuarantees", "EFFECTIVELY_ONCE is rejected for Python (§2.2)"))
+        found.append(("processingGuarantees", "EFFECTIVELY_ONCE is rejected for Python (docs/pulsar-functions.md §2.2)"))
     if guarantees == "ATMOST_ONCE" and config.get("autoAck") is False:
         found.append(("autoAck", "ATMOST_ONCE requires autoAck true (§2.2)"))
     if config.get("retainOrdering") is True and config.get("retainKeyOrdering") is True:
@@ -210,19 +88,19 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
         found.append(("windowConfig", "window functions are rejected for Python"))
     retries = config.get("maxMessageRetries")
     if isinstance(retries, int) and not isinstance(retries, bool) and retries >= 0:
-        found.append(("maxMessageRetries", "message retries are rejected for Python (§2.3)"))
+        found.append(("maxMessageRetries", "message retries are rejected for Python (docs/pulsar-functions.md §2.3)"))
     if "deadLetterTopic" in config:
         found.append(("deadLetterTopic", "rejected for Python: it needs maxMessageRetries, which Python lacks "
-                                         "(§2.3); publish dead letters from process() instead"))
-    for key in JAVA_ONLY:
+                                         "(docs/pulsar-functions.md §2.3); publish dead letters from process() instead"))
+    for key, runtime in NOT_FOR_PYTHON.items():
         if key in config:
-            found.append((key, "Java-only field, not for a Python function"))
+            found.append((key, f"{runtime}-only field, not for a Python function"))
     timeout = config.get("timeoutMs")
     if isinstance(timeout, int) and not isinstance(timeout, bool):
         if guarantees != "ATLEAST_ONCE":
             found.append(("timeoutMs", f"accepted only with ATLEAST_ONCE, not {guarantees}"))
         if timeout < MIN_ACK_TIMEOUT_MS:
-            found.append(("timeoutMs", f"{timeout} < {MIN_ACK_TIMEOUT_MS}: the Python client refuses it (§2.1)"))
+            found.append(("timeoutMs", f"{timeout} < {MIN_ACK_TIMEOUT_MS}: the Python client refuses it (docs/pulsar-functions.md §2.1)"))
 
     specs = config.get("inputSpecs")
     if isinstance(specs, dict):
@@ -234,11 +112,11 @@ def _python_rules(config: Mapping[str, Any]) -> list[Finding]:
                 found.append((path, "only one of schemaType and serdeClassName may be set"))
             regex = spec.get("isRegexPattern") is True
             if isinstance(topic, str) and not regex and not QUALIFIED_TOPIC_RE.match(topic):
-                # §1.5: context.ack looks the topic up by the configured string, and messages always
+                # docs/pulsar-functions.md §1.5: context.ack looks the topic up by the configured string, and messages always
                 # carry the fully qualified name.
                 found.append((path, "input topic should be fully qualified (persistent://tenant/ns/name, §1.5)"))
             if regex and (guarantees == "MANUAL" or config.get("autoAck") is False):
-                found.append((path, "a regex input cannot be acked from the context (§1.5)"))
+                found.append((path, "a regex input cannot be acked from the context (docs/pulsar-functions.md §1.5)"))
     return found
 
 
@@ -261,7 +139,7 @@ def validate_function_config(config: Any, source: str) -> list[Problem]:
     found: list[Finding] = []
     for key, value in config.items():
         if key not in FIELDS:
-            found.append((str(key), "not a FunctionConfig field (pulsar-functions.md §3)"))
+            found.append((str(key), "not a FunctionConfig field (docs/pulsar-functions.md §3)"))
         else:
             found.extend(FIELDS[key](value, str(key)))
     found.extend(_python_rules(config))
@@ -276,7 +154,7 @@ def package_path(name: str) -> str:
 def deployable_py_problems(config: Any, source: str) -> list[Problem]:
     """A config deployed from this repo must name its archive in `py`: `pulsar-admin functions create
     --function-config-file` uploads that file as it is, and a lone .py would arrive without its
-    sibling modules and wheels (§4). Run from source locally with localrun's `--py` instead."""
+    sibling modules and wheels (docs/pulsar-functions.md §4). Run from source locally with localrun's `--py` instead."""
     if not isinstance(config, dict) or not isinstance(config.get("py"), str) or not isinstance(config.get("name"), str):
         return []  # missing or mistyped: validate_function_config reports it
     want = package_path(config["name"])
@@ -289,7 +167,7 @@ def deployable_py_problems(config: Any, source: str) -> list[Problem]:
 
 
 def input_topics(config: Mapping[str, Any]) -> list[str]:
-    """The input topic strings exactly as configured (the instance's consumer map keys, §1.5)."""
+    """The input topic strings exactly as configured (the instance's consumer map keys, docs/pulsar-functions.md §1.5)."""
     return _input_topics(config)
 
 

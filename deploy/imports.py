@@ -1,7 +1,7 @@
 """Which third-party modules a function needs: the import closure of its entry module.
 
 A Python function's archive must carry every dependency as a wheel, except what the worker's
-Python already has (pulsar-functions.md §4: pulsar-client with its functions extras). The closure
+Python already has (docs/pulsar-functions.md §4: pulsar-client with its functions extras). The closure
 starts at the className module (and custom serde modules) and follows imports of sibling modules
 in the functions folder; anything else that is not the standard library is a dependency.
 """
@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# §4: the official image installs pulsar-client with its functions extras (grpcio, protobuf,
+# docs/pulsar-functions.md §4: the official image installs pulsar-client with its functions extras (grpcio, protobuf,
 # prometheus_client, ratelimit, apache-bookkeeper-client), so these never go into deps/.
 WORKER_PROVIDED = frozenset({"pulsar", "_pulsar", "google", "grpc", "prometheus_client", "ratelimit",
                              "bookkeeper"})  # fmt: skip

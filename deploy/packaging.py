@@ -1,6 +1,6 @@
 """Build ``build/functions/<name>.zip`` in the layout Pulsar's Python runtime installs.
 
-pulsar-functions.md §4: ``X.zip`` holds ``X/src/`` (put on ``sys.path``; className ``module.Class``
+docs/pulsar-functions.md §4: ``X.zip`` holds ``X/src/`` (put on ``sys.path``; className ``module.Class``
 means ``X/src/module.py``) and ``X/deps/*.whl``, which the instance installs at every start with
 ``pip install -t <dir> --no-index --find-links X/deps <every wheel>``. So every transitive
 dependency must be a wheel there, each one installable by the *worker's* Python: its minor version,
@@ -104,7 +104,7 @@ def function_sources(config_dir: Path) -> list[FunctionSource]:
         serdes += list((config.get("customSerdeInputs") or {}).values())
         serdes += [spec.get("serdeClassName") for spec in (config.get("inputSpecs") or {}).values()]
         for serde in serdes:
-            # §1.7: module `serde` is the SDK's own (pulsar.functions.serde), not ours.
+            # docs/pulsar-functions.md §1.7: module `serde` is the SDK's own (pulsar.functions.serde), not ours.
             if isinstance(serde, str) and serde and _module_of(serde) != "serde":
                 modules.append(_module_of(serde))
         sources.append(FunctionSource(config["name"], tuple(dict.fromkeys(modules)), path))
@@ -190,7 +190,7 @@ class WheelCache:
 
 
 def write_archive(name: str, src_dir: Path, wheels: Sequence[Path], out_dir: Path) -> Path:
-    """``out_dir/<name>.zip`` with ``<name>/src/*.py`` and ``<name>/deps/*.whl`` (§4)."""
+    """``out_dir/<name>.zip`` with ``<name>/src/*.py`` and ``<name>/deps/*.whl`` (docs/pulsar-functions.md §4)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{name}.zip"
     partial = out_dir / f".{name}.zip.partial"
@@ -232,7 +232,7 @@ def package_functions(root: Path, *, target: WheelTarget, config_dir: Path | Non
         missing = [m for m in source.entry_modules if not (functions_dir / f"{m}.py").is_file()]
         if missing:
             raise PackagingError(f"{source.config_path}: module {', '.join(missing)} is not "
-                                 f"{functions_dir}/<module>.py, so the instance could not import it (§1.1)")
+                                 f"{functions_dir}/<module>.py, so the instance could not import it (docs/pulsar-functions.md §1.1)")
         closure = import_closure(functions_dir, list(source.entry_modules))
         requirements = requirements_for(closure.third_party, pins or {})
         log(f"[{source.name}] code: {len(list(functions_dir.glob('*.py')))} modules from {functions_dir}; "

@@ -1,7 +1,7 @@
 """A SerDe that hands the function the message bytes exactly as they arrived.
 
 Pulsar's default `serde.IdentitySerDe` turns UTF-8-looking payloads into `int`/`float`/`str`
-(pulsar-functions.md §1.7), which would corrupt video frames that happen to decode as text.
+(docs/pulsar-functions.md §1.7), which would corrupt video frames that happen to decode as text.
 Functions name this class in `inputSpecs[topic].serdeClassName` and in `publish(...)` calls.
 It ships inside every function package: a Pulsar worker has nothing of ours installed.
 """

@@ -21,7 +21,7 @@ Evasions spanning several characters, on top of the per-character folding in `ch
   three first, which also bounds the regex work on hostile input ("a" * 4000);
 * leet symbols that are also punctuation ("bad!", "$hit") are tried both ways at word edges.
 
-Speed (issue 4 asks >= 5,000 msg/s per instance): before any per-character work, a message and
+Speed (moderate must take >= 5,000 msg/s per instance): before any per-character work, a message and
 then each of its words must contain, for some entry, that entry's first and last letter pair
 (`suspicious`); ordinary chat fails that test in a few substring searches. The test is a
 necessary condition for a match, so it never hides one (tests check this with hypothesis).
@@ -207,15 +207,15 @@ class Blocklist:
         if cand.spaced:
             if self._spaced is not None:
                 for m in self._spaced.finditer(skeleton):
-                    yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]
+                    yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
             return
         if self._whole is not None and len(skeleton) <= MAX_WORD:
-            m = self._whole.fullmatch(skeleton)
-            if m is not None:
-                yield self._entries[int(m.lastgroup[1:])], 0, len(skeleton)  # type: ignore[index]
+            whole = self._whole.fullmatch(skeleton)
+            if whole is not None:
+                yield self._entries[int(whole.lastgroup[1:])], 0, len(skeleton)  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
         if self._searched is not None:
             for m in self._searched.finditer(skeleton):
-                yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]
+                yield self._entries[int(m.lastgroup[1:])], m.start(), m.end()  # type: ignore[index]  # every alternative is a named group, so lastgroup is set
 
 
 # --- tokenizing -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The moderate function's settings, read from `userConfig` and checked once.
 
 A setting that is wrong raises `ModerationConfigError` naming the key: the function then fails
-every message (Pulsar nacks and redelivers, §1.2/§2.3) instead of moderating with rules nobody
+every message (Pulsar nacks and redelivers, docs/pulsar-functions.md §1.2/§2.3) instead of moderating with rules nobody
 asked for, and the operator sees the reason in the log.
 
 userConfig keys (all optional; see deploy/functions/moderate.yaml for a full example):
@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from chat_blocklist import DEFAULT_SUFFIXES, Blocklist, BlocklistError
 from chat_links import POLICIES, LinkPolicy
@@ -28,10 +28,11 @@ from chat_message import DEFAULT_MAX_MESSAGE_BYTES
 
 # Built-in rules besides the blocklist's own rule names.
 LENGTH, RATE_LIMIT, DUPLICATE, LINK, SCHEMA = "length", "rate_limit", "duplicate", "link", "schema"
-ACTIONS = ("allow", "flag", "mask", "drop")  # in rising severity
+Action = Literal["allow", "flag", "mask", "drop"]
+ACTIONS: tuple[Action, ...] = ("allow", "flag", "mask", "drop")  # in rising severity
 SEVERITY = {a: n for n, a in enumerate(ACTIONS)}
-DEFAULT_ACTIONS = {LENGTH: "drop", RATE_LIMIT: "drop", DUPLICATE: "drop", LINK: "mask"}
-DEFAULT_BLOCKLIST_ACTION = "mask"
+DEFAULT_ACTIONS: dict[str, Action] = {LENGTH: "drop", RATE_LIMIT: "drop", DUPLICATE: "drop", LINK: "mask"}
+DEFAULT_BLOCKLIST_ACTION: Action = "mask"
 # "mask" needs something to mask: text spans, or (for length) the tail past the limit.
 MASKABLE = {LENGTH, LINK}
 TOPIC = re.compile(r"^(persistent|non-persistent)://[A-Za-z0-9_.=-]+/[A-Za-z0-9_.=-]+/[A-Za-z0-9_.=:-]+$")
@@ -57,13 +58,13 @@ class ModerationConfig:
     approved_topic: str
     verdict_topic: str
     blocklist: Blocklist
-    actions: dict[str, str]
+    actions: dict[str, Action]
     limits: dict[str, int]
     links: LinkPolicy
     state: str = "auto"
     blocklist_rules: frozenset[str] = field(default_factory=frozenset)
 
-    def action_for(self, rule: str) -> str:
+    def action_for(self, rule: str) -> Action:
         return self.actions.get(rule, DEFAULT_BLOCKLIST_ACTION if rule in self.blocklist_rules else "drop")
 
 
@@ -75,7 +76,7 @@ def _topic(cfg: Mapping[str, Any], key: str, default: str) -> str:
 
 
 def load_config(user_config: Any, tenant: str, namespace: str) -> ModerationConfig:
-    """Build the settings from `context.get_user_config_map()` (which is `[]` when unset, §1.3)."""
+    """Build the settings from `context.get_user_config_map()` (which is `[]` when unset, docs/pulsar-functions.md §1.3)."""
     cfg: Mapping[str, Any] = user_config if isinstance(user_config, Mapping) else {}
     base = f"persistent://{tenant}/{namespace}"
     dead_letter = _topic(cfg, "deadLetterTopic", f"{base}/dead-letter")

@@ -1,6 +1,6 @@
 """Per-user rate limit and duplicate (flood) detection, in Pulsar state or in instance memory.
 
-Pulsar's state API is live only when the cluster has state storage (pulsar-functions.md §1.6);
+Pulsar's state API is live only when the cluster has state storage (docs/pulsar-functions.md §1.6);
 without it `incr_counter`/`put_state` silently do nothing and the getters return None. So
 `state_available(context)` probes once: increment a probe counter and read it back; None (or
 any exception) means no state storage, and the function keeps its counters in memory instead.
@@ -35,7 +35,7 @@ class StateUnavailable(RuntimeError):
 
 
 def state_available(context: Any) -> bool:
-    """True when the Context's state API actually stores values (§1.6)."""
+    """True when the Context's state API actually stores values (docs/pulsar-functions.md §1.6)."""
     try:
         context.incr_counter(PROBE_KEY, 1)
         return context.get_counter(PROBE_KEY) is not None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import dataclass
 
-from chat_config import DUPLICATE, LENGTH, LINK, RATE_LIMIT, SEVERITY, ModerationConfig
+from chat_config import DUPLICATE, LENGTH, LINK, RATE_LIMIT, SEVERITY, Action, ModerationConfig
 from chat_limits import Limits, fingerprint
 from chat_message import ChatMessage
 
@@ -25,14 +25,14 @@ LINK_PLACEHOLDER = "[link removed]"  # what a masked link becomes (schemas/CHAT.
 @dataclass(frozen=True)
 class Finding:
     rule: str
-    action: str
+    action: Action
     reason: str
     spans: tuple[tuple[int, int], ...] = ()  # inclusive index ranges of the text to mask
 
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "allow", "flag", "mask" or "drop"
+    action: Action
     rules: tuple[str, ...]  # rules hit, sorted, each once
     reason: str  # "" when allowed
     text: str | None  # what to publish as approved chat; None when dropped

@@ -11,7 +11,7 @@ that receives nothing for `fragment_idle_ms` (default 200) has its open fragment
 it is, so a stream that stops does not leave its last frames unpublished and unacked: every
 message reads the clock once, and at most every min(fragment_idle_ms / 2, 1 s) the tracks are
 swept (flush the idle ones, release tracks idle for `stream_idle_s`). process() is the only
-thread that may touch the tracks (one message at a time, pulsar-functions.md §1.2), so the sweep
+thread that may touch the tracks (one message at a time, docs/pulsar-functions.md §1.2), so the sweep
 runs there: if no message at all arrives on the instance, nothing is flushed until one does.
 Properties: ENVELOPE.md "Segments", schemas/segment.schema.json. Any payload above
 `max_chunk_bytes` is split into ordered parts with `chunk_id`, `chunk_index`, `chunk_count`,
@@ -22,7 +22,7 @@ end message (`segment_type` `end`, with the track's kind/rendition so route take
 track's room topic), and is released; the end is acked after those publishes.
 
 Inputs are acked in the publish callback of the last message that carries them (a buffered
-frame waits for its fragment), MANUAL guarantee: pulsar-functions.md §2.2. Bad input goes to
+frame waits for its fragment), MANUAL guarantee: docs/pulsar-functions.md §2.2. Bad input goes to
 the dead-letter topic (`deadLetterTopic` in userConfig) and is acked.
 
 userConfig: `fragment_frames`, `audio_fragment_frames`, `max_chunk_bytes` (default 1 MiB),
@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pulsar
-from media_ack import OutputBatch, ack_current, publish_dead_letter
 from media_audio import opus_channels, opus_packet_samples, parse_adts
 from media_config import number, text, user_config
 from media_envelope import (
@@ -61,6 +60,7 @@ from media_envelope import (
 )
 from media_fmp4 import Sample, avc1_entry, init_segment, media_segment, mp4a_entry, opus_entry
 from media_h264 import avcc_record, codec_string, parameter_sets, split_annexb, sps_dimensions, to_avcc_sample
+from output_ack import OutputBatch, ack_current, publish_dead_letter
 
 log = logging.getLogger(__name__)
 

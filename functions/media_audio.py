@@ -1,6 +1,6 @@
 """Opus -> AAC-LC for one audio stream, as ADTS frames (used when userConfig `audio_output: aac`).
 
-Browsers send Opus (media-and-webtransport.md §4.2: WebCodecs AudioEncoder has no AAC). Opus
+Browsers send Opus (docs/media-and-webtransport.md §4.2: WebCodecs AudioEncoder has no AAC). Opus
 packets carry 20 ms (960 samples at 48 kHz) and AAC frames 1024 samples, so outputs do not line
 up with inputs: samples wait in an `AudioFifo` until a full AAC frame is there, and the caller
 acks an input once the output holding its last samples is published. ADTS framing
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 from media_envelope import BadInput
@@ -84,25 +85,26 @@ class OpusToAac:
                 resampled.pts = None  # the FIFO keeps its own sample count
                 self._fifo.write(resampled)
         while self._fifo.samples >= self._encoder.frame_size:
-            frame = self._fifo.read(self._encoder.frame_size)
-            frame.pts = self._samples_in
-            frame.time_base = self._encoder.time_base
-            self._samples_in += frame.samples
-            out.extend(self._packets(self._encoder.encode(frame)))
+            block = self._fifo.read(self._encoder.frame_size)
+            assert block is not None  # the FIFO holds at least frame_size samples
+            block.pts = self._samples_in
+            block.time_base = self._encoder.time_base
+            self._samples_in += block.samples
+            out.extend(self._packets(self._encoder.encode(block)))
         return out
 
     def flush(self) -> list[AacFrame]:
         """Encode what is left (padded by the encoder) and drain it; the transcoder is done after."""
         out: list[AacFrame] = []
-        if self._fifo.samples:
-            frame = self._fifo.read()
+        frame = self._fifo.read() if self._fifo.samples else None
+        if frame is not None:
             frame.pts = self._samples_in
             frame.time_base = self._encoder.time_base
             out.extend(self._packets(self._encoder.encode(frame)))
         out.extend(self._packets(self._encoder.encode(None)))
         return out
 
-    def _packets(self, packets: list[av.Packet]) -> list[AacFrame]:
+    def _packets(self, packets: list[av.Packet[Any]]) -> list[AacFrame]:
         frames = []
         for packet in packets:
             raw = bytes(packet)
@@ -126,6 +128,7 @@ def opus_packet_samples(packet: bytes) -> int:
     if not packet:
         raise ValueError("empty Opus packet")
     config, code = packet[0] >> 3, packet[0] & 3
+    frame_ms: float
     if config < 12:
         frame_ms = _OPUS_SILK_MS[config % 4]
     elif config < 16:

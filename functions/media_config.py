@@ -1,6 +1,6 @@
 """Reading userConfig without ever failing: a bad value is logged and replaced by its default.
 
-`get_user_config_map()` returns `[]` when no userConfig was given (pulsar-functions.md §1.3),
+`get_user_config_map()` returns `[]` when no userConfig was given (docs/pulsar-functions.md §1.3),
 and an exception while configuring would become a nack and a 60 s redelivery loop (§2.3), so
 config errors must not raise out of `process()`.
 """

@@ -1,4 +1,4 @@
-"""Decoding what browsers send, one message = one frame (media-and-webtransport.md §5.1).
+"""Decoding what browsers send, one message = one frame (docs/media-and-webtransport.md §5.1).
 
 `VideoDecoder` wraps one PyAV decoder for one stream. It knows nothing about Pulsar: it turns a
 payload into zero or more `av.VideoFrame`s or raises `BadInput` naming the problem. The caller
@@ -6,6 +6,8 @@ payload into zero or more `av.VideoFrame`s or raises `BadInput` naming the probl
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import av
 import numpy as np
@@ -51,11 +53,11 @@ class VideoDecoder:
         if codec not in _DECODER_BY_CODEC and codec != "i420":
             raise BadInput("unknown_codec", f"codec {codec[:40]!r} is not one of vp8, vp9, h264, jpeg, i420")
         self.codec = codec
-        self._ctx: av.CodecContext | None = None
+        self._ctx: av.VideoCodecContext | None = None
         if codec in _DECODER_BY_CODEC:
-            self._ctx = av.CodecContext.create(_DECODER_BY_CODEC[codec], "r")
-            # Slice threads add no frame delay (frame threads would hold N frames back, §5.1).
-            self._ctx.thread_type = "SLICE"
+            self._ctx = ctx = cast(av.VideoCodecContext, av.CodecContext.create(_DECODER_BY_CODEC[codec], "r"))
+            # Slice threads add no frame delay (frame threads would hold N frames back, docs/media-and-webtransport.md §5.1).
+            ctx.thread_type = "SLICE"
 
     def decode(self, payload: bytes, *, width: int = 0, height: int = 0) -> list[av.VideoFrame]:
         if not payload:

@@ -1,4 +1,4 @@
-"""Rendition ladder and low-latency H.264 encoding with libx264 (media-and-webtransport.md §5.2).
+"""Rendition ladder and low-latency H.264 encoding with libx264 (docs/media-and-webtransport.md §5.2).
 
 Never upscale: a rung is used only when its height is at most the source height. When no rung
 fits (a source smaller than the lowest rung) the lowest rung is encoded at the source size, so
@@ -84,7 +84,7 @@ def scale_to_yuv420p(frame: av.VideoFrame, width: int, height: int,
     full_range = frame.format.name.startswith("yuvj") or frame.color_range == 2  # AVCOL_RANGE_JPEG
     if frame.width == width and frame.height == height and frame.format.name == "yuv420p" and not full_range:
         return frame
-    ranges = {"src_color_range": "JPEG", "dst_color_range": "MPEG"} if full_range else {}
+    ranges: dict[str, Any] = {"src_color_range": "JPEG", "dst_color_range": "MPEG"} if full_range else {}
     return (reformatter or VideoReformatter()).reformat(frame, width=width, height=height, format="yuv420p",
                                                         interpolation="AREA", **ranges)
 
@@ -102,7 +102,7 @@ class RenditionEncoder:
         ctx.framerate = Fraction(settings.fps)
         ctx.bit_rate = rung.bitrate
         ctx.thread_count = settings.threads
-        # zerolatency: no lookahead, no B-frames, a packet per frame (§5.2). scenecut=0 and a long
+        # zerolatency: no lookahead, no B-frames, a packet per frame (docs/media-and-webtransport.md §5.2). scenecut=0 and a long
         # keyint leave keyframe placement to us (aligned across rungs); forced-idr makes a forced
         # I-frame an IDR so every fragment that starts with one is a random-access point.
         ctx.options = {
@@ -116,7 +116,7 @@ class RenditionEncoder:
         self._reformatter = VideoReformatter()  # keeps its swscale context between frames
         self._last_pts: int | None = None
 
-    def encode(self, frame: av.VideoFrame, pts: int, force_keyframe: bool) -> list[av.Packet]:
+    def encode(self, frame: av.VideoFrame, pts: int, force_keyframe: bool) -> list[av.Packet[Any]]:
         """Scale `frame` to this rendition and encode it at `pts` (µs)."""
         scaled = scale_to_yuv420p(frame, self.width, self.height, self._reformatter)
         if self._last_pts is not None and pts <= self._last_pts:

@@ -1,7 +1,7 @@
 """Fragmented MP4 (ISO BMFF / CMAF) writer for one track (H.264, Opus or AAC), in memory.
 
 Written by hand instead of driving the PyAV muxer: the muxer flushes fragment N only when
-packet N+1 arrives and its writes are not box aligned (media-and-webtransport.md §5.3), which
+packet N+1 arrives and its writes are not box aligned (docs/media-and-webtransport.md §5.3), which
 would add a frame of latency and a box parser. Box layouts: ISO/IEC 14496-12 §4.2 (box header),
 §8.2-8.8 (moov, trak, mvex, moof), ISO/IEC 14496-15 §5.4 (avc1 sample entry).
 
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 TRACK_ID = 1
 _UNITY_MATRIX = struct.pack(">9I", 0x00010000, 0, 0, 0, 0x00010000, 0, 0, 0, 0x40000000)
-_LANGUAGE_UND = 0x55C4  # ISO-639-2 "und" packed as three 5-bit letters (§8.4.2.3)
+_LANGUAGE_UND = 0x55C4  # ISO-639-2 "und" packed as three 5-bit letters (ISO/IEC 14496-12 §8.4.2.3)
 
-# sample_flags (§8.8.3.1): a sync sample depends on nothing; others depend and are non-sync.
+# sample_flags (ISO/IEC 14496-12 §8.8.3.1): a sync sample depends on nothing; others depend and are non-sync.
 SYNC_SAMPLE_FLAGS = 0x02000000
 NON_SYNC_SAMPLE_FLAGS = 0x01010000
 

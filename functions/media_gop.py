@@ -6,7 +6,7 @@ unacked but the keyframe acked; Pulsar redelivers from the first unacked input, 
 instance's fresh decoder has no reference and would have to drop those frames: frames the
 ingress had acknowledged would be lost (at-least-once broken, tests/test_faults_pipeline.py).
 
-The rule, per stream (Key_Shared pins a stream to one instance, pulsar-functions.md §2.1):
+The rule, per stream (Key_Shared pins a stream to one instance, docs/pulsar-functions.md §2.1):
   * Inputs are grouped into GOPs in arrival order; a keyframe opens a new GOP. Inputs before the
     stream's first keyframe (dropped while waiting for one) form a GOP of their own.
   * A GOP's inputs are acked together, and only when (a) every input of the GOP has finished

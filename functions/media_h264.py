@@ -1,7 +1,7 @@
 """H.264 bitstream helpers: Annex B splitting, AVCC conversion, avcC record, MSE codec string.
 
 Pure functions on bytes (no PyAV), shared by transcode and chunk. Background:
-media-and-webtransport.md §4.2 (Annex B from WebCodecs/x264) and §5.4 (codec strings).
+docs/media-and-webtransport.md §4.2 (Annex B from WebCodecs/x264) and §5.4 (codec strings).
 ISO/IEC 14496-15 §5.3.3 defines the avcC record; H.264 §7.3.1 the NAL unit header.
 """
 
@@ -64,7 +64,7 @@ def to_avcc_sample(nals: list[bytes]) -> bytes:
 
 
 def codec_string(sps: bytes) -> str:
-    """`avc1.PPCCLL` from the SPS bytes that follow the NAL header (§5.4: never hard-code it)."""
+    """`avc1.PPCCLL` from the SPS bytes that follow the NAL header (docs/media-and-webtransport.md §5.4: never hard-code it)."""
     if len(sps) < 4 or nal_type(sps) != NAL_SPS:
         raise ValueError("not an SPS NAL unit (need type 7 and at least 4 bytes)")
     return f"avc1.{sps[1]:02x}{sps[2]:02x}{sps[3]:02x}"

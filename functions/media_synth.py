@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import cast
 
 import av
 import numpy as np
@@ -71,7 +72,7 @@ def encode_chunks(frames: list[av.VideoFrame], codec: str, *, keyint: int = 60,
     codec: `vp8`, `vp9`, `h264` (Annex B, SPS/PPS inline on keyframes) or `jpeg`.
     """
     names = {"vp8": "libvpx", "vp9": "libvpx-vp9", "h264": "libx264", "jpeg": "mjpeg"}
-    ctx = av.CodecContext.create(names[codec], "w")
+    ctx = cast(av.VideoCodecContext, av.CodecContext.create(names[codec], "w"))
     ctx.width, ctx.height = frames[0].width, frames[0].height
     ctx.pix_fmt = "yuvj420p" if codec == "jpeg" else "yuv420p"
     ctx.time_base = Fraction(1, 1_000_000)
@@ -88,9 +89,9 @@ def encode_chunks(frames: list[av.VideoFrame], codec: str, *, keyint: int = 60,
         src = frame.reformat(format=ctx.pix_fmt) if codec == "jpeg" else frame
         src.pts = frame.pts
         for packet in ctx.encode(src):
-            chunks.append(EncodedChunk(bytes(packet), bool(packet.is_keyframe), int(packet.pts)))
+            chunks.append(EncodedChunk(bytes(packet), bool(packet.is_keyframe), int(packet.pts or 0)))
     for packet in ctx.encode(None):
-        chunks.append(EncodedChunk(bytes(packet), bool(packet.is_keyframe), int(packet.pts)))
+        chunks.append(EncodedChunk(bytes(packet), bool(packet.is_keyframe), int(packet.pts or 0)))
     return chunks
 
 
@@ -102,7 +103,7 @@ def opus_packets(seconds: float, *, freq: float = 440.0, channels: int = 1) -> l
     enc.time_base = Fraction(1, 48_000)
     total = int(seconds * 48_000) // 960 * 960
     tone = (np.sin(2 * np.pi * freq * np.arange(total) / 48_000) * 10_000).astype(np.int16)
-    packets = []
+    packets: list[bytes] = []
     for start in range(0, total, 960):
         block = np.repeat(tone[start : start + 960], channels).reshape(1, -1)  # packed s16: interleaved
         frame = av.AudioFrame.from_ndarray(block, format="s16", layout=enc.layout.name)

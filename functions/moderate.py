@@ -8,12 +8,12 @@ chat_moderator (rules) and chat_limits (rate/duplicate state).
 Per input:
 * invalid (not UTF-8, not JSON, too large, missing/mistyped field, newer schema major, body
   claiming another user/room than the ingress stamped): the payload goes untouched to the
-  dead-letter topic with properties reason/function/source_topic (ENVELOPE.md; Python
-  Functions have no DLQ of their own, §2.3), plus a "drop" verdict with rule "schema";
+  dead-letter topic with properties reason/function/source_topic (schemas/ENVELOPE.md; Python
+  Functions have no DLQ of their own, docs/pulsar-functions.md §2.3), plus a "drop" verdict with rule "schema";
 * valid: a verdict, and unless dropped, the (possibly masked) message on chat-approved.
 Outputs are keyed by room, carry the input's properties plus `t_moderate`, and have the
-client's `sent_at` as event time (§2.4: Pulsar would set none of that). The input is acked in
-the callback of the last output to complete (routing_fanout), never before.
+client's `sent_at` as event time (docs/pulsar-functions.md §2.4: Pulsar would set none of that). The input is acked in
+the callback of the last output to complete (output_ack), never before.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from chat_limits import Limits, MemoryLimits, StateLimits, state_available
 from chat_message import ID_PATTERN, MSG_ID_PATTERN, ChatInvalid, ChatMessage, parse_chat
 from chat_moderator import Decision, decide
 from chat_verdict import verdict_json
-from routing_fanout import Output, publish_all
+from output_ack import Output, publish_all
 
 FUNCTION = "moderate"
 
 
 def _as_bytes(value: Any) -> bytes:
     # With the configured BytesSerDe the input is bytes; a deployment that forgot the serde gets
-    # IdentitySerDe's str/int/float (§1.7), which we turn back into text rather than crash on.
+    # IdentitySerDe's str/int/float (docs/pulsar-functions.md §1.7), which we turn back into text rather than crash on.
     if isinstance(value, bytes | bytearray | memoryview):
         return bytes(value)
     return str(value).encode("utf-8")
@@ -116,7 +116,7 @@ class ModerateFunction(pulsar.Function):
             if self.state_mode != "state":
                 raise
             # State storage stopped answering: keep moderating with per-instance counters rather
-            # than stall the room (the nack would redeliver it in 60 s, forever: §2.3).
+            # than stall the room (the nack would redeliver it in 60 s, forever: docs/pulsar-functions.md §2.3).
             context.get_logger().error("moderate: state storage failed (%s); counting in memory from now on", exc)
             context.record_metric("moderate_state_fallback", 1)
             self._limits, self.state_mode = MemoryLimits(config.limits["max_users_in_memory"]), "memory"

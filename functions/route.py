@@ -5,9 +5,9 @@ Deployed with deploy/functions/route.yaml (`className: route.RouteFunction`, MAN
 The table (routing_table) comes from userConfig `routes` (default: ENVELOPE.md's per-room
 topics); `tenant`/`namespace` in userConfig pick where output topics live (default: the
 function's own). Each output keeps the input's payload, key, properties and event time, plus
-`t_route` (§2.4: Pulsar's own output would carry none of them). A message no rule takes goes to
+`t_route` (docs/pulsar-functions.md §2.4: Pulsar's own output would carry none of them). A message no rule takes goes to
 `unroutable` (userConfig `unroutableTopic`) with property `reason` and `source_topic`. The input
-is acked only after every fan-out publish has completed (routing_fanout).
+is acked only after every fan-out publish has completed (output_ack).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pulsar
-from routing_fanout import Output, publish_all
+from output_ack import Output, publish_all
 from routing_table import RoutingConfigError, RoutingTable
 
 FUNCTION = "route"
@@ -31,7 +31,7 @@ class RouteFunction(pulsar.Function):
 
     def _setup(self, context: Any) -> RoutingTable:
         cfg = context.get_user_config_map()
-        cfg = cfg if isinstance(cfg, dict) else {}  # [] when no userConfig (§1.3)
+        cfg = cfg if isinstance(cfg, dict) else {}  # [] when no userConfig (docs/pulsar-functions.md §1.3)
         tenant = cfg.get("tenant", context.get_function_tenant())
         namespace = cfg.get("namespace", context.get_function_namespace())
         table = RoutingTable(cfg.get("routes"), tenant, namespace)
@@ -47,7 +47,7 @@ class RouteFunction(pulsar.Function):
         table = self._table or self._setup(context)
         if isinstance(input, bytes | bytearray | memoryview):
             payload = bytes(input)
-        else:  # IdentitySerDe decoded it (§1.7): a deployment without the bytes serde
+        else:  # IdentitySerDe decoded it (docs/pulsar-functions.md §1.7): a deployment without the bytes serde
             payload = str(input).encode("utf-8")
         source = context.get_current_message_topic_name()
         properties = context.get_message_properties()

@@ -164,11 +164,11 @@ class RoutingTable:
             if any(name is None for name in names):
                 missing.extend(f for t in rule.to for f in t.fields if f not in values)
                 continue
-            for name in names:
-                assert name is not None
-                if not NAME.fullmatch(name):
+            for rendered in names:
+                assert rendered is not None
+                if not NAME.fullmatch(rendered):
                     return Routed((), "invalid_topic_name")
-                topic = self.prefix + name
+                topic = self.prefix + rendered
                 if topic not in topics:
                     topics.append(topic)
             if not rule.keep_going:

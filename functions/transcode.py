@@ -6,7 +6,7 @@ frame header carried through plus `rendition`, `codec=h264` and `t_transcode`. O
 passes through unchanged, or Opus becomes AAC-LC when configured. Properties:
 schemas/encoded.schema.json.
 
-Acks (MANUAL guarantee, pulsar-functions.md §2.2/§2.4), never before the publish callbacks:
+Acks (MANUAL guarantee, docs/pulsar-functions.md §2.2/§2.4), never before the publish callbacks:
   * inter-coded video (VP8, VP9, H.264): acks are held per GOP (media_gop.py). An input is acked
     only when every input of its GOP has its outputs persisted (or legitimately had none: dropped
     while waiting for a keyframe, no decoder output, stale seq) AND the keyframe opening the next
@@ -45,7 +45,6 @@ from typing import Any
 
 import av
 import pulsar
-from media_ack import OutputBatch, ack_current, publish_dead_letter
 from media_audio import SAMPLE_RATE, AacFrame, OpusToAac
 from media_config import number, text, user_config
 from media_decode import INTRA_ONLY_CODECS, VideoDecoder, sniff_keyframe
@@ -67,6 +66,7 @@ from media_envelope import (
     topic_in_namespace,
 )
 from media_gop import GopAckHolder
+from output_ack import OutputBatch, ack_current, publish_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class StreamState:
 
 class TranscodeFunction(pulsar.Function):
     def __init__(self) -> None:
-        # Pulsar constructs the class with no arguments (§1.1); config is read on first process().
+        # Pulsar constructs the class with no arguments (docs/pulsar-functions.md §1.1); config is read on first process().
         self._configured = False
         self._streams: dict[StreamIdentity, StreamState] = {}
         self._clock = time.time
@@ -151,7 +151,7 @@ class TranscodeFunction(pulsar.Function):
                 self._handle(payload, header, props, context)
         except BadInput as exc:
             self._dead_letter(context, input, exc)
-        except Exception as exc:  # never crash the instance (issue 4 "Bad input")
+        except Exception as exc:  # bad input must never crash the instance
             log.exception("transcode: unexpected error on %s", topic)
             self._dead_letter(context, input, BadInput("internal_error", repr(exc)[:200]))
         context.record_metric("transcode_ms", (time.perf_counter() - started) * 1000.0)
@@ -284,11 +284,13 @@ class TranscodeFunction(pulsar.Function):
                 context.record_metric("resolution_change", 1)
             state.source_size = size
             plan = plan_ladder(self._ladder, *size)
-            kept = {}
+            kept: dict[str, RenditionEncoder] = {}
             for rung, width, height in plan:
                 old = state.encoders.get(rung.name)
-                same = old is not None and (old.width, old.height) == (width, height)
-                kept[rung.name] = old if same else RenditionEncoder(rung, width, height, self._settings)
+                if old is not None and (old.width, old.height) == (width, height):
+                    kept[rung.name] = old
+                else:
+                    kept[rung.name] = RenditionEncoder(rung, width, height, self._settings)
             state.encoders = kept
             keyframe = True  # new encoders start with an IDR anyway; keep all rungs aligned
         force = keyframe or (

@@ -1,4 +1,4 @@
-"""HTTP capsules on the WebTransport CONNECT stream (media-and-webtransport.md §1.7).
+"""HTTP capsules on the WebTransport CONNECT stream (docs/media-and-webtransport.md §1.7).
 
 aioquic has no capsule codec. We need CLOSE_WEBTRANSPORT_SESSION (0x2843: u32 code + UTF-8 reason,
 <= 1024 bytes) both ways, and must skip unknown types (Chrome sends a GREASE capsule on connect).
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 CLOSE_WEBTRANSPORT_SESSION = 0x2843
 MAX_CLOSE_REASON = 1024  # bytes
-# WT application error codes live inside the HTTP/3 code space (§1.7)
+# WT application error codes live inside the HTTP/3 code space (docs/media-and-webtransport.md §1.7)
 WT_ERROR_FIRST = 0x52E4A40FA8DB
 WT_SESSION_GONE = 0x170D7B68
 
@@ -34,7 +34,7 @@ def encode_varint(value: int) -> bytes:
     raise ValueError(f"varint {value} too large")
 
 
-def decode_varint(buf: bytes, pos: int) -> tuple[int, int] | None:
+def decode_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """Return (value, new position), or None when ``buf`` ends inside the integer."""
     if pos >= len(buf):
         return None

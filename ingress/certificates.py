@@ -1,7 +1,7 @@
 """Self-signed ECDSA P-256 certificates that Chromium accepts through ``serverCertificateHashes``.
 
-media-and-webtransport.md §3.1: ECDSA P-256, X.509v3, total validity <= 14 days, hash = SHA-256 of
-the whole DER certificate. We issue 13 days (backdated 1 minute) and reuse a stored certificate
+docs/media-and-webtransport.md §3.1: ECDSA P-256, X.509v3, total validity <= 14 days, hash = SHA-256 of
+the whole DER certificate. Ours are valid for 13 days (backdated 1 minute) and reuse a stored certificate
 while it still has more than a day to run, so a restarted ingress keeps the hash pages already know.
 """
 

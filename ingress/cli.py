@@ -7,6 +7,10 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ingress.server import IngressConfig
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
 DEFAULT_INGRESS_STATE = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
@@ -110,7 +114,7 @@ def _add_broker_token(p: argparse.ArgumentParser) -> None:
                         "a file:// path keeps it out of the process list")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
                                    "/metrics, /cert-hash, /ws) at HTTP; publish frames to the input topics.")
@@ -203,7 +207,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
         return 2
 
 
-def config_from_args(args: argparse.Namespace):  # -> IngressConfig
+def config_from_args(args: argparse.Namespace) -> IngressConfig:
     from dataclasses import replace
 
     from ingress import broker_auth

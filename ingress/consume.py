@@ -129,7 +129,7 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
     latency = LatencySummary(what=f"{kind.name.lower()} message")
     media = MediaFile(out) if out is not None and kind != Kind.CHAT else None
     join = JoinPoint(kind)
-    dedup = DeliveryDedup()  # at-least-once repeats are shown once (issue 8)
+    dedup = DeliveryDedup()  # at-least-once repeats are shown once: nothing lost, nothing twice
     seen = 0
     deadline = time.monotonic() + duration if duration else None
     playing = ""  # media: the stream id being followed ('' until one starts)

@@ -1,4 +1,4 @@
-"""Egress: a room's output topics streamed back to viewers (issue 5 "Viewers").
+"""Egress: a room's output topics streamed back to viewers.
 
 One ``RoomFeed`` per output topic and process, shared by every viewer of that topic. It reads the
 topic from the start once, keeping only what a late joiner needs: the latest init segment and the
@@ -7,7 +7,7 @@ snapshot at once, then live messages; when the stream has ended (its end of stre
 or went quiet past ``join_stale_after`` there is nothing to join, and the viewer gets the next stream
 from its first message (init segment and keyframe) on. ``ViewerTracks`` decides per viewer what to send where: media go
 one group (keyframe to keyframe) per stream; a viewer whose stream backs up past a byte budget has
-that group cancelled and resumes at the next keyframe instead of queuing (doc §1.8 policy).
+that group cancelled and resumes at the next keyframe instead of queuing (docs/media-and-webtransport.md §1.8).
 
 Verdicts are not for viewers: ``VerdictFeed`` tails ``room-<room>-moderation`` (route copies each
 verdict there) and hands a verdict only to the publisher sessions of the user it names, which send it
@@ -72,7 +72,7 @@ class Item:
 
 class DeliveryDedup:
     """Drops what at-least-once delivery repeats, by (stream, seq), before a viewer or ``wtpulsar consume``
-    sees it (issue 8; same rules as the reference ``wtpulsar.audit_dedup.SeqDedup``). Sans-I/O.
+    sees it: a viewer sees each frame once. Sans-I/O.
 
     Media: per track (user, stream, rendition or kind) the highest frame seq delivered; a fragment is
     delivered only when it holds a frame above it (``first_seq``..``last_seq``, ENVELOPE.md "Segments":
@@ -134,7 +134,7 @@ def _chat_identity(properties: Mapping[str, str], payload: bytes) -> str | None:
     except (UnicodeDecodeError, ValueError):
         body = None
     if isinstance(body, dict) and isinstance(body.get("msg_id"), str) and body["msg_id"]:
-        return "id:" + body["msg_id"]
+        return "id:" + str(body["msg_id"])
     seq = properties.get("seq")
     return None if seq is None else "seq:" + seq
 
@@ -281,7 +281,7 @@ class ViewerTracks:
             self.on_skip(item.kind)
             return
         if self.sink.queued(track.handle) > self.queue_budget:
-            # Too slow for this group: cancel it and resume at the next keyframe (doc §1.8).
+            # Too slow for this group: cancel it and resume at the next keyframe (docs/media-and-webtransport.md §1.8).
             self.sink.abort_group(track.handle)
             track.handle, track.waiting_key = None, True
             track.skipped += 1
@@ -479,7 +479,7 @@ class VerdictFollower:
     verdict_watch: VerdictWatch | None = None
 
     def handle(self, actions: list[Action]) -> None:
-        super().handle(actions)  # type: ignore[misc]
+        super().handle(actions)  # type: ignore[misc]  # a mixin: the publishing class it is mixed into has handle
         if actions and self.verdict_watch is None and self.core.chatted and not self.ended:
             claims = self.core.claims
             self.verdict_watch = self.app.egress.watch_verdicts(claims.room, claims.user, self.on_verdict)

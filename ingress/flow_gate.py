@@ -2,8 +2,7 @@
 
 aioquic grants MAX_STREAM_DATA by doubling the window whenever half of it has been *received*
 (``QuicConnection._write_stream_limits``), regardless of whether the app has used the data
-(media-and-webtransport.md §1.8: "aioquic grants credit as data is delivered to the app, so a slow
-consumer task does not slow the sender"). For ingest that means the ingress would buffer without
+(docs/media-and-webtransport.md §1.8: a slow reader does not slow the sender). For ingest that means the ingress would buffer without
 bound when Pulsar is slow. We replace that method on one connection instance with a sliding window:
 credit = highest offset received + ``window``, raised only while the owning session is not
 backlogged. While it is, the browser's writer blocks once it has used its credit.
@@ -72,7 +71,7 @@ def install(quic: QuicConnection, gate: CreditGate) -> None:
         stream.max_stream_data_local_sent = stream.max_stream_data_local
         return None
 
-    quic._write_stream_limits = types.MethodType(write_stream_limits, quic)  # type: ignore[method-assign]
+    quic._write_stream_limits = types.MethodType(write_stream_limits, quic)  # type: ignore[method-assign]  # the deliberate patch this module exists for
 
 
 def received_offset(quic: QuicConnection, stream_id: int) -> int:
@@ -82,7 +81,7 @@ def received_offset(quic: QuicConnection, stream_id: int) -> int:
 
 
 def queued_bytes(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written to a stream and not yet acknowledged by the peer (§1.8, private fields)."""
+    """Bytes written to a stream and not yet acknowledged by the peer (docs/media-and-webtransport.md §1.8, private fields)."""
     stream = quic._streams.get(stream_id)
     if stream is None:
         return 0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
-# tfhd flags (§8.8.7) and trun flags (§8.8.8) that decide where sample durations are
+# tfhd flags (ISO/IEC 14496-12 §8.8.7) and trun flags (§8.8.8) that decide where sample durations are
 TFHD_BASE_DATA_OFFSET = 0x01
 TFHD_SAMPLE_DESCRIPTION_INDEX = 0x02
 TFHD_DEFAULT_SAMPLE_DURATION = 0x08
@@ -105,7 +105,7 @@ def _duration(data: bytes | bytearray, tfhd: Box | None, trun: Box | None) -> in
                      if tflags & f)
     if pos + stride * count > trun.end:
         return None
-    return sum(_U32.unpack_from(data, pos + i * stride)[0] for i in range(count))
+    return sum(int(_U32.unpack_from(data, pos + i * stride)[0]) for i in range(count))
 
 
 class TimelineRebase:

@@ -278,6 +278,6 @@ async def start_http(app: IngressApp, host: str, port: int, wt_port: int = 0) ->
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sock = site._server.sockets[0]  # type: ignore[union-attr]
+    sock = site._server.sockets[0]  # type: ignore[union-attr]  # start() has bound the server
     bound_host, bound_port = sock.getsockname()[:2]
     return bound_host, bound_port, runner.cleanup

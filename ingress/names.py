@@ -11,16 +11,10 @@ import re
 from schemas.framing import NAME_RE, Kind
 from schemas.names import InvalidName, check_part
 
-RENDITION_RE = re.compile(r"^[0-9]{2,4}p$")
+# The input topic per frame kind (one list, schemas/topics.py), re-exported for the ingress modules.
+from schemas.topics import INPUT_TOPIC as INPUT_TOPIC
 
-# ENVELOPE.md topic table: input topic per frame kind.
-INPUT_TOPIC = {
-    Kind.VIDEO: "raw-video",
-    Kind.SCREEN: "raw-screen",
-    Kind.AUDIO: "raw-audio",
-    Kind.CHAT: "chat-in",
-    Kind.FILE: "file-in",
-}
+RENDITION_RE = re.compile(r"^[0-9]{2,4}p$")
 
 
 class BadName(ValueError):

@@ -4,7 +4,7 @@ Sends are asynchronous (``send_async``); the client's callback thread hands the 
 event loop. Bounding what is in flight is the sessions' job (session.Limits.max_inflight), plus a
 global cap here so that many sessions together cannot queue without bound either.
 
-Hand-off cost matters (issue 5 benchmark): every broker receipt runs a Python callback on a
+Hand-off cost matters (the ingress's publish-latency target, bench/ingress.py): every broker receipt runs a Python callback on a
 pulsar-client thread, which must take the GIL from the busy event-loop thread. The callback therefore
 only appends to a deque and wakes the loop once per batch (``call_soon_threadsafe`` writes to the
 loop's self-pipe, a syscall that releases and retakes the GIL, so one per receipt doubled the
@@ -48,7 +48,7 @@ class BrokerPublisher:
         self.inflight = 0
         # Optional sink for the benchmark, one tuple per acked publish, seconds: (frame received -> handed
         # to the client, handed -> receipt callback on the client's thread, callback -> run on the loop).
-        # The sum is the publish latency of issue 5; the parts say whether broker or loop was slow.
+        # The sum is the publish latency bench/ingress.py judges; the parts say whether broker or loop was slow.
         self.latency_sink: list[tuple[float, float, float]] | None = None
         # outcomes from pulsar-client threads, drained on the loop (see the module docstring)
         self._outcomes: deque[tuple[Callable[[bool, str], None], bool, str]] = deque()

@@ -122,7 +122,7 @@ class IngressApp:
             claims = tokens.verify(self.secret, query.get("token"), time.time())
         except TokenError as exc:
             raise SessionRefused(exc.code, exc.reason) from None
-        # /wt is the publishing endpoint (issue 5); viewers say mode=view. A viewer token without it
+        # /wt is the publishing endpoint; viewers say mode=view. A viewer token without it
         # is a wrong-role refusal, not silently a viewer session.
         mode_text = query.get("mode") or "publish"
         mode_text = {"publish": "publisher", "view": "viewer"}.get(mode_text, mode_text)

@@ -2,9 +2,9 @@
 
 The WebTransport and WebSocket shells feed this core; it never touches a socket, a clock or Pulsar.
 It owns framing (one RecordReader per transport stream), validation against the token and the
-limits, the bounded in-flight window that makes backpressure possible (issue 5 "Backpressure"), and
-the acknowledgement bookkeeping: an ack sent to a publisher always means *broker-acked* (issue 8
-relies on that), media acks are cumulative per stream, chat acks are per message.
+limits, the bounded in-flight window that makes backpressure possible (a slow broker slows the publisher, never grows memory), and
+the acknowledgement bookkeeping: an ack sent to a publisher always means *broker-acked* (so a
+publisher that resends what was not acked loses nothing), media acks are cumulative per stream, chat acks are per message.
 """
 
 from __future__ import annotations
@@ -284,7 +284,7 @@ class PublisherSession:
         return actions
 
     def stream_reset(self, channel: int) -> list[Action]:
-        """The client aborted a stream: its partial record is discarded (doc §1.4)."""
+        """The client aborted a stream: its partial record is discarded (docs/media-and-webtransport.md §1.4)."""
         actions: list[Action] = []
         self._drop_reader(channel, actions)
         return actions
@@ -475,7 +475,8 @@ class PublisherSession:
             # A later group of this stream id arrived before the earlier group's stream ended: hold it
             # so groups reach the topic in the order their streams were opened.
             if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
-                return self._overflow(actions)
+                self._overflow(actions)
+                return None
             state.held.setdefault(channel, []).append((publish, pending))
             self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
             return None
@@ -501,7 +502,8 @@ class PublisherSession:
             self._send(publish, pending, actions)
             return None
         if self._backlog_bytes + len(publish.payload) + RECORD_OVERHEAD > self.limits.max_backlog_bytes:
-            return self._overflow(actions)
+            self._overflow(actions)
+            return None
         self._backlog.append((publish, pending))
         self._backlog_bytes += len(publish.payload) + RECORD_OVERHEAD
         return None

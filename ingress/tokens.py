@@ -1,4 +1,4 @@
-"""Session tokens: HS256-signed JWTs carrying room, user, role and expiry (issue 5 "Sessions").
+"""Session tokens: HS256-signed JWTs carrying room, user, role and expiry.
 
 Time is passed in (sans-I/O); pyjwt only checks the signature and shape, we check expiry ourselves
 so tests and the session core share one clock.

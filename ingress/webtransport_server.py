@@ -1,6 +1,6 @@
 """HTTP/3 WebTransport shell (aioquic) for publishers and viewers at ``https://HOST:PORT/wt``.
 
-media-and-webtransport.md §1 is the map: H3Connection created on ProtocolNegotiated (§1.2), the CONNECT
+docs/media-and-webtransport.md §1 is the map: H3Connection created on ProtocolNegotiated (§1.2), the CONNECT
 stream id is the session id (§1.3), client streams arrive as WebTransportStreamDataReceived (§1.5),
 close is a capsule (§1.7), and every write is followed by ``transmit()`` (§1.1).
 """
@@ -14,7 +14,8 @@ import time
 import weakref
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import (
     DatagramReceived,
@@ -44,8 +45,8 @@ from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 
-MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (§1.2)
-SOCKET_BUFFER = 4 * 1024 * 1024  # probe doc pitfall 7: default UDP buffers drop bulk bursts
+MAX_DATAGRAM_FRAME = 65536  # mandatory for WebTransport (docs/media-and-webtransport.md §1.2)
+SOCKET_BUFFER = 4 * 1024 * 1024  # default UDP buffers drop bulk bursts (docs/media-and-webtransport.md §1.2)
 TICK_SECONDS = 1.0  # how often open sessions are checked for token expiry and idleness
 # The QUIC idle timeout is IngressConfig.session_timeout; PINGs every third of it keep a quiet but
 # present peer (a viewer of a quiet room, an idle chat session) alive, so only a vanished one times out.
@@ -74,7 +75,7 @@ class WtPublisher(VerdictFollower, PublishingShell):
         quic = self.proto._quic
         if channel == CONTROL:
             if self.control_stream is None:
-                # Server -> client uni stream for acks and notices (uni avoids the bidi bug in §1.5).
+                # Server -> client uni stream for acks and notices (uni avoids the bidi bug in docs/media-and-webtransport.md §1.5).
                 self.control_stream = self.proto.h3.create_webtransport_stream(self.session_id,
                                                                                is_unidirectional=True)
             channel = self.control_stream
@@ -143,7 +144,7 @@ class IngressProtocol(QuicConnectionProtocol):
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = app
-        self.h3: H3Connection = None  # type: ignore[assignment]
+        self.h3: H3Connection = None  # type: ignore[assignment]  # made on the first QUIC event, before any use
         self.publishers: dict[int, WtPublisher] = {}
         self.viewers: dict[int, WtViewer] = {}
         self._capsules: dict[int, CapsuleReader] = {}
@@ -179,7 +180,7 @@ class IngressProtocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # aioquic transmits after every received datagram; a video frame is several datagrams, so
         # defer to one transmit per loop pass (ACKs are delayed anyway, see ack_delay).
-        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]
+        self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
         self._process_events()
         if self._quic._close_event is not None and (self.publishers or self.viewers):
             # The peer closed the connection: aioquic reports ConnectionTerminated only after the
@@ -194,7 +195,7 @@ class IngressProtocol(QuicConnectionProtocol):
         super().transmit()
 
     def schedule_transmit(self) -> None:
-        """One transmit() per loop pass for all writes (§1.1: "once per batch of writes"). While aioquic
+        """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
         is handling a received datagram it transmits at the end anyway, which clears the flag."""
         self._transmit_due = True
         if not self._transmit_scheduled:
@@ -226,13 +227,13 @@ class IngressProtocol(QuicConnectionProtocol):
             try:
                 for h3_event in self.h3.handle_event(event):
                     self._h3_event(h3_event)
-            except Exception as exc:  # never let one bad event kill the server (style.md)
+            except Exception as exc:  # one bad event must not kill the server: log it and carry on
                 log.warning("h3 event error: %s", exc)
 
     def _h3_event(self, event: H3Event) -> None:
         if isinstance(event, WebTransportStreamDataReceived):
             if event.stream_id == event.session_id:
-                return  # aioquic#638: a crafted 0x41 frame on the CONNECT stream (§1.7)
+                return  # aioquic#638: a crafted 0x41 frame on the CONNECT stream (docs/media-and-webtransport.md §1.7)
             pub = self.publishers.get(event.session_id)
             if pub is None:
                 if event.session_id not in self.viewers:
@@ -308,7 +309,7 @@ class IngressProtocol(QuicConnectionProtocol):
             app.admit(address)
         except SessionRefused as refusal:
             # Accept, then close with a capsule: a 4xx would reach the page only as "handshake failed",
-            # the capsule gives it closeCode and reason (§1.3, §1.7).
+            # the capsule gives it closeCode and reason (docs/media-and-webtransport.md §1.3, §1.7).
             app.refused(refusal.code)
             self._accept(sid)
             self.h3.send_data(sid, close_capsule(refusal.code, refusal.reason), end_stream=True)
@@ -427,13 +428,13 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
                 log.debug("udp recv: %s", exc)
                 break
             server.datagram_received(data, addr)
-            if drain is not None and publisher.outcomes_waiting:
+            if drain is not None and getattr(publisher, "outcomes_waiting", False):
                 drain()  # broker receipts need not wait for the rest of the batch
         if publisher.inflight:
             os.sched_yield()  # let the receipt thread take the GIL now (docstring)
 
     # the private variant: the public add_reader refuses fds owned by a transport
-    loop._add_reader(fd, read_many)  # replaces the transport's own _read_ready registration
+    loop._add_reader(fd, read_many)  # type: ignore[union-attr]  # None ruled out by the hasattr above; replaces the transport's own _read_ready registration
 
 
 def quic_configuration(app: IngressApp) -> QuicConfiguration:
@@ -455,6 +456,7 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
         return proto
 
     server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+    assert server._transport is not None  # serve() returns the server once its endpoint is bound
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:

@@ -1,11 +1,11 @@
-"""A small aioquic WebTransport client (media-and-webtransport.md §2) for tests, benchmarks and tools.
+"""A small aioquic WebTransport client (docs/media-and-webtransport.md §2) for tests, benchmarks and tools.
 
 It opens one session, lets the caller open uni/bidi streams and send datagrams, and collects what the
 server sends back: records on server uni streams and on client bidi streams (parsed with
 schemas.framing), the close capsule, and stream resets.
 
 ``ResendBuffer`` (sans-I/O) and ``ResendingPublisher`` are the publisher side of at-least-once
-(issue 8): every frame is kept until the ingress acknowledges it (FRAMING.md "Ack": OK means
+(nothing lost): every frame is kept until the ingress acknowledges it (FRAMING.md "Ack": OK means
 broker-acknowledged; cumulative per media stream id, exactly one seq for chat/file), and when the
 session drops the publisher reconnects with backoff and resends what is unacknowledged, in send order.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.h3.connection import H3_ALPN, FrameType, H3Connection
 from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived, WebTransportStreamDataReceived
 from aioquic.quic.configuration import QuicConfiguration
@@ -106,7 +106,7 @@ class WebTransportClientProtocol(QuicConnectionProtocol):
         assert self.session_id is not None
         stream_id = self.h3.create_webtransport_stream(self.session_id, is_unidirectional=unidirectional)
         if not unidirectional:
-            # §1.5 workaround: mark our own bidi stream as a WebTransport stream, or aioquic parses the
+            # docs/media-and-webtransport.md §1.5 workaround: mark our own bidi stream as a WebTransport stream, or aioquic parses the
             # server's replies on it as HTTP/3 frames.
             with self.h3._get_or_create_stream(stream_id) as h3_stream:
                 h3_stream.frame_type = FrameType.WEBTRANSPORT_STREAM
@@ -165,7 +165,7 @@ async def open_webtransport(url: str, timeout: float = 10.0, idle_timeout: float
         transport.close()
 
 
-# ---- publisher side of at-least-once: keep, resend, reconnect (issue 8) ---------------------------
+# ---- publisher side of at-least-once: keep, resend, reconnect ---------------------------------------
 class BufferFull(Exception):
     """A chat/file frame cannot be kept for a resend: the buffer is full of unacknowledged chat/files.
     Raised rather than dropping it silently; the caller tells the user or waits for acks."""
@@ -350,9 +350,9 @@ class ResendingPublisher:
         for record in backlog:
             send(record)
         while client.state.closed is None:
-            for _, record in client.state.records[seen:]:
-                if isinstance(record, Ack):
-                    self.buffer.on_ack(record)
+            for _, received in client.state.records[seen:]:
+                if isinstance(received, Ack):
+                    self.buffer.on_ack(received)
             seen = len(client.state.records)
             for record in self.buffer.take_rejected():
                 send(record)

@@ -1,5 +1,5 @@
 """Local Pulsar Functions runtime: runs `functions/` from their FunctionConfig files with the
-behaviour of Pulsar's official Python instance (see ../shared/docs/pulsar-functions.md).
+behaviour of Pulsar's official Python instance (docs/pulsar-functions.md).
 
 Modules: config (FunctionConfig → FunctionSpec, admin-server validation), loader (py/zip,
 className, serde/schema), context (pulsar.Context), state (persistent state), guarantees (ack

@@ -1,13 +1,13 @@
 """FunctionConfig YAML → a validated, normalised `FunctionSpec`.
 
 Field names are the Java `FunctionConfig` bean names that `pulsar-admin functions create
---function-config-file` reads (pulsar-functions.md §3). Validation reproduces what Pulsar's
+--function-config-file` reads (docs/pulsar-functions.md §3). Validation reproduces what Pulsar's
 admin server does for a Python function (`FunctionConfigUtils.doCommonChecks` followed by
 `doPythonChecks`), with the same reasons, so a file rejected here is rejected by a cluster and
 the other way round. Every error names the file and the offending field.
 
 `py` may be replaced, as `pulsar-admin functions localrun --py FILE` replaces it (CLI flags apply on
-top of the file, pulsar-functions.md §3): `deploy/functions/*.yaml` name the deployable archive
+top of the file, docs/pulsar-functions.md §3): `deploy/functions/*.yaml` name the deployable archive
 `build/functions/X.zip`, and `--py functions/X.py` runs the same function from source.
 
 Pure: no I/O besides reading the YAML file and checking that `py` exists.
@@ -25,39 +25,27 @@ from typing import Any
 
 import yaml
 
-GUARANTEES = ("ATLEAST_ONCE", "ATMOST_ONCE", "EFFECTIVELY_ONCE", "MANUAL")
-COMPRESSIONS = ("NONE", "LZ4", "ZLIB", "ZSTD", "SNAPPY")
-LOG_LEVELS = ("OFF", "FATAL", "ERROR", "WARN", "INFO", "DEBUG", "TRACE", "ALL")
+from schemas.function_config import (
+    COMPRESSION_TYPES,
+    CONSUMER_FIELDS,
+    FIELDS,
+    GUARANTEES,
+    LOG_LEVELS,
+    PRODUCER_FIELDS,
+    RESOURCES_FIELDS,
+    Guarantee,
+    SubscriptionType,
+    is_guarantee,
+)
 
-# Keys of the Java FunctionConfig bean. Jackson fails on anything else (CmdUtils.loadConfig),
-# so a typo such as `autoack` is an error rather than a silently ignored setting.
-FUNCTION_CONFIG_KEYS = frozenset(
-    {
-        "runtimeFlags", "tenant", "namespace", "name", "className", "inputs", "customSerdeInputs",
-        "topicsPattern", "customSchemaInputs", "customSchemaOutputs", "inputSpecs", "inputTypeClassName",
-        "output", "producerConfig", "outputSchemaType", "outputSerdeClassName", "outputTypeClassName",
-        "logTopic", "processingGuarantees", "retainOrdering", "retainKeyOrdering", "batchBuilder",
-        "forwardSourceMessageProperty", "userConfig", "secrets", "runtime", "autoAck",
-        "maxMessageRetries", "deadLetterTopic", "subName", "parallelism", "resources", "fqfn",
-        "windowConfig", "timeoutMs", "jar", "py", "go", "functionType", "cleanupSubscription",
-        "customRuntimeOptions", "maxPendingAsyncRequests", "exposePulsarAdminClientEnabled",
-        "subscriptionPosition", "skipToLatest", "logLevel",
-    }
-)
-CONSUMER_CONFIG_KEYS = frozenset(
-    {
-        "schemaType", "serdeClassName", "isRegexPattern", "regexPattern", "schemaProperties",
-        "consumerProperties", "receiverQueueSize", "cryptoConfig", "poolMessages",
-        "messagePayloadProcessorConfig",
-    }
-)
-PRODUCER_CONFIG_KEYS = frozenset(
-    {
-        "maxPendingMessages", "maxPendingMessagesAcrossPartitions", "useThreadLocalProducers",
-        "cryptoConfig", "batchBuilder", "compressionType", "batchingConfig",
-    }
-)
-RESOURCES_KEYS = frozenset({"cpu", "ram", "disk"})
+COMPRESSIONS = COMPRESSION_TYPES
+
+# Keys of the Java FunctionConfig bean (schemas/function_config.py). Jackson fails on anything else
+# (CmdUtils.loadConfig), so a typo such as `autoack` is an error rather than a silently ignored setting.
+FUNCTION_CONFIG_KEYS = frozenset(FIELDS)
+CONSUMER_CONFIG_KEYS = frozenset(CONSUMER_FIELDS)
+PRODUCER_CONFIG_KEYS = frozenset(PRODUCER_FIELDS)
+RESOURCES_KEYS = frozenset(RESOURCES_FIELDS)
 
 # TopicName.isValid: optional domain, then `topic`, `tenant/ns/topic` or legacy
 # `tenant/cluster/ns/topic`; tenant/namespace parts follow NamespaceName's character set.
@@ -101,7 +89,7 @@ class FunctionSpec:
     input_type_class_name: str = ""
     output_type_class_name: str = ""
     log_topic: str = ""
-    processing_guarantees: str = "ATLEAST_ONCE"
+    processing_guarantees: Guarantee = "ATLEAST_ONCE"
     auto_ack: bool = True
     retain_ordering: bool = False
     retain_key_ordering: bool = False
@@ -121,12 +109,12 @@ class FunctionSpec:
 
     @property
     def effective_subscription_name(self) -> str:
-        """§2.1: `subName` when non-blank, else `tenant/namespace/name`."""
+        """docs/pulsar-functions.md §2.1: `subName` when non-blank, else `tenant/namespace/name`."""
         return self.subscription_name.strip() and self.subscription_name or self.fqfn
 
     @property
-    def subscription_type(self) -> str:
-        """§2.1: retainOrdering (or EO) → Failover, then retainKeyOrdering → KeyShared, else Shared."""
+    def subscription_type(self) -> SubscriptionType:
+        """docs/pulsar-functions.md §2.1: retainOrdering (or EO) → Failover, then retainKeyOrdering → KeyShared, else Shared."""
         if self.retain_ordering or self.processing_guarantees == "EFFECTIVELY_ONCE":
             return "Failover"
         if self.retain_key_ordering:
@@ -165,7 +153,7 @@ def is_valid_topic(topic: str) -> bool:
 def load_function_config(path: str | os.PathLike[str], py: str | os.PathLike[str] | None = None) -> FunctionSpec:
     """Read and validate one `--function-config-file`. Raises `ConfigError`.
 
-    `py`, when given, replaces the file's `py` (what `--py` does, §3); it is checked the same way but
+    `py`, when given, replaces the file's `py` (what `--py` does, docs/pulsar-functions.md §3); it is checked the same way but
     resolved against the working directory only, and errors name it `--py`.
     """
     path = Path(path)
@@ -255,7 +243,7 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>", *
         raise fail("py", "required: the function's .py file or .zip package")
 
     guarantees = (raw.get("processingGuarantees") or "ATLEAST_ONCE").upper()
-    if guarantees not in GUARANTEES:
+    if not is_guarantee(guarantees):
         raise fail("processingGuarantees", f"{raw['processingGuarantees']!r} is not one of {', '.join(GUARANTEES)}")
 
     # Input topics, in the order FunctionConfigUtils.convert fills source.inputSpecs.
@@ -339,13 +327,13 @@ def build_spec(raw: dict[str, Any], path: str | os.PathLike[str] = "<config>", *
     if retries is not None and retries >= 0:
         raise fail("maxMessageRetries", "Message retries not yet supported in python")
 
-    # Admin-side autoAck rule (§2.2): ATMOST_ONCE acks on receipt, so autoAck=false is refused.
+    # Admin-side autoAck rule (docs/pulsar-functions.md §2.2): ATMOST_ONCE acks on receipt, so autoAck=false is refused.
     auto_ack = raw.get("autoAck")
     auto_ack = True if auto_ack is None else auto_ack
     if guarantees == "ATMOST_ONCE" and not auto_ack:
         raise fail("autoAck", "Cannot disable autoAck with ATMOST_ONCE processing guarantees")
     # The C++ client refuses an ack timeout below 10 s, so the official instance would die at
-    # subscribe (§2.1); refuse it up front instead of crash-looping.
+    # subscribe (docs/pulsar-functions.md §2.1); refuse it up front instead of crash-looping.
     if timeout_ms is not None and timeout_ms < 10_000:
         raise fail("timeoutMs", f"{timeout_ms} ms is below the Pulsar client's 10000 ms minimum ack timeout; "
                                 "the Python instance cannot subscribe with it")
@@ -475,7 +463,7 @@ def _resolve_py(py: str, config_path: Path, fail: Any, field_name: str, class_na
 
 
 def module_of(class_name: str) -> str:
-    """The module a `className` is imported from (§1.1), as its first dotted part: `transcode` for
+    """The module a `className` is imported from (docs/pulsar-functions.md §1.1), as its first dotted part: `transcode` for
     `transcode.TranscodeFunction`. FunctionConfigs in this repo use `module.Class` or `module`."""
     return class_name.split(".", 1)[0]
 

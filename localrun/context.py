@@ -1,5 +1,5 @@
 """The `pulsar.Context` handed to `process()`, as the official `ContextImpl` implements it
-(pulsar-functions.md §1.3-1.6). Oddities are kept on purpose: the instance id is a str,
+(docs/pulsar-functions.md §1.3-1.6). Oddities are kept on purpose: the instance id is a str,
 `get_user_config_map()` is `[]` without userConfig, `get_ordering_key()` is always None,
 `get_num_instances()` does not exist, `publish` defaults to IdentitySerDe and ignores schemas,
 and `ack` only knows the configured input strings.
@@ -54,7 +54,7 @@ def secrets_provider(class_name: str) -> Any:
 
 
 def producer_properties(spec: FunctionSpec, instance_id: str) -> dict[str, str]:
-    """Consumer and producer properties the official instance sets (§1.4, §2.1)."""
+    """Consumer and producer properties the official instance sets (docs/pulsar-functions.md §1.4, §2.1)."""
     return {"application": "pulsar-function", "id": spec.fqfn, "instance_id": instance_id}
 
 
@@ -109,7 +109,7 @@ class ContextImpl(_SdkContext):
         return self._message.partition_key()
 
     def get_ordering_key(self) -> None:
-        # Not implemented by the official ContextImpl: the SDK stub returns None (§1.3).
+        # Not implemented by the official ContextImpl: the SDK stub returns None (docs/pulsar-functions.md §1.3).
         return None
 
     def get_message_eventtime(self) -> int:
@@ -174,7 +174,7 @@ class ContextImpl(_SdkContext):
     # that the FunctionDetails protobuf does not have (the output lives in `sink.topic` and
     # `sink.serDeClassName`), so on Pulsar both getters raise AttributeError. We raise too, so a
     # function that relies on them fails here rather than in production. Pass the topic through
-    # userConfig instead. (pulsar-functions.md §1.3 says they return sink.topic; it is wrong there.)
+    # userConfig instead (docs/pulsar-functions.md §1.3).
     OUTPUT_GETTERS_RAISE = True
 
     def get_output_topic(self) -> str:
@@ -227,7 +227,7 @@ class ContextImpl(_SdkContext):
                     block_if_queue_full=True,
                     batching_enabled=True,
                     batching_max_publish_delay_ms=10,
-                    # Taken from the first publish() to this topic only (§1.4).
+                    # Taken from the first publish() to this topic only (docs/pulsar-functions.md §1.4).
                     compression_type=compression_type if compression_type is not None else pulsar.CompressionType.NONE,
                     properties=producer_properties(self._spec, self._instance_id),
                 )
@@ -255,7 +255,7 @@ class ContextImpl(_SdkContext):
             raise ValueError(f"Invalid topicname {topic}")
         consumer.acknowledge(msgid)
 
-    # --- state (§1.6) ---
+    # --- state (docs/pulsar-functions.md §1.6) ---
     def incr_counter(self, key: str, amount: int) -> None:
         self._state.incr(key, amount)
 

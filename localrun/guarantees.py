@@ -1,4 +1,4 @@
-"""When the instance acknowledges an input, per processing guarantee (pulsar-functions.md §2.2).
+"""When the instance acknowledges an input, per processing guarantee (docs/pulsar-functions.md §2.2).
 
 Kept apart from the I/O so each row of the ack table is testable on its own:
 
@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from schemas.function_config import Guarantee
+
 
 @dataclass(frozen=True)
 class AckPolicy:
-    guarantee: str
+    guarantee: Guarantee
     auto_ack: bool
 
     @property

@@ -1,7 +1,7 @@
 """A faster stand-in for the official `IdentitySerDe.deserialize`, with the same results.
 
 The default input serde of a Python function is `pulsar.functions.serde.IdentitySerDe`
-(pulsar-functions.md §1.7): `deserialize` decodes the bytes as UTF-8 and returns the first of
+(docs/pulsar-functions.md §1.7): `deserialize` decodes the bytes as UTF-8 and returns the first of
 `int(text)`, `float(text)`, `complex(text)`, `text` that does not raise, or the bytes themselves
 when they are not UTF-8. It decodes up to four times and, for ordinary text, raises and catches
 three exceptions per message: a third of the runtime's per-message cost in bench/localrun.py.

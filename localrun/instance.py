@@ -1,6 +1,6 @@
 """One function instance: the process the supervisor starts `parallelism` times.
 
-It reproduces the official `python_instance.py` loop (pulsar-functions.md §1.2, §2):
+It reproduces the official `python_instance.py` loop (docs/pulsar-functions.md §1.2, §2):
 consumers with a message listener put each message into a `Queue(1)`; one execution thread
 (here: the main thread) takes them one at a time, deserializes, calls `process()`, sends a
 non-None result to the output topic and acks per `AckPolicy`; every failure is a negative ack.
@@ -33,10 +33,10 @@ from localrun.sent_messages import SentMessages, send_keeping
 log = logging.getLogger("localrun.instance")
 
 CONSOLE_FORMAT = "[%(asctime)s] [%(levelname)s] [{fqfn}:{instance}] %(filename)s: %(message)s"
-LOG_TOPIC_FORMAT = "[%(asctime)s] [%(levelname)s]: %(message)s"  # §2.5
+LOG_TOPIC_FORMAT = "[%(asctime)s] [%(levelname)s]: %(message)s"  # docs/pulsar-functions.md §2.5
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S %z"
 RECEIVE_POLL_MS = 200  # how often an idle receive loop looks at the stop flag
-DEFAULT_NACK_DELAY_MS = 60_000  # the Python client's default, unchanged by the official instance (§2.3)
+DEFAULT_NACK_DELAY_MS = 60_000  # the Python client's default, unchanged by the official instance (docs/pulsar-functions.md §2.3)
 
 
 @dataclass
@@ -51,7 +51,7 @@ class InputItem:
 
 
 class StreamToLogger:
-    """`print()` goes to the log (stdout at INFO, stderr at ERROR), as in the official instance (§2.5)."""
+    """`print()` goes to the log (stdout at INFO, stderr at ERROR), as in the official instance (docs/pulsar-functions.md §2.5)."""
 
     def __init__(self, logger: logging.Logger, level: int) -> None:
         self.logger = logger
@@ -162,7 +162,7 @@ class Instance:
                                        self.instance_id, self.cluster, clock=time.time)
             self._metrics_server, self.bound_metrics_port = serve(build_registry(collector), self.metrics_port)
         self.state = open_state(self.state_dir, self.spec.tenant, self.spec.namespace, self.spec.name)
-        # Operation timeout 30 s, one I/O and one listener thread, as the official instance (§5).
+        # Operation timeout 30 s, one I/O and one listener thread, as the official instance (docs/pulsar-functions.md §5).
         self.client = pulsar.Client(self.service_url, operation_timeout_seconds=30, io_threads=1,
                                     message_listener_threads=1, logger=_client_logger(), **client_kwargs_from_env())
         consumer_type = {"Shared": pulsar.ConsumerType.Shared, "Failover": pulsar.ConsumerType.Failover,
@@ -193,7 +193,7 @@ class Instance:
         if can_share_one_consumer(self.spec):
             # Several plain topics with the same consumer settings: one multi-topic consumer, so
             # the execution thread can receive() directly. Every configured key maps to it, so
-            # context.ack keeps the official lookup rules (§1.5).
+            # context.ack keeps the official lookup rules (docs/pulsar-functions.md §1.5).
             topics = list(specs)
             shared = self.client.subscribe(topics, subscription, **consumer_kwargs(topics[0]))
             for topic in topics:
@@ -233,7 +233,7 @@ class Instance:
             spec.output, schema=schema, block_if_queue_full=True, batching_enabled=True,
             batching_type=batching, batching_max_publish_delay_ms=10, compression_type=compression,
             # Infinite send timeout, as the official instance: avoids a deadlock with a consumer
-            # blocked on unacked messages (§2.4).
+            # blocked on unacked messages (docs/pulsar-functions.md §2.4).
             send_timeout_millis=0, properties=producer_properties(spec, self.instance_id))
         if self.output_schema_is_bytes:
             self._raw_send, self._message_builder = raw_sender(self.output_producer)
@@ -341,7 +341,7 @@ class Instance:
         return InputItem(message, topic, serde, use_schema, consumer)
 
     def _halt(self, exc: BaseException) -> None:
-        # §1.2: a non-Exception (e.g. SystemExit) ends the execution thread; the process
+        # docs/pulsar-functions.md §1.2: a non-Exception (e.g. SystemExit) ends the execution thread; the process
         # stays up and processes nothing more until it is stopped.
         log.critical("execution stopped by %s; this instance processes nothing more", type(exc).__name__)
         while not self.stopping:
@@ -415,7 +415,7 @@ class Instance:
                 return
             self._send_failed(result, message, consumer)
 
-        # Only these two properties: no key, event time or input properties (§2.4).
+        # Only these two properties: no key, event time or input properties (docs/pulsar-functions.md §2.4).
         props = {"__pfn_input_topic__": topic,
                  "__pfn_input_msg_id__": urlsafe_b64(message.message_id().serialize())}
         if self._raw_send is not None and type(payload) is bytes:
@@ -553,8 +553,8 @@ def configure_logging(spec: FunctionSpec, instance_id: str, level: str = "INFO")
     handler = logging.StreamHandler(sys.__stderr__)
     handler.setFormatter(logging.Formatter(CONSOLE_FORMAT.format(fqfn=spec.fqfn, instance=instance_id), DATE_FORMAT))
     root.handlers[:] = [handler]
-    sys.stdout = StreamToLogger(root, logging.INFO)  # type: ignore[assignment]
-    sys.stderr = StreamToLogger(root, logging.ERROR)  # type: ignore[assignment]
+    sys.stdout = StreamToLogger(root, logging.INFO)
+    sys.stderr = StreamToLogger(root, logging.ERROR)
 
 
 def write_instance_file(run_dir: str, spec: FunctionSpec, instance_id: str, metrics_port: int | None) -> None:

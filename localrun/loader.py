@@ -1,4 +1,4 @@
-"""Loading user code the way the official Python instance does (pulsar-functions.md §1.1, §1.7, §4).
+"""Loading user code the way the official Python instance does (docs/pulsar-functions.md §1.1, §1.7, §4).
 
 * `prepare_package` turns the `py` of a FunctionConfig into import directories: a `.py` file's
   own directory, or for `X.zip` the extracted `X/src` plus a per-function directory where every
@@ -111,7 +111,7 @@ class IncompatibleWheelError(PackageError):
 
 
 def install_wheels(wheels: list[str], find_links: str, target: str) -> None:
-    """Offline install as the official instance does (§4); the pip of *this* interpreter is used
+    """Offline install as the official instance does (docs/pulsar-functions.md §4); the pip of *this* interpreter is used
     (the official instance calls `pip` from PATH, which must match its Python anyway)."""
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
            "-t", target, "--no-index", "--find-links", find_links, *wheels]
@@ -162,7 +162,7 @@ def add_to_sys_path(dirs: list[str]) -> None:
 
 
 def import_class(class_name: str) -> Any:
-    """§1.1: `mod.Attr` → attribute, `mod` → module, failure → None (logged)."""
+    """docs/pulsar-functions.md §1.1: `mod.Attr` → attribute, `mod` → module, failure → None (logged)."""
     try:
         return _import(class_name)
     except Exception as first:  # noqa: BLE001 - the official instance swallows everything here
@@ -188,7 +188,7 @@ def instantiate_function(class_name: str) -> UserFunction:
         raise NameError(f"Could not import User Function Module {class_name}")
     try:
         return UserFunction(kclass(), True)
-    except Exception:  # noqa: BLE001 - §1.1: any failure of the no-arg call means "pure function"
+    except Exception:  # noqa: BLE001 - docs/pulsar-functions.md §1.1: any failure of the no-arg call means "pure function"
         return UserFunction(kclass, False)
 
 
@@ -208,7 +208,7 @@ def load_serde(class_name: str) -> Any:
 
 
 def load_schema(schema_type: str, type_class_name: str, schema_properties: dict[str, str]) -> Any:
-    """§1.7: '' → BytesSchema (serde used), string, json/avro of a Record class, or a custom class."""
+    """docs/pulsar-functions.md §1.7: '' → BytesSchema (serde used), string, json/avro of a Record class, or a custom class."""
     from pulsar import schema as pschema
 
     kind = (schema_type or "").lower()

@@ -1,4 +1,4 @@
-"""Per-instance statistics and their Prometheus endpoint (pulsar-functions.md §6).
+"""Per-instance statistics and their Prometheus endpoint (docs/pulsar-functions.md §6).
 
 `InstanceStats` is the clock-free core: callers pass the time in. The collector renders it with
 the official series names and labels (`tenant`, `namespace` = tenant/ns, `name`, `instance_id`,
@@ -18,8 +18,8 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 
 PREFIX = "pulsar_function_"
 LABELS = ["tenant", "namespace", "name", "instance_id", "cluster", "fqfn"]
@@ -163,7 +163,7 @@ class StatsCollector(Collector):
         self.label_values = [tenant, f"{tenant}/{namespace}", name, instance_id, cluster, f"{tenant}/{namespace}/{name}"]
         self.clock = clock  # a callable returning epoch seconds, used to roll the 1-minute window
 
-    def collect(self) -> Iterator[object]:
+    def collect(self) -> Iterator[Metric]:
         if callable(self.clock):
             self.stats.roll(self.clock())
         s = self.stats
@@ -194,11 +194,11 @@ class StatsCollector(Collector):
             last.add_metric(lv, s.last_invocation_ms)
             yield last
             for kind, gauges in (("user", s.user_exception_gauges), ("system", s.system_exception_gauges)):
-                fam = GaugeMetricFamily(f"{PREFIX}{kind}_exception", f"Exception from {kind} code.",
-                                        labels=[*LABELS, "error"])
+                gauge = GaugeMetricFamily(f"{PREFIX}{kind}_exception", f"Exception from {kind} code.",
+                                          labels=[*LABELS, "error"])
                 for message in gauges:
-                    fam.add_metric([*lv, message], 1.0)
-                yield fam
+                    gauge.add_metric([*lv, message], 1.0)
+                yield gauge
             user = SummaryMetricFamily(f"{PREFIX}user_metric", "Pulsar Function user defined metric",
                                        labels=[*LABELS, "metric"])
             for metric_name, (count, total_value) in sorted(s.user_metrics.items()):
@@ -206,9 +206,9 @@ class StatsCollector(Collector):
             yield user
 
 
-def build_registry(collector: StatsCollector) -> object:
+def build_registry(collector: StatsCollector) -> CollectorRegistry:
     """A registry with our collector plus the default process/platform/GC collectors."""
-    from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
@@ -218,11 +218,11 @@ def build_registry(collector: StatsCollector) -> object:
     return registry
 
 
-def serve(registry: object, port: int, host: str = "127.0.0.1") -> tuple[object, int]:
+def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> tuple[object, int]:
     """Start the Prometheus HTTP endpoint in a daemon thread; returns (server, bound port)."""
     from prometheus_client import start_http_server
 
-    server, _thread = start_http_server(port, addr=host, registry=registry)  # type: ignore[arg-type]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
     return server, int(server.server_address[1])
 
 

@@ -1,4 +1,4 @@
-"""Function state: the local stand-in for Pulsar's BookKeeper table service (pulsar-functions.md §1.6).
+"""Function state: the local stand-in for Pulsar's BookKeeper table service (docs/pulsar-functions.md §1.6).
 
 With state storage, the official instance uses table namespace `<tenant>_<namespace>` (`-` → `_`)
 and table = function name, shared by all instances of the function. Here that table is one
@@ -98,7 +98,7 @@ class SqliteState:
 
 
 class NullState:
-    """No state storage configured (§1.6)."""
+    """No state storage configured (docs/pulsar-functions.md §1.6)."""
 
     def incr(self, key: str, amount: int) -> None:
         return None

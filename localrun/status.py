@@ -1,5 +1,5 @@
 """`wtpulsar functions status`: each running instance's counters, shaped like
-`pulsar-admin functions status` output (pulsar-functions.md §6: numReceived,
+`pulsar-admin functions status` output (docs/pulsar-functions.md §6: numReceived,
 numSuccessfullyProcessed, numUserExceptions, numSystemExceptions, averageLatency,
 lastInvocationTime, numRestarts).
 
@@ -46,7 +46,7 @@ def function_status(directory: Path) -> dict[str, Any] | None:
     if not sup_file.is_file():
         return None
     sup = json.loads(sup_file.read_text())
-    instances = []
+    instances: list[dict[str, Any]] = []
     for entry in sup.get("instances", []):
         iid = entry["instanceId"]
         inst_file = directory / f"instance-{iid}.json"

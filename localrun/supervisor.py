@@ -137,10 +137,10 @@ class Supervisor:
         next_port = self.metrics_port_start
         for spec in self.specs:
             if spec.processing_guarantees == "ATLEAST_ONCE" and not spec.auto_ack:
-                # What the admin server says too (§2.2): nothing is acked unless the function does it.
+                # What the admin server says too (docs/pulsar-functions.md §2.2): nothing is acked unless the function does it.
                 log.warning("%s: autoAck=false is deprecated; use processingGuarantees: MANUAL", spec.fqfn)
             fn_work = Path(self.work_dir) / fqfn_dirname(spec.fqfn)
-            # Unzip and install wheels once per start, before any instance imports the code (§4).
+            # Unzip and install wheels once per start, before any instance imports the code (docs/pulsar-functions.md §4).
             sys_path = prepare_package(spec.py, fn_work / "package")
             spec_file = fn_work / "spec.json"
             spec_file.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from realpulsar.worker_python import ensure_worker_python
 DEFAULTS = Ports()
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "pulsar",
         help="run Apache Pulsar standalone (fetched with Maven, cached outside the repo)",

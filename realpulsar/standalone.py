@@ -94,7 +94,11 @@ def set_properties(text: str, values: dict[str, str]) -> str:
     for key, value in values.items():
         pattern = re.compile(rf"^{re.escape(key)}=.*$", re.MULTILINE)
         line = f"{key}={value}"
-        text, count = pattern.subn(lambda _m, line=line: line, text)
+
+        def literal(_m: re.Match[str], line: str = line) -> str:
+            return line
+
+        text, count = pattern.subn(literal, text)
         if count == 0:
             text += f"\n{line}\n"
     return text
@@ -104,7 +108,11 @@ def set_yaml_keys(text: str, values: dict[str, str]) -> str:
     """`key: value` lines of functions_worker.yml (at any indent) replaced, comments kept."""
     for key, value in values.items():
         pattern = re.compile(rf"^(\s*){re.escape(key)}:.*$", re.MULTILINE)
-        text, count = pattern.subn(lambda m, key=key, value=value: f"{m.group(1)}{key}: {value}", text)
+
+        def replaced(m: re.Match[str], key: str = key, value: str = value) -> str:
+            return f"{m.group(1)}{key}: {value}"
+
+        text, count = pattern.subn(replaced, text)
         if count == 0:
             text += f"\n{key}: {value}\n"
     return text

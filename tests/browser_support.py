@@ -1,8 +1,8 @@
 """Shared helpers for the browser tests and bench/glass_to_glass.py: the whole pipeline on free loopback
 ports (via `wtpulsar up`) and Debian's Chromium under Playwright with a fake camera and microphone.
 
-Flags follow /work/shared/docs/browser-webtransport-probe.md ("Chromium flags"): no --disable-quic
-(it silently breaks WebTransport, media-and-webtransport.md §6.6); the page gets the certificate hash
+Flags follow docs/media-and-webtransport.md §3.2: the fake camera and microphone, no --disable-quic
+(it silently breaks WebTransport); the page gets the certificate hash
 from the ingress's /cert-hash, so no SPKI flags are needed (§3.1).
 """
 
@@ -29,13 +29,13 @@ def chromium_args(fps: int = 30, grant_media: bool = True) -> list[str]:
     args = [
         "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--use-fake-device-for-media-stream=fps={fps}",  # default fake camera runs at 20 fps (probe doc)
+        f"--use-fake-device-for-media-stream=fps={fps}",  # default fake camera runs at 20 fps (docs/media-and-webtransport.md §3.2)
         "--autoplay-policy=no-user-gesture-required",
-        # keep Chromium's background lookups off the network (probe doc, pitfall 12)
+        # keep Chromium's background lookups off the network (docs/media-and-webtransport.md §3.3)
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
     ]
     if grant_media:
-        args.append("--use-fake-ui-for-media-stream")  # auto-grant; without it headless gUM is denied (pitfall 8)
+        args.append("--use-fake-ui-for-media-stream")  # auto-grant; without it headless gUM is denied (docs/media-and-webtransport.md §3.2)
     return args
 
 

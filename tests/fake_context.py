@@ -1,6 +1,6 @@
 """An in-memory `pulsar.Context` for unit-testing functions without a broker.
 
-It mirrors what the official Python instance's ContextImpl returns (pulsar-functions.md §1.3-1.6):
+It mirrors what the official Python instance's ContextImpl returns (docs/pulsar-functions.md §1.3-1.6):
 instance id as a str, `''` for a missing key, `[]` user config map when none is given, state that
 is either a dict (state storage on) or inert (off: incr/put do nothing, get returns None,
 del_counter raises AttributeError).

@@ -1,4 +1,4 @@
-"""The broker keeps no per-entry memory for retained, acknowledged entries (issue 8, soak):
+"""The broker keeps no per-entry memory for retained, acknowledged entries, so a long soak does not grow it:
 the entry index is warm only from the slowest cursor on, and cold entries are read back from the
 ledger files when a new subscription, a reader or a seek goes below it."""
 

@@ -1,6 +1,6 @@
 """Every message delivered exactly once per subscription, in order where the type promises it.
 
-The matrix of issue 2: batching off/on x Exclusive/Failover/Shared/Key_Shared x subscribed
+The broker's required delivery matrix: batching off/on x Exclusive/Failover/Shared/Key_Shared x subscribed
 before/after producing x receiver queue 1 and 1000. CI runs 2,000 messages per case; the `slow`
 variant (make test-slow / make bench) runs the full 20,000.
 """

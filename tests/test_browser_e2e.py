@@ -1,4 +1,4 @@
-"""End to end in a real browser (issue 6): Debian's Chromium publishes its fake camera and microphone
+"""End to end in a real browser: Debian's Chromium publishes its fake camera and microphone
 through ingress -> transcode -> chunk -> route -> ingress egress, and viewer pages play it; a chat
 message with a blocked word comes back masked, and one with a dropped word is reported to its sender
 from the moderation verdict (route -> room-<room>-moderation -> ingress -> that session only).

@@ -1,4 +1,4 @@
-"""live_client.html against a bare ingress (issue 6). What a person sees when something is wrong ("Clear
+"""live_client.html against a bare ingress. What a person sees when something is wrong ("Clear
 messages for every failure"): server down (and recovery by the retry), no/expired token, a viewer
 token, a camera permission refused, a certificate the browser does not trust and a browser without
 WebTransport (both fall back to the WebSocket path and say so). Also: screen capture publishes.

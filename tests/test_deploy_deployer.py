@@ -452,7 +452,7 @@ def test_rest_runner_deploys_twice_and_uploads_the_package(project: Path, fake_r
     config_name, config_json = upload["functionConfig"]
     assert config_name is None
     assert json.loads(config_json) == {**ECHO_CONFIG, "runtime": "PYTHON", "py": "echo.zip"}
-    assert upload["data"] == ("echo.zip", b"PK-not-really-a-zip")  # §4: upload name = folder name
+    assert upload["data"] == ("echo.zip", b"PK-not-really-a-zip")  # docs/pulsar-functions.md §4: upload name = folder name
 
     handler.log.clear()
     execute(deploy_plan(project, pipeline), RestRunner(url, project), lambda _: None)

@@ -1,5 +1,5 @@
 """deploy/function_config.py: the FunctionConfig field list and the admin server's Python rules
-(pulsar-functions.md §3), on the repo's FunctionConfigs and on good and bad samples."""
+(docs/pulsar-functions.md §3), on the repo's FunctionConfigs and on good and bad samples."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def test_unknown_field_is_named_with_the_file() -> None:
     problems = validate_function_config({**GOOD, "maxRetries": 3, "deadLetterPolicy": {}}, "deploy/functions/x.yaml")
     assert [p.field for p in problems] == ["maxRetries", "deadLetterPolicy"]
     assert str(problems[0]) == ("deploy/functions/x.yaml: maxRetries: not a FunctionConfig field "
-                                "(pulsar-functions.md §3)")
+                                "(docs/pulsar-functions.md §3)")
 
 
 @pytest.mark.parametrize(("change", "field", "message"), [

@@ -1,5 +1,5 @@
 """deploy/packaging.py and deploy/imports.py: archives in the layout Pulsar's Python runtime installs
-(pulsar-functions.md §4), checked by doing what the instance does in a clean venv that has only
+(docs/pulsar-functions.md §4), checked by doing what the instance does in a clean venv that has only
 pulsar-client. Everything offline: wheels are made by hand or re-packed from this venv."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def clean_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run_like_the_instance(python: Path, archive: Path, workdir: Path, class_name: str, code: str) -> str:
-    """§4: unzip next to itself, pip install every deps/*.whl offline into that folder (for that
+    """docs/pulsar-functions.md §4: unzip next to itself, pip install every deps/*.whl offline into that folder (for that
     interpreter, with ``pip --python``), put
     ``X/src`` on sys.path, import ``module.Class`` and call it with no arguments (§1.1)."""
     name = archive.stem

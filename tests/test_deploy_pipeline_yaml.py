@@ -1,6 +1,6 @@
 """deploy/pipeline.yaml names only ENVELOPE.md topics and agrees with the FunctionConfigs; the
 moderate/route FunctionConfigs use only FunctionConfig fields of the right types
-(pulsar-functions.md §3) and settings a cluster accepts for Python; their userConfig loads."""
+(docs/pulsar-functions.md §3) and settings a cluster accepts for Python; their userConfig loads."""
 
 from __future__ import annotations
 
@@ -11,28 +11,14 @@ from typing import Any
 import pytest
 import yaml
 
+from schemas.function_config import CONSUMER_FIELDS, FIELDS
 from tests.test_functions_chat_support import ROOT, chat_config, routing_table
 
 PIPELINE = yaml.safe_load((ROOT / "deploy" / "pipeline.yaml").read_text())
 ENVELOPE = (ROOT / "schemas" / "ENVELOPE.md").read_text()
 MY_CONFIGS = ["moderate.yaml", "route.yaml"]
 
-# pulsar-functions.md §3: FunctionConfig YAML keys and their types.
-STR, BOOL, INT, LIST, MAP = str, bool, int, list, dict
-FUNCTION_CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "tenant": STR, "namespace": STR, "name": STR, "className": STR, "py": STR, "inputs": LIST,
-    "topicsPattern": STR, "customSerdeInputs": MAP, "customSchemaInputs": MAP, "inputSpecs": MAP,
-    "output": STR, "outputSerdeClassName": STR, "outputSchemaType": STR, "inputTypeClassName": STR,
-    "outputTypeClassName": STR, "producerConfig": MAP, "batchBuilder": STR, "logTopic": STR,
-    "processingGuarantees": STR, "retainOrdering": BOOL, "retainKeyOrdering": BOOL, "autoAck": BOOL,
-    "userConfig": MAP, "secrets": MAP, "subName": STR, "subscriptionPosition": STR, "skipToLatest": BOOL,
-    "cleanupSubscription": BOOL, "forwardSourceMessageProperty": BOOL, "timeoutMs": INT,
-    "maxMessageRetries": INT, "deadLetterTopic": STR, "parallelism": INT, "resources": MAP,
-    "runtimeFlags": STR, "customRuntimeOptions": STR, "windowConfig": MAP,
-}  # fmt: skip
-INPUT_SPEC_FIELDS = {"schemaType", "serdeClassName", "isRegexPattern", "receiverQueueSize", "schemaProperties",
-                     "consumerProperties", "cryptoConfig", "poolMessages"}  # fmt: skip
-REJECTED_FOR_PYTHON = ("maxMessageRetries", "deadLetterTopic", "windowConfig")  # §2.3, §3
+REJECTED_FOR_PYTHON = ("maxMessageRetries", "deadLetterTopic", "windowConfig")  # docs/pulsar-functions.md §2.3, §3
 
 
 def envelope_topics() -> set[str]:
@@ -87,12 +73,9 @@ def test_function_configs_agree_with_the_pipeline(fn: dict[str, Any]) -> None:
 @pytest.mark.parametrize("name", MY_CONFIGS)
 def test_function_config_fields_and_types(name: str) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "functions" / name).read_text())
-    for key, value in config.items():
-        assert key in FUNCTION_CONFIG_FIELDS, f"{name}: {key} is not a FunctionConfig field"
-        expected = FUNCTION_CONFIG_FIELDS[key]
-        assert isinstance(value, expected), f"{name}: {key} should be {expected}, is {type(value).__name__}"
-        if expected is INT:
-            assert not isinstance(value, bool)
+    for key, value in config.items():  # the one FunctionConfig field table (docs/pulsar-functions.md §3)
+        assert key in FIELDS, f"{name}: {key} is not a FunctionConfig field"
+        assert FIELDS[key](value, key) == [], f"{name}: {key}"
     for key in REJECTED_FOR_PYTHON:
         assert key not in config, f"{name}: Pulsar rejects {key} for Python functions"
     assert config["processingGuarantees"] == "MANUAL"
@@ -101,8 +84,8 @@ def test_function_config_fields_and_types(name: str) -> None:
     assert config["parallelism"] >= 1
     assert "timeoutMs" not in config or config["timeoutMs"] >= 10_000
     for topic, spec in config["inputSpecs"].items():
-        assert re.fullmatch(r"persistent://[^/]+/[^/]+/[A-Za-z0-9_-]+", topic), topic  # §1.5: fully qualified
-        assert set(spec) <= INPUT_SPEC_FIELDS
+        assert re.fullmatch(r"persistent://[^/]+/[^/]+/[A-Za-z0-9_-]+", topic), topic  # docs/pulsar-functions.md §1.5: fully qualified
+        assert set(spec) <= set(CONSUMER_FIELDS)
         assert spec["serdeClassName"] == "bytes_serde.BytesSerDe"
     assert set(config["resources"]) <= {"cpu", "ram", "disk"}
 
@@ -116,7 +99,7 @@ def test_class_name_resolves_like_the_python_instance(name: str) -> None:
     module_name, class_name = config["className"].split(".")
     assert (ROOT / "functions" / f"{module_name}.py").is_file()
     cls = getattr(importlib.import_module(module_name), class_name)
-    cls()  # §1.1: the instance calls it with no arguments
+    cls()  # docs/pulsar-functions.md §1.1: the instance calls it with no arguments
 
 
 def test_moderate_user_config_loads_and_names_envelope_topics() -> None:

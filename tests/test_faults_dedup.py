@@ -1,8 +1,8 @@
 """Duplicates from at-least-once delivery must be removed by (stream, seq) before a viewer sees them.
 
-`SeqDedup` (wtpulsar/audit_dedup.py) is the reference filter. The two strict xfail tests below show
-that `wtpulsar consume` (ingress/consume.py) and the egress (ingress/egress.py) deliver each copy once
-(`ingress.egress.DeliveryDedup`, the same rules; they were strict xfails until it was added).
+`DeliveryDedup` (ingress/egress.py) is the one filter: the egress and `wtpulsar consume`
+(ingress/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
+the others show the two readers keep only one copy of what a room topic holds twice.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import json
 import urllib.request
 import uuid
 
-from wtpulsar.audit_dedup import SeqDedup
+from ingress.egress import DeliveryDedup
+from schemas.framing import Kind
 
 
 def fragment(stream: str, first: int, last: int, rendition: str = "360p") -> dict[str, str]:
@@ -25,8 +26,8 @@ def chat(stream: str, seq: int) -> dict[str, str]:
 
 
 def test_fragments_are_compared_by_frame_seq_per_track() -> None:
-    dedup = SeqDedup()
-    got = [dedup.accept(p) for p in [
+    dedup = DeliveryDedup()
+    got = [dedup.accept(Kind.VIDEO, p) for p in [
         fragment("cam", 0, 0), fragment("cam", 1, 1), fragment("cam", 1, 1),  # redelivered
         fragment("cam", 0, 1, rendition="720p"),  # another rendition: its own track
         {"stream": "cam", "rendition": "360p", "segment_type": "init"},  # chunk restarted: new init passes
@@ -38,14 +39,14 @@ def test_fragments_are_compared_by_frame_seq_per_track() -> None:
 
 
 def test_chat_is_deduplicated_by_seq_even_out_of_order() -> None:
-    dedup = SeqDedup()
-    got = [dedup.accept(chat("c", s)) for s in (0, 2, 1, 2, 0, 3)]
+    dedup = DeliveryDedup()
+    got = [dedup.accept(Kind.CHAT, chat("c", s)) for s in (0, 2, 1, 2, 0, 3)]
     assert got == [True, True, True, False, False, True]
 
 
 def test_messages_without_seq_are_delivered_not_lost() -> None:
-    dedup = SeqDedup()
-    assert dedup.accept({"stream": "x", "kind": "file"}) and dedup.accept({"stream": "x", "kind": "file"})
+    dedup = DeliveryDedup()
+    assert dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"}) and dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"})
 
 
 def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:

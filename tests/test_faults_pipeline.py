@@ -1,4 +1,4 @@
-"""Nothing lost, nothing stuck (issue 8): kill -9 every part while four publishers stream.
+"""Nothing lost, nothing stuck: kill -9 every part while four publishers stream.
 
 Four synthetic publishers (two JPEG cameras, one Opus microphone, one chat) stream through the
 ingress's WebSocket fallback with resend-until-acked (test_faults_publisher.py). In turn the broker,

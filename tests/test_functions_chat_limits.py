@@ -18,7 +18,7 @@ def test_probe_sees_state_storage() -> None:
 
 
 def test_probe_sees_no_state_storage() -> None:
-    # §1.6: without state storage incr_counter does nothing and get_counter returns None
+    # docs/pulsar-functions.md §1.6: without state storage incr_counter does nothing and get_counter returns None
     assert chat_limits.state_available(FakeContext(state_enabled=False)) is False
 
 

@@ -1,7 +1,7 @@
 """Shared helpers for the moderate/route tests (no tests here).
 
 Pulsar puts the function code's folder first on sys.path and imports modules by file name
-(pulsar-functions.md §1.1), so the tests put functions/ on sys.path and import `moderate`,
+(docs/pulsar-functions.md §1.1), so the tests put functions/ on sys.path and import `moderate`,
 `route`, `chat_*` and `routing_*` the same way.
 """
 
@@ -28,12 +28,12 @@ import chat_limits  # noqa: E402
 import chat_links  # noqa: E402
 import chat_message  # noqa: E402
 import moderate  # noqa: E402
+import output_ack  # noqa: E402
 import route  # noqa: E402
-import routing_fanout  # noqa: E402
 import routing_table  # noqa: E402
 
 __all__ = ["chat_blocklist", "chat_config", "chat_fold", "chat_limits", "chat_links", "chat_message", "moderate",
-           "route", "routing_fanout", "routing_table"]  # fmt: skip
+           "route", "output_ack", "routing_table"]  # fmt: skip
 
 NS = "persistent://public/wtpulsar"
 CHAT_IN = f"{NS}/chat-in"

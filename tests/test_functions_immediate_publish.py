@@ -14,8 +14,7 @@ from tests.test_functions_chat_support import route
 from tests.test_functions_media_support import DEAD_LETTER, SEGMENTS, function_module
 
 immediate_publish = function_module("immediate_publish")
-media_ack = function_module("media_ack")
-routing_fanout = function_module("routing_fanout")
+output_ack = function_module("output_ack")
 
 
 @dataclass
@@ -67,7 +66,7 @@ OUT = "persistent://public/wtpulsar/encoded"
 
 def test_output_batch_uses_an_unbatched_producer_of_the_instance_client() -> None:
     ctx = ClientContext(function_name="transcode", instance_id="1")
-    batch = media_ack.OutputBatch(ctx)
+    batch = output_ack.OutputBatch(ctx)
     batch.add_current_input()
     batch.publish(OUT, b"frame", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
@@ -84,14 +83,14 @@ def test_output_batch_uses_an_unbatched_producer_of_the_instance_client() -> Non
 def test_message_conf_is_what_context_publish_would_get() -> None:
     plain, with_client = FakeContext(), ClientContext()
     for ctx in (plain, with_client):
-        batch = media_ack.OutputBatch(ctx)
+        batch = output_ack.OutputBatch(ctx)
         batch.publish(OUT, b"x", "bytes_serde.BytesSerDe", dict(CONF))
     assert with_client.client.producers[OUT].sent[0][2] == plain.published[0].message_conf
 
 
 def test_ack_waits_for_the_send_callback() -> None:
     ctx = ClientContext()
-    batch = media_ack.OutputBatch(ctx)
+    batch = output_ack.OutputBatch(ctx)
     batch.add_current_input()
     batch.publish(OUT, b"a", "bytes_serde.BytesSerDe", dict(CONF))
     batch.publish(SEGMENTS, b"b", "bytes_serde.BytesSerDe", dict(CONF))
@@ -105,13 +104,13 @@ def test_ack_waits_for_the_send_callback() -> None:
 
 def test_failed_send_leaves_the_input_unacked() -> None:
     ctx = ClientContext()
-    batch = media_ack.OutputBatch(ctx)
+    batch = output_ack.OutputBatch(ctx)
     batch.add_current_input()
     batch.publish(OUT, b"a", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
     ctx.client.producers[OUT].complete(0, "Timeout")
     assert ctx.acked == []
-    assert ctx.metrics[media_ack.METRIC_PUBLISH_FAILED] == [1]
+    assert ctx.metrics[output_ack.METRIC_PUBLISH_FAILED] == [1]
 
 
 def test_one_producer_per_topic_in_send_order() -> None:
@@ -124,7 +123,7 @@ def test_one_producer_per_topic_in_send_order() -> None:
 
 @pytest.mark.parametrize("ctx", [FakeContext(), ClientContext(client=None)], ids=["no getter", "client None"])
 def test_falls_back_to_context_publish_without_a_client(ctx: FakeContext) -> None:
-    batch = media_ack.OutputBatch(ctx)
+    batch = output_ack.OutputBatch(ctx)
     batch.add_current_input()
     batch.publish(OUT, b"a", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
@@ -152,7 +151,7 @@ def test_user_config_off_keeps_context_publish(value: Any) -> None:
 def test_dead_letter_goes_out_unbatched_and_acks_after_the_callback() -> None:
     ctx = ClientContext()
     ctx.set_message(key="cam", properties={"stream": "cam"}, event_time=5)
-    media_ack.publish_dead_letter(ctx, DEAD_LETTER, "transcode", b"junk", "bad frame", "bytes_serde.BytesSerDe")
+    output_ack.publish_dead_letter(ctx, DEAD_LETTER, "transcode", b"junk", "bad frame", "bytes_serde.BytesSerDe")
     producer = ctx.client.producers[DEAD_LETTER]
     assert producer.sent[0][2]["properties"]["reason"] == "bad frame"
     assert producer.sent[0][2]["partition_key"] == "cam" and producer.sent[0][2]["event_timestamp"] == 5
@@ -178,10 +177,10 @@ def test_route_fanout_goes_out_unbatched_and_acks_after_every_send() -> None:
     assert ctx.acked == [(ctx.current_message_id, f"{ns}/segments")]
 
 
-def test_routing_fanout_failure_leaves_input_unacked() -> None:
+def test_publish_all_failure_leaves_input_unacked() -> None:
     ctx = ClientContext()
-    outs = [routing_fanout.Output(OUT, b"a", {"k": "v"}, key="cam"), routing_fanout.Output(SEGMENTS, b"b", {})]
-    routing_fanout.publish_all(ctx, outs, "route")
+    outs = [output_ack.Output(OUT, b"a", {"k": "v"}, key="cam"), output_ack.Output(SEGMENTS, b"b", {})]
+    output_ack.publish_all(ctx, outs, "route")
     ctx.client.producers[OUT].complete(0)
     ctx.client.producers[SEGMENTS].complete(0, "ProducerQueueIsFull")
     assert ctx.acked == []

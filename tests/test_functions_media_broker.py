@@ -29,7 +29,7 @@ N_FRAMES = 20
 
 
 class ConsumerLoopContext:
-    """Just the Context surface the media functions use, on a real consumer (pulsar-functions.md §1.3-1.5)."""
+    """Just the Context surface the media functions use, on a real consumer (docs/pulsar-functions.md §1.3-1.5)."""
 
     def __init__(self, pulsar_client: pulsar.Client, consumer: pulsar.Consumer, user_config: dict[str, Any]) -> None:
         self._client = pulsar_client
@@ -77,7 +77,7 @@ class ConsumerLoopContext:
     def publish(self, topic: str, message: bytes, serde_class_name: str = "", properties: Any = None,
                 compression_type: Any = None, callback: Any = None, message_conf: dict[str, Any] | None = None) -> None:
         producer = self._producers.get(topic)
-        if producer is None:  # like the instance: batching on, 10 ms delay, blocking when full (§1.4)
+        if producer is None:  # like the instance: batching on, 10 ms delay, blocking when full (docs/pulsar-functions.md §1.4)
             producer = self._producers[topic] = self._client.create_producer(
                 topic, batching_enabled=True, batching_max_publish_delay_ms=10, block_if_queue_full=True)
         producer.send_async(message, callback or (lambda *_: None), **(message_conf or {}))

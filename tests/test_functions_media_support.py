@@ -2,7 +2,7 @@
 the synthetic source they rely on.
 
 Pulsar puts the function code's folder first on sys.path and imports `transcode`/`chunk` by
-module name (pulsar-functions.md §1.1), so the tests do the same with functions/. `chunk` is
+module name (docs/pulsar-functions.md §1.1), so the tests do the same with functions/. `chunk` is
 loaded from its file under a private name because Python 3.11's standard library also has a
 (deprecated) `chunk` module.
 """

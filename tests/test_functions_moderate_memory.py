@@ -1,4 +1,4 @@
-"""moderate keeps no per-message state: its counters stay bounded however long it runs (issue 8).
+"""moderate keeps no per-message state: its counters stay bounded however long it runs.
 
 Structural, not timed: the in-memory tables are looked at after many messages from many users
 across many rate and duplicate windows, and in state mode the keys left in the state table are

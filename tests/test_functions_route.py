@@ -89,7 +89,7 @@ def test_verdict_from_moderation_goes_to_the_room_verdict_topic_only() -> None:
     assert out[0].payload == VERDICT and out[0].key == "lobby"
     # user, msg_id and the ingress's seq/t_ingress survive: the ingress matches the verdict with them
     assert out[0].properties == {**VERDICT_PROPS, "t_route": "1700000000500"}
-    assert ctx.acked == []  # ack only in the publish callback (routing_fanout)
+    assert ctx.acked == []  # ack only in the publish callback (output_ack)
     out[0].callback("Ok", None)
     assert ctx.acked == [(ctx.current_message_id, MODERATION)]
 

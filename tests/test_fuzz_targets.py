@@ -368,9 +368,10 @@ def test_mutate_is_deterministic_per_seed() -> None:
 
 def test_broker_target_catches_a_crashing_handler(monkeypatch: pytest.MonkeyPatch) -> None:
     """The crash check is real: a command handler that raises is reported, not swallowed."""
-    from broker.connection import ServerConnection, T
+    from broker.connection import ServerConnection
+    from broker.wire import T
 
-    def broken(self, body):  # type: ignore[no-untyped-def]
+    def broken(self, body):
         raise RuntimeError("boom")
 
     monkeypatch.setitem(ServerConnection._HANDLERS, T.PING, broken)

@@ -1,4 +1,4 @@
-"""Issue 20 under localrun on the embedded broker: transcode, chunk and route (deploy/functions/*.yaml,
+"""Unbatched outputs (docs/immediate-publish.md) under localrun on the embedded broker: transcode, chunk and route (deploy/functions/*.yaml,
 unchanged) send every output unbatched, straight away, and still ack their inputs; with userConfig
 `immediate_publish: false` the same route batches again (context.publish, today's behaviour)."""
 

@@ -279,7 +279,7 @@ def test_viewer_of_empty_room_gets_nothing_and_closes_cleanly(broker, tmp_path, 
 
 
 def _fmp4_segments(frames: int = 40, keyint: int = 10) -> list[tuple[dict[str, str], bytes]]:
-    """A real fragmented MP4 from PyAV (doc §5.3), split into init + one fragment per GOP."""
+    """A real fragmented MP4 from PyAV (docs/media-and-webtransport.md §5.3), split into init + one fragment per GOP."""
     import av
     import numpy as np
 

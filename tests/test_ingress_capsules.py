@@ -13,7 +13,7 @@ def test_varint_round_trip(value: int) -> None:
 
 
 def test_close_capsule_matches_chrome_bytes() -> None:
-    # media-and-webtransport.md §1.7: Chrome's close {closeCode: 42, reason: 'bye'}
+    # docs/media-and-webtransport.md §1.7: Chrome's close {closeCode: 42, reason: 'bye'}
     assert capsules.close_capsule(42, "bye") == b"\x68\x43\x07" + (42).to_bytes(4, "big") + b"bye"
 
 
@@ -40,6 +40,6 @@ def test_reason_capped_at_1024_bytes_without_splitting_utf8() -> None:
 
 
 def test_wt_error_code_mapping() -> None:
-    # §1.7: app code 7 arrived as 0x52e4a40fa8e2
+    # docs/media-and-webtransport.md §1.7: app code 7 arrived as 0x52e4a40fa8e2
     assert capsules.wt_error_code(7) == 0x52E4A40FA8E2
     assert capsules.wt_error_code(0x1E) == 0x52E4A40FA8DB + 0x1E + 1

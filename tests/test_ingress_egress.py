@@ -121,7 +121,7 @@ def test_fragments_without_keyframe_property_count_as_group_starts() -> None:
     assert sink.streams == {1: [b"f0"], 2: [b"f1"]}
 
 
-# ---- duplicates from at-least-once delivery (issue 8) ---------------------------------------------
+# ---- duplicates from at-least-once delivery ----------------------------------------------------------
 def frag(first: int, last: int, stream: str = "cam", user: str = "u1", rendition: str = "360p") -> Item:
     props = {"stream": stream, "user": user, "kind": "video", "rendition": rendition, "segment_type": "media",
              "first_seq": str(first), "last_seq": str(last), "keyframe": "1"}
@@ -180,7 +180,7 @@ def test_viewer_gets_a_redelivered_group_once() -> None:
     assert [p for s in sink.streams.values() for p in s] == [b"f0-1", b"f2-3", b"f4-5"]
 
 
-# ---- ends of stream and streams that are over (issue 15: no frozen old picture, viewers told) ----------
+# ---- ends of stream and streams that are over (no frozen old picture, viewers told) ----------
 
 
 def sseg(name: str, stream: str = "cam1", key: bool | None = None, init: bool = False, at: float = 0.0,

@@ -1,4 +1,4 @@
-"""Publisher side of at-least-once (issue 8): ingress/wt_client.py keeps frames until acked, resends
+"""Publisher side of at-least-once: ingress/wt_client.py keeps frames until acked, resends
 them on a new session after a drop, and drops media (never chat) only at a keyframe boundary."""
 
 from __future__ import annotations

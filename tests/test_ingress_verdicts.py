@@ -1,4 +1,4 @@
-"""Moderation verdicts back to their sender (issue 6): the session core matches a verdict from
+"""Moderation verdicts back to their sender: the session core matches a verdict from
 `room-<room>-moderation` to the chat frame it is about and sends a VERDICT record only to the session
 that published it (FRAMING.md "Verdict"); other users never see it. Core tests, then the whole ingress
 against the real broker over WebTransport and WebSocket."""

@@ -1,4 +1,4 @@
-"""FunctionConfig loading and the admin server's validation for Python (pulsar-functions.md §3)."""
+"""FunctionConfig loading and the admin server's validation for Python (docs/pulsar-functions.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Context surface as the official ContextImpl implements it (pulsar-functions.md §1.3-1.6)."""
+"""The Context surface as the official ContextImpl implements it (docs/pulsar-functions.md §1.3-1.6)."""
 
 from __future__ import annotations
 

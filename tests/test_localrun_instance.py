@@ -1,5 +1,5 @@
 """The instance's processing loop with in-memory fakes: every row of the ack table
-(pulsar-functions.md §2.2), failures → nack (§2.3), the output message (§2.4), log topic (§2.5)."""
+(docs/pulsar-functions.md §2.2), failures → nack (§2.3), the output message (§2.4), log topic (§2.5)."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_manual_ack_through_the_context() -> None:
     assert consumer.events == [("ack", msg.msgid)]
 
 
-# --- failures (§1.2, §2.3) ---
+# --- failures (docs/pulsar-functions.md §1.2, §2.3) ---
 
 def test_user_exception_is_nacked_and_not_counted_as_processed() -> None:
     inst, consumer = make(fn=Fn(error=ValueError("bad input")))
@@ -171,7 +171,7 @@ def test_identity_serde_input_conversion_reaches_process() -> None:
     assert fn.calls == [42, 7, 1.5, "text", b"\xff"]
 
 
-# --- the output message (§2.4) ---
+# --- the output message (docs/pulsar-functions.md §2.4) ---
 
 def test_output_carries_only_the_two_pfn_properties() -> None:
     inst, consumer = make(fn=Fn(result=12))
@@ -195,7 +195,7 @@ def test_output_producer_settings() -> None:
     assert settings["properties"] == {"application": "pulsar-function", "id": "public/default/f", "instance_id": "0"}
 
 
-# --- logging (§2.5) ---
+# --- logging (docs/pulsar-functions.md §2.5) ---
 
 def test_log_lines_during_process_go_only_to_the_log_topic(caplog: pytest.LogCaptureFixture) -> None:
     class Logs:
@@ -289,7 +289,7 @@ def test_consumer_grouping_rules() -> None:
     assert not can_share_one_consumer(spec({"x": InputSpec(), "persistent://public/default/x": InputSpec()}))
 
 
-# --- what start() asks the client for (§2.1) ---
+# --- what start() asks the client for (docs/pulsar-functions.md §2.1) ---
 
 class RecordingClient(Client):
     def __init__(self, *args, **kwargs) -> None:

@@ -1,4 +1,4 @@
-"""Code loading like the official instance: className shapes (§1.1), serdes/schemas (§1.7),
+"""Code loading like the official instance: className shapes (docs/pulsar-functions.md §1.1), serdes/schemas (§1.7),
 and `.zip` packages with offline-installed dependency wheels (§4)."""
 
 from __future__ import annotations

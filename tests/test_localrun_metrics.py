@@ -1,4 +1,4 @@
-"""Prometheus series names and labels of an instance (pulsar-functions.md §6)."""
+"""Prometheus series names and labels of an instance (docs/pulsar-functions.md §6)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`py` that names the deployable archive, and `--py` / `py_overrides` that run the source instead
-(what `pulsar-admin functions localrun --py` does: CLI flags apply on top of the file, pulsar-functions.md §3)."""
+(what `pulsar-admin functions localrun --py` does: CLI flags apply on top of the file, docs/pulsar-functions.md §3)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """localrun against a real broker: the Context through the wire, publish with message_conf,
 log topic, failure → nack → redelivery, state across restarts, regex inputs, zip packages, and
-the ack table checked by what the broker redelivers (pulsar-functions.md §1-§2)."""
+the ack table checked by what the broker redelivers (docs/pulsar-functions.md §1-§2)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_context_publish_log_topic_redelivery_and_state(broker, client, tmp_path
             "user_config_map": {"greeting": "hi"}, "greeting": "hi", "input_topics": [t_in],
             "output_topic": "AttributeError", "has_num_instances": False, "secret": "s3cret",
         }
-        # §2.4: the output carries no key/event time/input properties, only the two __pfn_ ones.
+        # docs/pulsar-functions.md §2.4: the output carries no key/event time/input properties, only the two __pfn_ ones.
         assert msg.properties() == {"__pfn_input_topic__": t_in,
                                     "__pfn_input_msg_id__": base64.urlsafe_b64encode(sent_id.serialize()).decode()}
         assert msg.partition_key() == "" and msg.event_timestamp() == 0
@@ -133,7 +133,7 @@ def test_ack_table_rows_against_the_broker(broker, client, tmp_path: Path, guara
 
 
 def test_regex_and_plain_inputs_together(broker, client, tmp_path: Path) -> None:
-    """A pattern next to a plain topic: two consumers, each with its receiving thread (§2.1)."""
+    """A pattern next to a plain topic: two consumers, each with its receiving thread (docs/pulsar-functions.md §2.1)."""
     base = topic("rx")
     t_a, t_b, t_plain, t_out = f"{base}-a", f"{base}-b", topic("plain"), topic("out")
     pa, pb = client.create_producer(t_a), client.create_producer(t_b)  # exist before the pattern subscribes
@@ -207,7 +207,7 @@ def test_unimportable_class_crash_loops_with_a_logged_reason(broker, tmp_path: P
 
 @pytest.mark.slow
 def test_timeout_ms_redelivers_what_was_not_acked(broker, client, tmp_path: Path) -> None:
-    """timeoutMs is the consumer's ack timeout (§2.1): an input nobody acks comes back after it."""
+    """timeoutMs is the consumer's ack timeout (docs/pulsar-functions.md §2.1): an input nobody acks comes back after it."""
     t_in = topic("in")
     cfg = write_config(tmp_path / "cfg", name="timeout", className="everything.Everything", py=EVERYTHING,
                        inputs=[t_in], autoAck=False, timeoutMs=10_000)

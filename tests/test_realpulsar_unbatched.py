@@ -1,4 +1,4 @@
-"""Issue 20 on Apache Pulsar itself: transcode, chunk and route, created with Pulsar's own pulsar-admin
+"""Unbatched outputs (docs/immediate-publish.md) on Apache Pulsar itself: transcode, chunk and route, created with Pulsar's own pulsar-admin
 from the shipped FunctionConfigs (unchanged, absolute paths, archives for the worker's CPython 3.11),
 send their outputs unbatched through the instance's own client, and still ack what they consumed.
 
@@ -80,7 +80,7 @@ def test_media_outputs_leave_unbatched_on_apache_pulsar(media_path: Standalone) 
         for name, msgs in (("encoded", encoded), ("segments", segments), ("room", room)):
             assert {m.message_id().batch_index() for m in msgs} == {-1}, f"{name}: an output left inside a batch"
         deadline = time.monotonic() + 60
-        # transcode keeps the last GOP (15 frames) until the next keyframe, chunk its open fragment (§8)
+        # transcode keeps the last GOP (15 frames) until the next keyframe, chunk its open fragment (docs/real-pulsar.md §8)
         while time.monotonic() < deadline and (backlog(media_path, "raw-video") > 15 or backlog(media_path, "encoded") > 15):
             time.sleep(0.5)
         assert backlog(media_path, "raw-video") <= 15 and backlog(media_path, "encoded") <= 15

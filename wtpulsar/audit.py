@@ -21,16 +21,19 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from schemas.framing import Kind
+from schemas.topics import INPUT_TOPIC
 from wtpulsar.audit_core import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
-INPUT_TOPICS = {"video": "raw-video", "screen": "raw-screen", "audio": "raw-audio", "chat": "chat-in"}
+# --kinds name -> input topic, for the kinds the audit follows (files are not frames of a track).
+INPUT_TOPICS = {kind.name.lower(): INPUT_TOPIC[kind] for kind in (Kind.VIDEO, Kind.SCREEN, Kind.AUDIO, Kind.CHAT)}
 DEFAULT_KINDS = ("video", "screen", "audio")
 DEFAULT_RENDITIONS = ("720p", "360p")
 READ_TIMEOUT_MS = 2000
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
         help="end-to-end audit of a room: frames in/out, gaps, duplicates, per-hop latency",

@@ -29,7 +29,7 @@ from wtpulsar.ports import check as check_ports
 REPO = Path(__file__).resolve().parent.parent
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "up",
         help="run the whole pipeline locally (broker, functions, ingress)",

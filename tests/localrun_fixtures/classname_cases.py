@@ -1,4 +1,4 @@
-"""Every shape `className` can point to (pulsar-functions.md §1.1)."""
+"""Every shape `className` can point to (docs/pulsar-functions.md §1.1)."""
 
 from pulsar import Function
 

@@ -1,5 +1,5 @@
 """MANUAL guarantee: publish the result to userConfig `out`, ack the input in the publish callback
-(issue 3 kill -9 test). userConfig `sleep_ms` slows it down."""
+(for localrun's kill -9 test). userConfig `sleep_ms` slows it down."""
 
 import time
 
