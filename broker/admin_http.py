@@ -108,7 +108,7 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
 def non_persistent_stats(topic: Topic, subs: dict[str, Any], rates: dict[str, float]) -> dict[str, Any]:
     """Pulsar's NonPersistentTopicStats: nothing stored and no backlog, plus the drop rates
     (topic, each subscription, each publisher); no de-duplication status (docs/non-persistent.md)."""
-    drop_rates = getattr(topic, "drop_rates", {})
+    drop_rates = topic.drop_rates
     for name, body in subs.items():
         body["msgDropRate"] = drop_rates.get(name, 0.0)
         body.pop("markDeletePosition", None)
@@ -561,7 +561,7 @@ def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
             "msg_drop": (counters[4] - previous[4]) / span,
         }
         if not topic.name.persistent:
-            topic.drop_rates = {  # type: ignore[attr-defined]
+            topic.drop_rates = {
                 name: (sub.msg_drop_counter - state.get(f"{key} {name}", 0)) / span
                 for name, sub in topic.subscriptions.items()
             }

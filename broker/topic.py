@@ -163,6 +163,7 @@ class Topic:
         self.msg_out = 0
         self.bytes_out = 0
         self.msg_dropped = 0  # non-persistent: messages some subscription could not hand over
+        self.drop_rates: dict[str, float] = {}  # non-persistent: per subscription, set by the admin server
         self.created = time.time()
         self.last_active = time.monotonic()  # non-persistent: last seen with a producer or subscription
         if directory is not None:
