@@ -149,10 +149,10 @@ class Supervisor:
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True, exist_ok=True)
             run = FunctionRun(spec)
-            # Pulsar's local runner gives each run a random UUID as function id and as version,
-            # shared by its instances (pulsar-functions/localrun/.../LocalRunner.java).
-            function_id, function_version = str(uuid.uuid4()), str(uuid.uuid4())
             for index in range(spec.parallelism):
+                # Pulsar's local runner gives each instance a random UUID as
+                # function id and another as version: LocalRunner.java in pulsar-functions/localrun.
+                function_id, function_version = str(uuid.uuid4()), str(uuid.uuid4())
                 port = 0
                 if next_port is not None:
                     port = next_port
