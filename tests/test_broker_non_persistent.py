@@ -38,6 +38,7 @@ def test_only_connected_consumers_get_messages_and_nothing_is_stored(backend) ->
         producer = c.create_producer(topic, batching_enabled=False)
         before = producer.send(b"before")  # no subscription yet: gone
         consumer = c.subscribe(topic, "s")
+        time.sleep(0.3)  # its FLOW (permits) reaches the broker before the first message: nothing waits for it
         ids = [producer.send(f"m{i}".encode()) for i in range(3)]
         got = receive_all(consumer, 3, 5000)
         assert [m.data() for m in got] == [b"m0", b"m1", b"m2"]
@@ -61,6 +62,7 @@ def test_message_dropped_for_a_consumer_without_permits(backend) -> None:
     with client(backend.service_url) as c:
         producer = c.create_producer(topic, batching_enabled=False)
         consumer = c.subscribe(topic, "slow", receiver_queue_size=3)
+        time.sleep(0.3)  # its permits first, as above
         sent = [f"m{i}".encode() for i in range(20)]
         for payload in sent:
             producer.send(payload)
@@ -82,6 +84,7 @@ def test_drop_rate_counts_dropped_messages_on_our_broker(broker) -> None:
     with client(broker.service_url) as c:
         producer = c.create_producer(topic, batching_enabled=False)
         c.subscribe(topic, "slow", receiver_queue_size=1)
+        time.sleep(0.3)  # its permits first, as above
         for i in range(50):
             producer.send(f"m{i}".encode())
         deadline = time.monotonic() + 5
@@ -97,6 +100,7 @@ def test_no_redelivery_and_subscription_ends_with_its_last_consumer(backend) -> 
     with client(backend.service_url) as c:
         producer = c.create_producer(topic, batching_enabled=False)
         consumer = c.subscribe(topic, "s", consumer_type=pulsar.ConsumerType.Shared, negative_ack_redelivery_delay_ms=100)
+        time.sleep(0.3)  # its permits first, as above
         producer.send(b"once")
         msg = consumer.receive(5000)
         consumer.negative_acknowledge(msg)
@@ -170,6 +174,7 @@ def test_partitioned_non_persistent_topic(backend) -> None:
     assert admin(backend.admin_url, "GET", path + "/partitions") == (200, {"partitions": 2, "deleted": False})
     with client(backend.service_url) as c:
         consumer = c.subscribe(topic, "ps")
+        time.sleep(0.3)  # its permits first, as above
         producer = c.create_producer(topic, batching_enabled=False)
         for i in range(4):
             producer.send(f"p{i}".encode(), partition_key=str(i))
