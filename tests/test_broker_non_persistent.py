@@ -242,3 +242,24 @@ def test_regex_all_mode_finds_a_non_persistent_topic_created_later(backend, monk
             except pulsar.Timeout:
                 continue
     assert got is not None and got.data() == b"late" and got.topic_name() == later
+
+
+def test_key_shared_keeps_each_key_on_one_consumer_and_failover_uses_one(backend) -> None:
+    keyed, failover = np_topic("np-keyed"), np_topic("np-failover")
+    with client(backend.service_url) as c:
+        k1 = c.subscribe(keyed, "ks", consumer_type=pulsar.ConsumerType.KeyShared, consumer_name="k1")
+        k2 = c.subscribe(keyed, "ks", consumer_type=pulsar.ConsumerType.KeyShared, consumer_name="k2")
+        f1 = c.subscribe(failover, "fo", consumer_type=pulsar.ConsumerType.Failover, consumer_name="f1")
+        f2 = c.subscribe(failover, "fo", consumer_type=pulsar.ConsumerType.Failover, consumer_name="f2")
+        time.sleep(0.5)  # their permits first, as above
+        keyed_producer = c.create_producer(keyed, batching_enabled=False)
+        failover_producer = c.create_producer(failover, batching_enabled=False)
+        for i in range(40):
+            keyed_producer.send(f"{i}".encode(), partition_key=f"key-{i % 8}")
+            failover_producer.send(f"{i}".encode())
+        got = {name: drain(consumer, 1500) for name, consumer in (("k1", k1), ("k2", k2), ("f1", f1), ("f2", f2))}
+    keys = {name: {m.partition_key() for m in got[name]} for name in ("k1", "k2")}
+    assert sorted(int(m.data()) for m in got["k1"] + got["k2"]) == list(range(40))
+    assert keys["k1"].isdisjoint(keys["k2"]), keys
+    # One active consumer takes everything (which one is Pulsar's choice on a non-partitioned topic).
+    assert sorted(len(got[name]) for name in ("f1", "f2")) == [0, 40]
