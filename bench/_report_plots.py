@@ -210,5 +210,32 @@ def real_pulsar_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str
     return [("Embedded broker + localrun vs Apache Pulsar", _save(fig, out_dir, "real_pulsar.png"))]
 
 
-PLOTTERS = {"broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots,
+def fanout_plots(doc: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+    """Fan-out per transport against viewers: delivery p99 (with the 50 ms limit) and ingress CPU per frame."""
+    plt = _pyplot()
+    steps = doc.get("steps") or []
+    if not steps:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for transport, color in zip(dict.fromkeys(s["transport"] for s in steps), ("#e76f51", "#2a9d8f", "#264653"),
+                                strict=False):
+        rows = [s for s in steps if s["transport"] == transport]
+        xs = [s["viewers"] for s in rows]
+        left.plot(xs, [s["p99_ms"] for s in rows], marker="o", color=color, label=f"{transport} p99")
+        left.plot(xs, [s["p50_ms"] for s in rows], marker=".", ls=":", color=color, label=f"{transport} p50")
+        right.plot(xs, [s["cpu_us_per_frame"] for s in rows], marker="o", color=color, label=transport)
+    left.axhline(doc.get("p99_limit_ms", 50.0), ls="--", color="grey", label="p99 limit")
+    left.set_xlabel("viewers on one ingress process")
+    left.set_ylabel("ms, route output -> viewer")
+    left.set_yscale("log")
+    left.set_title("delivery latency")
+    left.legend(fontsize=8)
+    right.set_xlabel("viewers on one ingress process")
+    right.set_ylabel("us of ingress CPU per delivered record")
+    right.set_title("egress CPU per delivered frame")
+    right.legend(fontsize=8)
+    return [("Fan-out: latency and CPU per delivered frame against viewers", _save(fig, out_dir, "fanout.png"))]
+
+
+PLOTTERS = {"fanout": fanout_plots, "broker": broker_plots, "fuzz": fuzz_plots, "soak": soak_plots, "glass_to_glass": glass_plots,
             "sent_messages": sent_messages_plots, "real_pulsar": real_pulsar_plots}

@@ -121,6 +121,7 @@ def start_apache_pulsar(root: Path) -> Any:
     standalone.start()
     try:
         standalone.admin("namespaces", "create", "public/wtpulsar", check=True)
+        standalone.admin("namespaces", "create", "public/wtpulsar-rooms", check=True)  # route's per-room outputs
         for name in FUNCTIONS:
             standalone.admin("functions", "create", "--function-config-file",
                              str(REPO / "deploy" / "functions" / f"{name}.yaml"), "--py", str(archives / f"{name}.zip"),

@@ -35,6 +35,7 @@ import asyncio
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -269,6 +270,36 @@ def load_main(spec_json: str, nice: int) -> int:
 
 
 # ---- the parent: processes, phases, report ----------------------------------------------------
+def start_workers_process(broker_url: str, workdir: Path, workers: int) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """`wtpulsar ingress --workers N` (ingress/workers.py): no in-ingress latency samples, only the
+    publishers' own view; its CPU is summed over the supervisor and its workers."""
+    (workdir / "secret").write_bytes(SECRET)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wtpulsar.cli", "ingress", "--workers", str(workers), "--listen", "127.0.0.1:0",
+         "--http", "127.0.0.1:0", "--broker-service-url", broker_url, "--state-dir", str(workdir / "state"),
+         "--secret-file", str(workdir / "secret"), "--sessions-per-address", "256", "--max-bitrate", "500000000"],
+        stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("ingress: WebTransport") and "workers)" in line:
+            words = line.split()
+            return proc, {"wt_url": words[words.index("WebTransport") + 1], "http_url": words[words.index("HTTP") + 1]}
+    raise RuntimeError(f"the ingress workers did not start ({proc.wait()})")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU of a process and its children (the workers), from /proc."""
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += cpu_seconds(p)
+            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            pass
+    return total
+
+
 def start_ingress_process(broker_url: str, workdir: Path, name: str) -> tuple[subprocess.Popen[str], dict[str, str], Path]:
     samples = workdir / f"{name}-samples.json"
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"] + name] if os.environ.get("BENCH_PROFILE") else []
@@ -360,7 +391,11 @@ class Row:
 def run_phase(broker: Any, workdir: Path, transport: str, sessions: int, streams: int, fps: float | None,
               args: argparse.Namespace, gop: int) -> Row:
     name = f"{'paced' if fps else 'max'}-{transport}"
-    proc, info, samples_path = start_ingress_process(broker.service_url, workdir, name)
+    if args.workers > 1:
+        proc, info = start_workers_process(broker.service_url, workdir, args.workers)
+        samples_path = None
+    else:
+        proc, info, samples_path = start_ingress_process(broker.service_url, workdir, name)
     loaders: list[subprocess.Popen[str]] = []
     try:
         for spec in load_specs(transport, info, sessions, streams, fps, args, gop):
@@ -368,7 +403,7 @@ def run_phase(broker: Any, workdir: Path, transport: str, sessions: int, streams
                                              "--load-nice", str(args.load_nice)],
                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO))
         time.sleep(0.5)  # let the interpreters start before the clocks do
-        cpu0, broker0, t0 = cpu_seconds(proc.pid), cpu_seconds(broker.proc.pid), time.time()
+        cpu0, broker0, t0 = tree_cpu_seconds(proc.pid), cpu_seconds(broker.proc.pid), time.time()
         for loader in loaders:
             assert loader.stdin is not None
             loader.stdin.write(f"{args.connect_grace}\n")  # connect now, start sending after the grace
@@ -378,12 +413,17 @@ def run_phase(broker: Any, workdir: Path, transport: str, sessions: int, streams
             out, _ = loader.communicate(timeout=args.seconds + 300)
             results.append(json.loads(out.strip().splitlines()[-1]))
         end = max(r["end"] for r in results)
-        cpu, broker_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(broker.proc.pid) - broker0
+        cpu, broker_cpu = tree_cpu_seconds(proc.pid) - cpu0, cpu_seconds(broker.proc.pid) - broker0
     finally:
         for loader in loaders:
             if loader.poll() is None:
                 loader.kill()
-        samples = stop_ingress_process(proc, samples_path)
+        if samples_path is None:
+            proc.send_signal(signal.SIGTERM)  # the workers' supervisor stops them all
+            proc.wait(60)
+            samples = []
+        else:
+            samples = stop_ingress_process(proc, samples_path)
     # the window counted for rates starts when sending starts (after connecting), ends at the last ack
     elapsed = max(1e-6, end - t0 - args.connect_grace)
     load = f"{streams}x{fps:g}fps/{sessions}s" if fps else f"{streams} unpaced/{sessions}s"
@@ -434,6 +474,10 @@ def report(rows: list[Row], args: argparse.Namespace, gop: int, load_start: floa
         if r.late_fraction > 0.05:
             print(f"warning: the {r.transport} load generator started {r.late_fraction:.0%} of its ticks over a "
                   "frame late (CPU-starved machine): frames arrived in bursts, not at the paced rate")
+    if args.workers > 1:
+        print(f"ingress: {args.workers} workers (wtpulsar ingress --workers); targets 1 and 2 are not judged: the "
+              "workers' own publish latency is not sampled, compare cli p50/p99 and cpu us/fr with a --workers 1 run")
+        wt = ws = None
     if wt:
         complete = wt.acked == wt.sent
         ok1 = complete and wt.p99 < TARGET_P99_MS
@@ -479,6 +523,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--broker-tmpfs", action="store_true",
                     help="broker data on /dev/shm: takes the broker's fdatasync out of the latency")
     ap.add_argument("--exit-code", action="store_true", help="exit 1 when a target fails")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run the ingress as `wtpulsar ingress --workers N`: only publisher-observed latency "
+                         "(cli p50/p99) and CPU, summed over the workers")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
     ap.add_argument("--broker", help=argparse.SUPPRESS)

@@ -10,6 +10,8 @@ deploy/functions/moderate.yaml, in the same run:
     validation, blocklist, links, rate/duplicate counters in instance memory, two publishes, ack;
   * moderate (state): the same with the Context's state API on (dict-backed here, so this shows
     our cost per state call, not BookKeeper's round trips);
+  * moderate (signed chat): memory counters, with the function secret chatSigningKey given, so each
+    message's `chat_sig` (signed by the ingress's code beforehand, outside the timing) is checked;
   * blocklist scan only: our matcher alone on the texts;
   * naive baseline: `any(word in text.lower() for word in blocklist)` on the texts.
 Times are CPU time of this process (time.process_time): a function instance is one thread on
@@ -110,8 +112,16 @@ def payloads(mix: list[tuple[str, str, bool]]) -> list[tuple[bytes, dict[str, st
     return result
 
 
-def run_function(user_config: dict[str, Any], messages: list[tuple[bytes, dict[str, str]]], state: bool) -> float:
-    ctx = FakeContext(user_config=user_config, input_topics=[CHAT_IN], current_topic=CHAT_IN, state_enabled=state)
+def signed(messages: list[tuple[bytes, dict[str, str]]], key: bytes) -> list[tuple[bytes, dict[str, str]]]:
+    from ingress.chat_signing import sign
+
+    return [(payload, {**props, "chat_sig": sign(key, props, payload)}) for payload, props in messages]
+
+
+def run_function(user_config: dict[str, Any], messages: list[tuple[bytes, dict[str, str]]], state: bool,
+                 key: bytes | None = None) -> float:  # fmt: skip
+    ctx = FakeContext(user_config=user_config, input_topics=[CHAT_IN], current_topic=CHAT_IN, state_enabled=state,
+                      secrets={"chatSigningKey": key.decode()} if key else {})  # fmt: skip
     fn = ModerateFunction()
     fn.process(messages[0][0], ctx)  # setup (config, probe) outside the timing
     ctx.published.clear()
@@ -152,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     scan_s = time.process_time() - start
     memory_s = run_function(user_config, messages, state=False)
     state_s = run_function(user_config, messages, state=True)
+    key = b"0123456789abcdef" * 4
+    signed_s = run_function(user_config, signed(messages, key), state=False, key=key)
 
     bad = [b for _u, _t, b in mix]
     n_bad = sum(bad)
@@ -166,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         ("moderate (memory counters)", memory_s, "", ""),
         ("moderate (state API)", state_s, "", ""),
+        ("moderate (signed chat)", signed_s, "", ""),
         ("blocklist scan only", scan_s, caught(our_hits), false_pos(our_hits)),
         ("naive baseline", naive_s, caught(naive_hits), false_pos(naive_hits)),
     ]

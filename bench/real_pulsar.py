@@ -50,6 +50,7 @@ from bench.broker import SCENARIOS, limits_for, run_scenarios  # noqa: E402
 from wtpulsar.audit_core import HOPS, LatencyStats, RoomAudit, input_frame, output_segment  # noqa: E402
 
 NS = "persistent://public/wtpulsar/"
+ROOMS_NS = "persistent://public/wtpulsar-rooms/"
 RAW_VIDEO = NS + "raw-video"
 PIPELINE_FUNCTIONS = ("transcode", "chunk", "route")  # moderate only handles chat: not on this path
 SUBSCRIBED_TOPICS = ("raw-video", "encoded", "segments")
@@ -313,7 +314,7 @@ def measure_pipeline(run: PipelineRun, service_url: str, settings: Settings, sou
     taps: list[Tap] = []
     try:
         inputs = Tap(client, RAW_VIDEO, from_start=False)
-        outputs = {phase: Tap(client, f"{NS}room-{room}-video-{RENDITION}", from_start=True)
+        outputs = {phase: Tap(client, f"{ROOMS_NS}room-{room}-video-{RENDITION}", from_start=True)
                    for phase, room in rooms.items()}
         taps = [inputs, *outputs.values()]
         for tap in taps:
@@ -452,6 +453,7 @@ def pulsar_pipeline(standalone: Any, settings: Settings, source: list[SourceFram
     try:
         archives = build_archives(work / "archives")
         standalone.admin("namespaces", "create", "public/wtpulsar", check=True)
+        standalone.admin("namespaces", "create", "public/wtpulsar-rooms", check=True)  # route's per-room outputs
         for name in PIPELINE_FUNCTIONS:  # absolute paths: bin/pulsar-admin changes into PULSAR_HOME
             standalone.admin("functions", "create", "--function-config-file", str(ROOT / "deploy" / "functions" / f"{name}.yaml"),
                              "--py", str(archives[name].resolve()), check=True)

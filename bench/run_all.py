@@ -35,11 +35,11 @@ from bench._report_markdown import ModuleOutcome, render  # noqa: E402
 from bench._report_plots import PLOTTERS  # noqa: E402
 
 # Order of the report: the stage (broker, runtime) first, then the data path, then the issue-8 runs.
-ORDER = ["broker", "localrun", "pipeline", "real_pulsar", "moderation", "ingress", "publish_wait", "glass_to_glass",
+ORDER = ["broker", "localrun", "pipeline", "real_pulsar", "moderation", "ingress", "fanout", "late_join", "quic_stack", "publish_wait", "glass_to_glass",
          "fuzz", "sent_messages", "soak"]
 FULL_ARGS: dict[str, list[str]] = {
     "broker": [], "localrun": [], "pipeline": [], "real_pulsar": [], "moderation": [], "ingress": [],
-    "glass_to_glass": [], "fuzz": [], "sent_messages": [], "soak": [], "publish_wait": ["--pulsar"],
+    "glass_to_glass": [], "fuzz": [], "sent_messages": [], "soak": [], "publish_wait": ["--pulsar"], "fanout": [], "late_join": [], "quic_stack": [],
 }
 QUICK_ARGS: dict[str, list[str]] = {
     "broker": ["--quick"],
@@ -48,6 +48,9 @@ QUICK_ARGS: dict[str, list[str]] = {
     "real_pulsar": ["--quick"],
     "moderation": ["--messages", "2000", "--users", "200"],
     "ingress": ["--seconds", "3", "--streams", "6"],
+    "fanout": ["--quick"],
+    "late_join": ["--quick"],
+    "quic_stack": ["--quick"],
     "glass_to_glass": ["--seconds", "5", "--warmup", "2", "--variants", "localrun,batched"],
     "publish_wait": ["--messages", "100", "--burst", "5000"],
     "fuzz": ["--inputs", "2000"],

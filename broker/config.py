@@ -7,8 +7,10 @@ from pathlib import Path
 
 from broker.storage import DEFAULT_CACHE_BYTES, DEFAULT_LEDGER_MAX_BYTES
 from broker.wire import DEFAULT_MAX_MESSAGE_SIZE
+from schemas.names import rooms_namespace
 
-DEFAULT_NAMESPACES = ("public/default", "public/functions", "public/wtpulsar", "pulsar/system")
+DEFAULT_NAMESPACES = ("public/default", "public/functions", "public/wtpulsar", "public/" + rooms_namespace("wtpulsar"),
+                      "pulsar/system")
 
 
 @dataclass

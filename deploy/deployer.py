@@ -134,6 +134,10 @@ def deploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
         Action(f"namespace {ns}", ("namespaces", "create", ns),
                RestCall("PUT", f"/admin/v2/namespaces/{ns}"), frozenset({"exists"})),
     ]
+    if pipeline.room_topic_prefix:
+        rooms = pipeline.rooms_namespace_path
+        steps.append(Action(f"namespace {rooms} (route's per-room topics)", ("namespaces", "create", rooms),
+                            RestCall("PUT", f"/admin/v2/namespaces/{rooms}"), frozenset({"exists"})))
     for topic in pipeline.topics:
         name = pipeline.qualified(topic.name)
         if topic.partitions > 0:
@@ -188,8 +192,12 @@ def undeploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
                              "--name", entry.name),
                             RestCall("DELETE", f"/admin/v3/functions/{ns}/{entry.name}"), frozenset({"missing"})))
     if pipeline.room_topic_prefix:
-        steps.append(DeleteMatching(f"topics {pipeline.qualified(pipeline.room_topic_prefix)}*", ns,
-                                    pipeline.qualified(pipeline.room_topic_prefix)))
+        rooms, prefix = pipeline.rooms_namespace_path, pipeline.qualified_room(pipeline.room_topic_prefix)
+        steps.append(DeleteMatching(f"topics {prefix}*", rooms, prefix))
+        leftover_rooms = DeleteMatching(f"topics persistent://{rooms}/* still there", rooms, f"persistent://{rooms}/")
+        steps.append(Action(f"namespace {rooms}", ("namespaces", "delete", rooms),
+                            RestCall("DELETE", f"/admin/v2/namespaces/{rooms}"), frozenset({"missing"}),
+                            clear_on_conflict=leftover_rooms))
     for topic in reversed(pipeline.topics):
         steps.append(_delete_topic(pipeline.qualified(topic.name), topic.partitions > 0))
     if ns != "public/default":

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from schemas.names import rooms_namespace
+
 # Payload schemas of the structured topics (schemas/ENVELOPE.md). The other topics carry media
 # bytes; their schemas/*.schema.json describe message *properties*, which the schema registry does
 # not hold. A topic entry in pipeline.yaml may override this with `schema: <file in schemas/>`
@@ -48,9 +50,17 @@ class Pipeline:
     topics: tuple[Topic, ...]
     functions: tuple[FunctionEntry, ...]
     room_topic_prefix: str | None  # e.g. "room-": route creates these on first publish
+    rooms_namespace: str = ""  # where they live (room_topics.namespace); "" = rooms_namespace(namespace)
 
     def qualified(self, short: str) -> str:
         return f"persistent://{self.tenant}/{self.namespace}/{short}"
+
+    def qualified_room(self, short: str) -> str:
+        return f"persistent://{self.rooms_namespace_path}/{short}"
+
+    @property
+    def rooms_namespace_path(self) -> str:
+        return f"{self.tenant}/{self.rooms_namespace or rooms_namespace(self.namespace)}"
 
     @property
     def namespace_path(self) -> str:
@@ -96,7 +106,11 @@ def parse_pipeline(data: Any, source: str) -> Pipeline:
         raise PipelineError(f"{source}: room_topics: should be a map (e.g. {{template: 'room-{{room}}-{{kind}}'}})")
     template = room_topics.get("template")
     prefix = template.split("{", 1)[0] if isinstance(template, str) and "{" in template else None
-    return Pipeline(tenant, namespace, tuple(topics), tuple(functions), prefix or None)
+    rooms = room_topics.get("namespace", rooms_namespace(namespace))
+    if not isinstance(rooms, str) or rooms == namespace:
+        raise PipelineError(f"{source}: room_topics.namespace: should be a namespace other than {namespace!r} "
+                            f"(route may produce there, never on the input topics), is {rooms!r}")
+    return Pipeline(tenant, namespace, tuple(topics), tuple(functions), prefix or None, rooms)
 
 
 def load_pipeline(path: Path) -> Pipeline:

@@ -6,8 +6,10 @@ This file is the thin Pulsar shell; the decisions live in chat_message (validati
 chat_moderator (rules) and chat_limits (rate/duplicate state).
 
 Per input:
-* invalid (not UTF-8, not JSON, too large, missing/mistyped field, newer schema major, body
-  claiming another user/room than the ingress stamped): the payload goes untouched to the
+* not written by the ingress (no or a wrong `chat_sig`, checked when the function has the secret
+  `chatSigningKey`: chat_signature.py), or invalid (not UTF-8, not JSON, too large,
+  missing/mistyped field, newer schema major, body claiming another user/room than the ingress
+  stamped): the payload goes untouched to the
   dead-letter topic with properties reason/function/source_topic (schemas/ENVELOPE.md; Python
   Functions have no DLQ of their own, docs/pulsar-functions.md §2.3), plus a "drop" verdict with rule "schema";
 * valid: a verdict, and unless dropped, the (possibly masked) message on chat-approved.
@@ -27,6 +29,7 @@ from chat_config import SCHEMA, ModerationConfig, load_config
 from chat_limits import Limits, MemoryLimits, StateLimits, state_available
 from chat_message import ID_PATTERN, MSG_ID_PATTERN, ChatInvalid, ChatMessage, parse_chat
 from chat_moderator import Decision, decide
+from chat_signature import SECRET_NAME, key_from_secret, problem
 from chat_verdict import verdict_json
 from output_ack import Output, publish_all
 
@@ -55,6 +58,7 @@ class ModerateFunction(pulsar.Function):
         self._config: ModerationConfig | None = None
         self._limits: Limits | None = None
         self.state_mode = ""  # "state" or "memory" once decided
+        self._signing_key: bytes | None = None  # the ingress's chat signing key (secret chatSigningKey)
 
     # --- setup -------------------------------------------------------------------------------
     def _setup(self, context: Any) -> ModerationConfig:
@@ -68,6 +72,11 @@ class ModerateFunction(pulsar.Function):
             self.state_mode = "memory"
         context.get_logger().info("moderate: %d blocklist entries, counters in %s", len(config.blocklist),
                                   self.state_mode)  # fmt: skip
+        self._signing_key = key_from_secret(context.get_secret(SECRET_NAME))
+        if self._signing_key is None:
+            context.get_logger().warning(
+                "moderate: no secret %s, so chat is NOT checked for the ingress's signature: any role that may "
+                "produce on chat-in can speak as any user (give the secret: deploy/README.md)", SECRET_NAME)
         self._config = config
         return config
 
@@ -84,6 +93,7 @@ class ModerateFunction(pulsar.Function):
         properties = context.get_message_properties()
         now_ms = self._now_ms(properties)
         try:
+            self._check_producer(payload, properties, context)
             msg = parse_chat(payload, config.limits["max_message_bytes"])
             self._check_identity(msg, properties)
         except ChatInvalid as exc:
@@ -95,6 +105,15 @@ class ModerateFunction(pulsar.Function):
         for rule in decision.rules:
             context.record_metric(f"moderate_rule_{rule}", 1)
         return None
+
+    def _check_producer(self, payload: bytes, properties: dict[str, str], context: Any) -> None:
+        # Only the ingress holds the key: a message it did not sign was written by another producer.
+        if self._signing_key is None:
+            context.record_metric("moderate_unverified", 1)
+            return
+        found = problem(self._signing_key, properties, payload)
+        if found is not None:
+            raise ChatInvalid(*found)
 
     @staticmethod
     def _check_identity(msg: ChatMessage, properties: dict[str, str]) -> None:

@@ -20,6 +20,16 @@ TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of at least 1")
+    return value
+
+
 def parse_ttl(text: str) -> float:
     match = TTL_RE.match(text.strip())
     if not match or float(match.group(1)) <= 0:
@@ -114,6 +124,13 @@ def _add_broker_token(p: argparse.ArgumentParser) -> None:
                         "a file:// path keeps it out of the process list")
 
 
+def _add_chat_signing_key(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat-signing-key", default=None, metavar="KEY|file:///PATH",
+                   help="key (at least 32 bytes) to sign each chat message with, the one the moderate function "
+                        "has as its secret chatSigningKey (default: $WTPULSAR_CHAT_SIGNING_KEY; none: chat goes "
+                        "unsigned); a file:// path keeps it out of the process list")
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("ingress", help="WebTransport/WebSocket ingress and viewer egress",
                        description="Serve HTTP/3 WebTransport at https://LISTEN/wt and HTTP (page, /health, "
@@ -127,6 +144,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     _add_broker_token(p)
     _add_namespace(p)
     _add_secret(p)
+    _add_chat_signing_key(p)
     p.add_argument("--max-frame-bytes", type=int, help="largest media frame payload")
     p.add_argument("--max-bitrate", type=int, help="per-session media bitrate limit, bit/s")
     p.add_argument("--max-streams", type=int, help="open streams per session")
@@ -135,6 +153,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                                        "seconds (default 60; 0: never)")
     p.add_argument("--sessions-per-address", type=int, default=16, help="live sessions per peer IP")
     p.add_argument("--max-sessions", type=int, default=1000, help="live sessions in total")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
+                        "limits and /metrics are per worker (default 1)")
+    p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
+    p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run_ingress_cli)
 
     t = sub.add_parser(
@@ -210,7 +233,7 @@ def run_consume_cli(args: argparse.Namespace) -> int:
 def config_from_args(args: argparse.Namespace) -> IngressConfig:
     from dataclasses import replace
 
-    from ingress import broker_auth
+    from ingress import broker_auth, chat_signing
     from ingress.server import IngressConfig
     from ingress.session import Limits
 
@@ -223,8 +246,10 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,
         broker_token=broker_auth.resolve(args.broker_token),
+        chat_signing_key=chat_signing.resolve_key(args.chat_signing_key),
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
+        reuse_port=args.reuse_port, worker=args.worker_id,
     )
 
 
@@ -244,6 +269,16 @@ def run_ingress_cli(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wtpulsar ingress: {exc}", file=sys.stderr)
         return 2
+    if args.workers > 1:
+        from ingress import workers
+        from ingress.server import resolve_certificate, resolve_secret
+
+        try:
+            cert = resolve_certificate(config)  # created once here, so every worker serves the same one
+            return workers.run(args, resolve_secret(config), cert.cert_path, cert.key_path)
+        except (ValueError, RuntimeError, OSError) as exc:
+            print(f"wtpulsar ingress: {exc}", file=sys.stderr)
+            return 1
     try:
         asyncio.run(run_ingress(config))
     except KeyboardInterrupt:

@@ -20,8 +20,9 @@ from typing import IO, Any
 
 from ingress.egress import DeliveryDedup, Item, JoinPoint
 from ingress.fmp4_timeline import TimelineRebase
-from ingress.names import room_topic, topic_url
+from ingress.names import room_topic, room_topic_url
 from schemas.framing import Kind
+from schemas.names import rooms_namespace
 
 READ_TIMEOUT_MS = 200
 STALE_AFTER_S = 10.0  # as the egress (IngressConfig.join_stale_after): an older join point is a stream that is over
@@ -125,7 +126,7 @@ def consume(client: Any, tenant: str, namespace: str, room: str, kind: Kind, ren
 
     say = notify or (lambda text: print(f"consume: {text}", file=sys.stderr, flush=True))
     short = room_topic(room, kind, rendition if kind in (Kind.VIDEO, Kind.SCREEN) else None)
-    reader = client.create_reader(topic_url(tenant, namespace, short), pulsar.MessageId.earliest)
+    reader = client.create_reader(room_topic_url(tenant, namespace, short), pulsar.MessageId.earliest)
     latency = LatencySummary(what=f"{kind.name.lower()} message")
     media = MediaFile(out) if out is not None and kind != Kind.CHAT else None
     join = JoinPoint(kind)
@@ -205,7 +206,7 @@ def missing_rendition(client: Any, listed: list[str], tenant: str, namespace: st
     prefix = f"room-{room}-{kind.name.lower()}-"
 
     def stored(short: str) -> bool:
-        reader = client.create_reader(topic_url(tenant, namespace, short), pulsar.MessageId.earliest)
+        reader = client.create_reader(room_topic_url(tenant, namespace, short), pulsar.MessageId.earliest)
         try:
             return bool(reader.has_message_available())
         finally:
@@ -246,7 +247,7 @@ def run(args: Any) -> int:
         if kind in (Kind.VIDEO, Kind.SCREEN):
             admin = args.admin_url or default_admin_url(args.broker_service_url)
             try:
-                listed = list_topics(admin, args.tenant, args.namespace)
+                listed = list_topics(admin, args.tenant, rooms_namespace(args.namespace))
             except (OSError, ValueError) as exc:
                 print(f"consume: could not list the room's renditions at {admin} ({exc}); reading "
                       f"{args.rendition} anyway", file=sys.stderr)
@@ -261,7 +262,7 @@ def run(args: Any) -> int:
                           duration=args.duration, count=args.count, from_start=args.from_start)
     except pulsar.PulsarException as exc:
         hint = (f"the broker requires a token: pass --broker-token or set ${ENV}" if token is None
-                else "the token's role may not read this room (it needs consume permission on the namespace)")
+                else "the token's role may not read this room (it needs consume permission on the rooms namespace)")
         print(f"wtpulsar consume: the broker refused: {exc}; {hint}", file=sys.stderr)
         return 1
     finally:

@@ -26,7 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ingress.names import check_name, room_topic, topic_url
+from ingress.names import check_name, room_topic, room_topic_url
+from ingress.ws_frames import binary_frame
 from schemas.framing import Delivery, Kind, serialize_delivery
 
 if TYPE_CHECKING:
@@ -45,29 +46,41 @@ DEDUP_CHAT_WINDOW = 4096  # recent chat identities remembered per sender stream
 
 @dataclass(slots=True)
 class Item:
-    """One message of an output topic, as the egress sees it."""
+    """One message of an output topic, as the egress sees it.
+
+    One Item is shared by every viewer of its topic in this process, so what every viewer needs is
+    worked out once per message, not once per viewer: its segment type and keyframe flag on creation,
+    its DELIVERY record (``record()``) and its WebSocket frame (``ws_frame()``) on first use."""
 
     kind: Kind
     properties: dict[str, str]
     payload: bytes
     published_ms: float = 0.0  # the broker's publish time (0 = unknown)
+    is_init: bool = field(init=False)
+    is_end: bool = field(init=False)  # the track's stream ended (ENVELOPE.md "End of stream")
+    is_key: bool = field(init=False)
+    _record: bytes | None = field(init=False, default=None, repr=False)
+    _ws_frame: bytes | None = field(init=False, default=None, repr=False)
 
-    @property
-    def is_init(self) -> bool:
-        return self.properties.get("segment_type") == "init"
-
-    @property
-    def is_end(self) -> bool:
-        """The track's stream ended (ENVELOPE.md "End of stream")."""
-        return self.properties.get("segment_type") == "end"
-
-    @property
-    def is_key(self) -> bool:
+    def __post_init__(self) -> None:
+        segment_type = self.properties.get("segment_type")
+        self.is_init = segment_type == "init"
+        self.is_end = segment_type == "end"
         # Fragments written with frag_keyframe start with a keyframe; chunk marks others keyframe=0.
-        return self.is_init or (not self.is_end and self.properties.get("keyframe", "1") != "0")
+        self.is_key = self.is_init or (not self.is_end and self.properties.get("keyframe", "1") != "0")
 
     def record(self) -> bytes:
-        return serialize_delivery(Delivery(self.kind, self.properties, self.payload))
+        """The DELIVERY record (FRAMING.md), serialized on the first call and shared after."""
+        if self._record is None:
+            self._record = serialize_delivery(Delivery(self.kind, self.properties, self.payload))
+        return self._record
+
+    def ws_frame(self) -> bytes:
+        """The record as one whole unmasked, uncompressed binary WebSocket frame (server to client),
+        built once for all WebSocket viewers (ws_frames.binary_frame)."""
+        if self._ws_frame is None:
+            self._ws_frame = binary_frame(self.record())
+        return self._ws_frame
 
 
 class DeliveryDedup:
@@ -205,6 +218,10 @@ class ViewerSink:
     def write(self, handle: Any, data: bytes) -> None:
         raise NotImplementedError
 
+    def write_item(self, handle: Any, item: Item) -> None:
+        """Send ``item``'s DELIVERY record; a sink with a cheaper way for shared items overrides it."""
+        self.write(handle, item.record())
+
     def end_group(self, handle: Any) -> None:
         """Finish a group stream normally (FIN)."""
 
@@ -237,19 +254,21 @@ class ViewerTracks:
     on_skip: Callable[[Kind], None] = lambda kind: None
     on_deliver: Callable[[Kind], None] = lambda kind: None
     tracks: dict[Kind, _Track] = field(default_factory=dict)
-    dedup: DeliveryDedup = field(default_factory=DeliveryDedup)
+    # None when whoever offers items has dropped repeats already (RoomFeed does, once for all its viewers)
+    dedup: DeliveryDedup | None = field(default_factory=DeliveryDedup)
 
     def offer(self, item: Item) -> None:
-        if not self.dedup.accept(item.kind, item.properties, item.payload):
+        if self.dedup is not None and not self.dedup.accept(item.kind, item.properties, item.payload):
             return  # a copy at-least-once delivery repeated: this viewer already has it
         if item.is_end:
             self._end(item)
             return
-        track = self.tracks.setdefault(item.kind, _Track(waiting_key=item.kind in GROUPED_KINDS))
-        stream = item.properties.get("stream", "")
+        track = self.tracks.get(item.kind)
+        if track is None:
+            track = self.tracks[item.kind] = _Track(waiting_key=item.kind in GROUPED_KINDS)
+        stream = item.properties.get("stream")
         if stream:
             track.stream = stream
-        data = item.record()
         if item.kind not in GROUPED_KINDS:
             # audio, chat, file: one long-lived stream each; audio is dropped (never queued) when
             # the viewer is behind, chat and files are always sent.
@@ -259,7 +278,7 @@ class ViewerTracks:
                 track.skipped += 1
                 self.on_skip(item.kind)
                 return
-            self.sink.write(track.handle, data)
+            self.sink.write_item(track.handle, item)
             self.on_deliver(item.kind)
             return
         if item.is_init:
@@ -267,14 +286,14 @@ class ViewerTracks:
             self._finish(track)
             track.handle = self.sink.open_group(item.kind)
             track.after_init, track.waiting_key = True, True
-            self._write(track, item, data)
+            self._write(track, item)
             return
         if item.is_key:
             if track.handle is None or not track.after_init:
                 self._finish(track)
                 track.handle = self.sink.open_group(item.kind)
             track.after_init, track.waiting_key = False, False
-            self._write(track, item, data)
+            self._write(track, item)
             return
         if track.waiting_key or track.handle is None:
             track.skipped += 1
@@ -287,7 +306,7 @@ class ViewerTracks:
             track.skipped += 1
             self.on_skip(item.kind)
             return
-        self._write(track, item, data)
+        self._write(track, item)
 
     def _end(self, item: Item) -> None:
         """Tell the viewer a stream it was sent ended: on the stream's group, which then finishes (the
@@ -299,7 +318,7 @@ class ViewerTracks:
             return
         if track.handle is None:
             track.handle = self.sink.open_group(item.kind)
-        self.sink.write(track.handle, item.record())
+        self.sink.write_item(track.handle, item)
         self.on_deliver(item.kind)
         if item.kind in GROUPED_KINDS:
             self.sink.end_group(track.handle)
@@ -307,8 +326,8 @@ class ViewerTracks:
             track.waiting_key, track.after_init = True, False
         track.stream = ""
 
-    def _write(self, track: _Track, item: Item, data: bytes) -> None:
-        self.sink.write(track.handle, data)
+    def _write(self, track: _Track, item: Item) -> None:
+        self.sink.write_item(track.handle, item)
         self.on_deliver(item.kind)
 
     def _finish(self, track: _Track) -> None:
@@ -328,7 +347,12 @@ class ViewerTracks:
 
 
 class RoomFeed:
-    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers."""
+    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers.
+
+    The join point is found from the topic's end (join_from_end.JoinFinder), not by reading the topic
+    from its start, unless the hub says otherwise (IngressConfig.join_from_end)."""
+
+    from_end = True
 
     def __init__(self, hub: EgressHub, short_name: str, kind: Kind) -> None:
         self.hub = hub
@@ -343,6 +367,7 @@ class RoomFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str = ""
+        self.search: Any = None  # the JoinSearch of a feed that joined from the end (what it read, seeks)
 
     def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True,
@@ -356,18 +381,38 @@ class RoomFeed:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def _item(self, msg: Any) -> Item:
+        return Item(self.kind, dict(msg.properties()), msg.data(), float(msg.publish_timestamp()))
+
     def _run(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         import pulsar
 
-        url = topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
+        url = room_topic_url(self.hub.tenant, self.hub.namespace, self.short_name)
+        from_end = self.from_end and self.hub.join_from_end
         try:
-            reader = client.create_reader(url, pulsar.MessageId.earliest)
+            if from_end:  # the newest message first (join_from_end.JoinFinder)
+                reader = client.create_reader(url, pulsar.MessageId.latest, start_message_id_inclusive=True)
+            else:
+                reader = client.create_reader(url, pulsar.MessageId.earliest)
         except Exception as exc:
             self.error = str(exc)
             log.warning("egress: cannot read %s: %s", url, exc)
             return
         caught_up = False
         try:
+            if from_end:
+                from ingress.join_from_end import JoinFinder, PulsarTopic
+
+                finder = JoinFinder(self.kind, PulsarTopic(client, url, self._item), JoinPoint, DeliveryDedup,
+                                    stale_ms=self.hub.stale_after * 1000.0, window_entries=self.hub.join_window)
+                try:
+                    self.search = finder.find(reader, time.time() * 1000.0)
+                finally:
+                    reader = finder.result.reader  # the one at the end of the topic: it tails it
+                if self.search.fallback:
+                    log.info("egress: %s read from its start: %s", url, self.search.fallback)
+                for item in self.search.items:
+                    loop.call_soon_threadsafe(self._on_item, item)
             while not self._stop.is_set():
                 try:
                     msg = reader.read_next(READ_TIMEOUT_MS)
@@ -376,8 +421,7 @@ class RoomFeed:
                         caught_up = True
                         loop.call_soon_threadsafe(self._caught_up)
                     continue
-                item = Item(self.kind, dict(msg.properties()), msg.data(), float(msg.publish_timestamp()))
-                loop.call_soon_threadsafe(self._on_item, item)
+                loop.call_soon_threadsafe(self._on_item, self._item(msg))
                 if not caught_up and not reader.has_message_available():
                     caught_up = True
                     loop.call_soon_threadsafe(self._caught_up)
@@ -396,13 +440,20 @@ class RoomFeed:
             return
         self.join_point.remember(item)
         if self.caught_up:
+            # The same Item (and so the same record bytes, item.record()) goes to every viewer.
+            unprimed = self.unprimed
             for viewer in list(self.viewers):
-                if viewer not in self.unprimed:
+                if viewer not in unprimed:
                     viewer.offer(item)
                 elif not item.is_end and self._joinable():  # a stream (re)started: from its init on
-                    self.unprimed.discard(viewer)
+                    unprimed.discard(viewer)
                     self._replay(viewer)
-            self.hub.flush()
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand what this feed just wrote to its viewers' transports (not every viewer of the process)."""
+        for viewer in self.viewers:
+            viewer.sink.flush()
 
     def _caught_up(self) -> None:
         if self.caught_up:
@@ -410,7 +461,7 @@ class RoomFeed:
         self.caught_up = True
         for viewer in list(self.viewers):
             self._join(viewer)
-        self.hub.flush()
+        self._flush()
 
     def _joinable(self) -> bool:
         return self.join_point.live(time.time() * 1000.0, self.hub.stale_after * 1000.0)
@@ -455,6 +506,8 @@ class VerdictFeed(RoomFeed):
     verdicts about frames it sent after it began following, and reading from the earliest message
     means a verdict written before this reader was positioned is still seen (no start-up race)."""
 
+    from_end = False  # every verdict counts, also those written before this reader was positioned
+
     def __init__(self, hub: EgressHub, room: str) -> None:
         super().__init__(hub, verdict_topic(room), Kind.CHAT)
         self.watchers: set[VerdictWatch] = set()
@@ -496,17 +549,35 @@ class VerdictFollower:
             self.app.egress.unwatch_verdicts(watch)
 
 
+def _per_kind(child: Callable[[str], Any]) -> Callable[[Kind], None]:
+    """``inc(kind)`` for a counter labelled by kind, its label looked up once per kind, not per message."""
+    children: dict[Kind, Any] = {}
+
+    def inc(kind: Kind) -> None:
+        counter = children.get(kind)
+        if counter is None:
+            counter = children[kind] = child(kind.name.lower())
+        counter.inc()
+
+    return inc
+
+
 class EgressHub:
     def __init__(self, app: IngressApp, client_factory: Callable[[], Any] | None = None) -> None:
         self.app = app
         self.tenant = app.config.tenant
         self.namespace = app.config.namespace
         self.stale_after = app.config.join_stale_after  # s; see JoinPoint.live
+        self.join_from_end = app.config.join_from_end
+        self.join_window = app.config.join_window
         self._client_factory = client_factory
         self._client: Any = None
         self.feeds: dict[str, RoomFeed] = {}
         self.verdict_feeds: dict[str, VerdictFeed] = {}  # by room
         self._sinks: set[ViewerSink] = set()
+        metrics = app.metrics
+        self._count_delivery = _per_kind(lambda k: metrics.delivered.labels(k))
+        self._count_skip = _per_kind(lambda k: metrics.skipped.labels(k))
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -523,10 +594,9 @@ class EgressHub:
         return self._client
 
     def subscribe(self, sink: ViewerSink, room: str, kinds: tuple[Kind, ...], rendition: str) -> ViewerTracks:
-        metrics = self.app.metrics
-        viewer = ViewerTracks(sink, self.app.config.viewer_queue_bytes,
-                              on_skip=lambda k: metrics.skipped.labels(k.name.lower()).inc(),
-                              on_deliver=lambda k: metrics.delivered.labels(k.name.lower()).inc())
+        # dedup=None: each RoomFeed drops repeats once for all its viewers before offering
+        viewer = ViewerTracks(sink, self.app.config.viewer_queue_bytes, on_skip=self._count_skip,
+                              on_deliver=self._count_delivery, dedup=None)
         loop = asyncio.get_running_loop()
         for kind in kinds:
             short = room_topic(room, kind, rendition if kind in GROUPED_KINDS else None)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from ingress import clock
-from ingress.egress import VerdictFollower, ViewerSink
+from ingress.egress import Item, VerdictFollower, ViewerSink
+from ingress.page import add_page_routes
 from ingress.publishing import PublishingShell
 from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
@@ -99,12 +101,24 @@ class WsPublisher(VerdictFollower, PublishingShell):
 class WsViewer(ViewerSink):
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.writer = _Writer(ws)
+        ws_writer = ws._writer  # prepared, without compression (_ws), so frames may go out prebuilt
+        self.transport: asyncio.Transport | None = ws_writer.transport if ws_writer is not None else None
 
     def open_group(self, kind: Kind) -> Kind:
         return kind
 
     def write(self, handle: Any, data: bytes) -> None:
         self.writer.put(data)
+
+    def write_item(self, handle: Any, item: Item) -> None:
+        """The item's WebSocket frame, built once for every viewer, straight onto the socket: no
+        per-viewer framing, queue or task. Behind anything the queue still holds, or on a closed socket,
+        it goes the ordinary way."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.writer.queued_bytes:
+            self.writer.put(item.record())
+            return
+        transport.write(item.ws_frame())
 
     def queued(self, handle: Any) -> int:
         return self.writer.buffered()
@@ -132,7 +146,9 @@ def _peer(request: web.Request) -> str:
 async def _ws(request: web.Request) -> web.StreamResponse:
     app: IngressApp = request.app[INGRESS_KEY]
     # aiohttp pings every `heartbeat` s and closes when the pong is not back within half of it
-    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=app.config.session_timeout * 2 / 3)
+    # compress=False: media do not deflate, and viewers are sent prebuilt frames (WsViewer.write_item)
+    ws = web.WebSocketResponse(max_msg_size=WS_MAX_MESSAGE, heartbeat=app.config.session_timeout * 2 / 3,
+                               compress=False)
     await ws.prepare(request)
     address = _peer(request)
     try:
@@ -224,19 +240,11 @@ async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any
         app.metrics.sessions.labels("websocket", "viewer").dec()
 
 
-async def _index(request: web.Request) -> web.StreamResponse:
-    app: IngressApp = request.app[INGRESS_KEY]
-    page = app.config.page
-    if page.is_file():
-        return web.FileResponse(page, headers={"Cache-Control": "no-store"})
-    return web.Response(status=404, text=f"live_client.html is not there yet ({page}); "
-                                         "the ingress itself is up: see /health, /cert-hash, /metrics\n")
-
-
 async def _health(request: web.Request) -> web.Response:
     app: IngressApp = request.app[INGRESS_KEY]
     return web.json_response({"status": "ok", "inflight": app.publisher.inflight,
-                              "sessions": sum(app.addresses._counts.values())})
+                              "sessions": sum(app.addresses._counts.values()),
+                              "worker": app.config.worker, "pid": os.getpid()})
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -265,7 +273,7 @@ def build_app(app: IngressApp, wt_port: int) -> web.Application:
     web_app = web.Application(client_max_size=1024 * 1024)
     web_app[INGRESS_KEY] = app
     web_app[WT_PORT_KEY] = wt_port
-    web_app.router.add_get("/", _index)
+    add_page_routes(web_app.router, app.config.page)
     web_app.router.add_get("/health", _health)
     web_app.router.add_get("/metrics", _metrics)
     web_app.router.add_get("/cert-hash", _cert_hash)
@@ -276,7 +284,7 @@ def build_app(app: IngressApp, wt_port: int) -> web.Application:
 async def start_http(app: IngressApp, host: str, port: int, wt_port: int = 0) -> tuple[str, int, Any]:
     runner = web.AppRunner(build_app(app, wt_port), access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=app.config.reuse_port or None)  # workers share the port
     await site.start()
     sock = site._server.sockets[0]  # type: ignore[union-attr]  # start() has bound the server
     bound_host, bound_port = sock.getsockname()[:2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from schemas.framing import NAME_RE, Kind
-from schemas.names import InvalidName, check_part
+from schemas.names import InvalidName, check_part, rooms_namespace
 
 # The input topic per frame kind (one list, schemas/topics.py), re-exported for the ingress modules.
 from schemas.topics import INPUT_TOPIC as INPUT_TOPIC
@@ -44,6 +44,11 @@ def check_namespace(tenant: str, namespace: str) -> None:
 
 def topic_url(tenant: str, namespace: str, short_name: str) -> str:
     return f"persistent://{tenant}/{namespace}/{short_name}"
+
+
+def room_topic_url(tenant: str, namespace: str, short_name: str) -> str:
+    """A room output topic of the pipeline in ``namespace``: it lives in that pipeline's rooms namespace."""
+    return topic_url(tenant, rooms_namespace(namespace), short_name)
 
 
 def room_topic(room: str, kind: Kind, rendition: str | None = None) -> str:

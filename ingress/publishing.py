@@ -12,6 +12,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from ingress.chat_signing import PROPERTY as CHAT_SIGNATURE
+from ingress.chat_signing import sign as sign_chat
 from ingress.session import (
     MEDIA_KINDS,
     Action,
@@ -90,6 +92,10 @@ class PublishingShell:
                 if kind in _MEDIA:
                     # this session now publishes the stream: its end of stream is this session's to send
                     self.app.stream_owners[(self.core.claims.room, action.key)] = self
+                elif kind == "chat" and self.app.config.chat_signing_key is not None:
+                    # moderate accepts only chat the ingress signed (chat_signing, SECURITY.md)
+                    action.properties[CHAT_SIGNATURE] = sign_chat(self.app.config.chat_signing_key,
+                                                                  action.properties, action.payload)
                 ticket = action.ticket
                 self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
             elif isinstance(action, Send):

@@ -29,7 +29,6 @@ from schemas.framing import CloseCode, Kind
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
 VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 
@@ -45,6 +44,7 @@ class IngressConfig:
     tenant: str = "public"
     namespace: str = "wtpulsar"
     secret: bytes | None = None  # token HMAC key; None = <state_dir>/ingress-secret (created once)
+    chat_signing_key: bytes | None = None  # signs chat-in messages for moderate (chat_signing); None: unsigned
     state_dir: Path = DEFAULT_STATE_DIR
     limits: Limits = field(default_factory=Limits)
     sessions_per_address: int = 16
@@ -53,7 +53,7 @@ class IngressConfig:
     connection_window: int = 16 * 1024 * 1024  # initial QUIC max_data
     ack_delay: float = 0.005  # s; QUIC ACK coalescing on the ingress side (webtransport_server)
     viewer_queue_bytes: int = 2 * 1024 * 1024  # unsent media per viewer stream before skipping to a keyframe
-    page: Path = REPO_ROOT / "live_client.html"
+    page: Path | None = None  # a file served at / instead of the packaged page (ingress/page.py)
     broker_connect_timeout: float = 30.0
     # s without a packet from a WebTransport peer (QUIC idle timeout; keep-alive PINGs at a third of it)
     # or a WebSocket pong before its session ends and its streams get an end of stream ("timeout")
@@ -61,6 +61,13 @@ class IngressConfig:
     # s: a room topic whose newest media message is older than this has no stream to join (its publisher
     # or ingress died without an end of stream); joiners wait for the next stream instead (egress.JoinPoint)
     join_stale_after: float = 10.0
+    # find a late joiner's start from a room topic's end (ingress/join_from_end.py) rather than reading the
+    # topic from its start; join_window: messages first read back from the newest one
+    join_from_end: bool = True
+    join_window: int = 256
+    # one of several worker processes on the same ports (`wtpulsar ingress --workers N`, ingress/workers.py)
+    reuse_port: bool = False
+    worker: int | None = None  # its number, shown by /health
 
 
 class Publisher(Protocol):
@@ -235,6 +242,9 @@ async def run_ingress(config: IngressConfig) -> None:
     handle = await start_ingress(config)
     print(f"ingress: WebTransport {handle.wt_url}  HTTP {handle.http_url}  "
           f"cert sha-256 {handle.cert.sha256_hex}", flush=True)
+    if config.chat_signing_key is None:
+        log.warning("no chat signing key (--chat-signing-key or $WTPULSAR_CHAT_SIGNING_KEY): chat is written "
+                    "unsigned, and a moderate function that has the key dead-letters it")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ close is a capsule (§1.7), and every write is followed by ``transmit()`` (§1.1
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import weakref
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import serve
+from aioquic.asyncio.server import QuicServer, serve
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import (
     DatagramReceived,
@@ -156,7 +157,9 @@ class IngressProtocol(QuicConnectionProtocol):
         # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
         self._quic._ack_delay = app.config.ack_delay
         self.gate = flow_gate.CreditGate(app.config.stream_window)
-        flow_gate.install(self._quic, self.gate)
+        # installed with the connection's first publishing session: a viewer-only connection sends and
+        # never needs it, and aioquic would call it for every stream on every packet it builds
+        self._gate_installed = False
         self._keepalive_every = app.config.session_timeout * KEEPALIVE_FRACTION
         self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
@@ -319,6 +322,9 @@ class IngressProtocol(QuicConnectionProtocol):
         self._capsules[sid] = CapsuleReader()
         self._accept(sid)
         if request.mode == Role.PUBLISHER:
+            if not self._gate_installed:
+                flow_gate.install(self._quic, self.gate)
+                self._gate_installed = True
             core = PublisherSession(request.claims, app.config.limits, time.time())
             self.publishers[sid] = WtPublisher(self, sid, core, address)
             app.metrics.sessions.labels("webtransport", "publisher").inc()
@@ -455,8 +461,17 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
         protocols.add(proto)
         return proto
 
-    server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
-    assert server._transport is not None  # serve() returns the server once its endpoint is bound
+    if app.config.reuse_port:
+        # several worker processes on one UDP port (ingress/workers.py): Linux hands each datagram to one
+        # of the sockets by a hash of its 4-tuple, so every packet of a QUIC connection reaches the same one
+        # (socket(7), SO_REUSEPORT). aioquic's serve() does not pass the option; this is serve() with it.
+        loop = asyncio.get_running_loop()
+        _, server = await loop.create_datagram_endpoint(
+            lambda: QuicServer(configuration=quic_configuration(app), create_protocol=create_protocol),
+            local_addr=(host, port), reuse_port=True)
+    else:
+        server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+    assert server._transport is not None  # the endpoint is bound once create_datagram_endpoint()/serve() return
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:

@@ -7,6 +7,7 @@ Heavy imports (pulsar, prometheus_client) stay inside the command functions so t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -58,6 +59,10 @@ def add_parser(sub: Any) -> None:
                          "(default: free ports)")
     lr.add_argument("--nack-delay-ms", type=int, default=60_000, metavar="N",
                     help="redelivery delay after a failure (default 60000 as in Pulsar; localrun-only, for development)")
+    lr.add_argument("--secrets", default=None, metavar="JSON",
+                    help="as pulsar-admin: a JSON map of secret name to what the secrets provider resolves "
+                         "(with EnvironmentBasedSecretsProvider, the environment variable of the same name); "
+                         "merged over the config's `secrets`")
     lr.add_argument("--secrets-provider-classname", default="",
                     help="secretsprovider.ClearTextSecretsProvider (default) or "
                          "secretsprovider.EnvironmentBasedSecretsProvider")
@@ -96,6 +101,17 @@ def cmd_localrun(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: invalid function config: {exc}", file=sys.stderr)
         return 2
+    if args.secrets is not None:
+        try:
+            extra = json.loads(args.secrets)
+        except json.JSONDecodeError as exc:
+            print(f"error: --secrets is not JSON: {exc}", file=sys.stderr)
+            return 2
+        if not isinstance(extra, dict) or not all(isinstance(name, str) and name for name in extra):
+            print("error: --secrets must be a JSON object of secret name to value, e.g. "
+                  '\'{"chatSigningKey": "chatSigningKey"}\'', file=sys.stderr)
+            return 2
+        specs = [dataclasses.replace(spec, secrets={**(spec.secrets or {}), **extra}) for spec in specs]
     if args.nack_delay_ms < 0:
         print("error: --nack-delay-ms must be >= 0", file=sys.stderr)
         return 2

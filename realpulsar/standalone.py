@@ -5,7 +5,8 @@ run` use them); the function worker's URLs follow them; function state needs the
 which standalone starts only with the ZooKeeper metadata store (`PULSAR_STANDALONE_USE_ZOOKEEPER=1`);
 the worker starts instances with the first `python3` on PATH. Configuration is written from the
 distribution's own files into the data folder, so the cached distribution is never modified and
-several data folders can share it.
+several data folders can share it. `auth=TokenAuth(...)` turns on token authentication and
+authorization (docs/real-pulsar.md §9).
 """
 
 from __future__ import annotations
@@ -89,6 +90,43 @@ def check_ports_free(ports: Ports) -> None:
                         f"that process or choose other ports (see `wtpulsar pulsar --help`).") from None
 
 
+TOKEN_PROVIDER = "org.apache.pulsar.broker.authentication.AuthenticationProviderToken"
+TOKEN_CLIENT_PLUGIN = "org.apache.pulsar.client.impl.auth.AuthenticationToken"
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    """HS256 token authentication with Pulsar's own authorization provider (docs/real-pulsar.md §9).
+
+    ``secret_file`` holds the key bytes exactly as `tokenSecretKey=file://` reads them (the whole
+    file, so no trailing newline); ``superuser_token_file`` a token whose role is one of
+    ``superuser_roles``. The broker's internal client and the functions worker (and so every function
+    instance it starts) authenticate with that token, and so do `admin()` and the readiness checks.
+    """
+
+    secret_file: Path
+    superuser_token_file: Path
+    superuser_roles: tuple[str, ...] = ("admin",)
+
+    def broker_conf(self) -> dict[str, str]:
+        return {
+            "authenticationEnabled": "true",
+            "authorizationEnabled": "true",
+            "authenticationProviders": TOKEN_PROVIDER,
+            "tokenSecretKey": f"file://{self.secret_file.resolve()}",
+            "superUserRoles": ",".join(self.superuser_roles),
+            "brokerClientAuthenticationPlugin": TOKEN_CLIENT_PLUGIN,
+            "brokerClientAuthenticationParameters": f"file://{self.superuser_token_file.resolve()}",
+        }
+
+    def client_conf(self) -> str:
+        return (f"authPlugin={TOKEN_CLIENT_PLUGIN}\n"
+                f"authParams=file://{self.superuser_token_file.resolve()}\n")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.superuser_token_file.read_text().strip()}"}
+
+
 def set_properties(text: str, values: dict[str, str]) -> str:
     """`key=value` lines of a .conf file replaced (or appended), comments kept."""
     for key, value in values.items():
@@ -130,6 +168,7 @@ class Standalone:
     state: bool = True
     mem: str = DEFAULT_MEM
     extra_broker_conf: dict[str, str] = field(default_factory=dict)
+    auth: TokenAuth | None = None
     log: Log = print
     proc: subprocess.Popen[bytes] | None = None
 
@@ -166,6 +205,7 @@ class Standalone:
             "numIOThreads": "2",
             "numOrderedExecutorThreads": "2",
             "numWorkerThreadsForNonPersistentTopic": "2",
+            **(self.auth.broker_conf() if self.auth else {}),
             **self.extra_broker_conf,
         })
         (self.conf_dir / "standalone.conf").write_text(broker)
@@ -177,7 +217,14 @@ class Standalone:
             "downloadDirectory": str(self.data_dir / "functions-download"),
             "logDirectory": str(self.log_dir),
         })
+        if self.auth is not None:
+            # The embedded worker takes authentication, authorization, super users and its broker client
+            # credentials from the broker's configuration; the token provider it would build for itself
+            # reads its key from the worker's `properties` (docs/real-pulsar.md §9).
+            worker += f"\nproperties:\n  tokenSecretKey: \"file://{self.auth.secret_file.resolve()}\"\n"
         (self.conf_dir / "functions_worker.yml").write_text(worker)
+        client = f"webServiceUrl={self.admin_url}\nbrokerServiceUrl={self.service_url}\n"
+        (self.conf_dir / "client.conf").write_text(client + (self.auth.client_conf() if self.auth else ""))
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, "JAVA_HOME": self.java_home, "PULSAR_MEM": self.mem, "PULSAR_GC": DEFAULT_GC,
@@ -220,8 +267,9 @@ class Standalone:
         return self
 
     def _get(self, path: str) -> tuple[int, str]:
+        headers = self.auth.headers() if self.auth else {}
         try:
-            with urllib.request.urlopen(self.admin_url + path, timeout=5) as resp:
+            with urllib.request.urlopen(urllib.request.Request(self.admin_url + path, headers=headers), timeout=5) as resp:
                 return resp.status, resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode(errors="replace")
@@ -264,7 +312,8 @@ class Standalone:
         client_conf = self.conf_dir / "client.conf"
         if not client_conf.exists():
             self.conf_dir.mkdir(parents=True, exist_ok=True)
-            client_conf.write_text(f"webServiceUrl={self.admin_url}\nbrokerServiceUrl={self.service_url}\n")
+            client_conf.write_text(f"webServiceUrl={self.admin_url}\nbrokerServiceUrl={self.service_url}\n"
+                                   + (self.auth.client_conf() if self.auth else ""))
         cmd = [str(self.home / "bin" / "pulsar-admin"), "--admin-url", self.admin_url, *args]
         out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:

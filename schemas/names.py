@@ -23,6 +23,15 @@ MAX_LOCAL = 512
 MAX_FILE_NAME = 240  # bytes of a percent-encoded name plus its suffix must fit in 255
 _RESERVED = (".", "..")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The per-room output topics (room-<room>-<kind>...) live in a namespace of their own, next to the
+# pipeline's: route may produce there and nowhere near the input topics, since Pulsar's grants are
+# the union of namespace and topic grants (SECURITY.md "make run").
+ROOMS_NAMESPACE_SUFFIX = "-rooms"
+
+
+def rooms_namespace(namespace: str) -> str:
+    """The namespace of the per-room output topics of the pipeline in ``namespace`` (same tenant)."""
+    return namespace + ROOMS_NAMESPACE_SUFFIX
 
 
 class InvalidName(ValueError):

@@ -8,6 +8,7 @@ from the ingress's /cert-hash, so no SPKI flags are needed (§3.1).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,8 +16,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,3 +216,45 @@ def start_ingress_process(service_url: str, state_dir: Path, http_port: int | No
             time.sleep(0.1)
     handle.stop()
     raise TimeoutError(f"ingress did not answer /health: {log_path.read_text(errors='replace')}")
+
+
+# The page is ES modules (ingress/static/); their functions and state are not globals. A test imports the
+# very module instances the page runs (same URL, same instance) and reaches them as window.mods.<name>.
+PAGE_MODULES = ("framing", "fmp4", "clock", "resend", "publisher", "viewer", "chat")
+IMPORT_PAGE_MODULES = """async (names) => {
+  const app = document.querySelector('script[type="module"][src$="app.js"]');
+  if (!app) throw new Error("the page has no app.js module script");
+  const mods = {};
+  for (const name of names) mods[name] = await import(new URL(name + ".js", app.src).href);
+  window.mods = mods;
+}"""
+
+
+def import_page_modules(page: Any) -> None:
+    """window.mods.<name>: the page's own instance of ingress/static/<name>.js, for the tests to drive."""
+    page.evaluate(IMPORT_PAGE_MODULES, list(PAGE_MODULES))
+
+
+@contextmanager
+def ingress_in_thread(state_dir: Path, page: Path | None = None) -> Iterator[Any]:
+    """An in-process ingress serving the packaged page (or the file `page`), with a publisher that acks
+    everything and no broker (for tests of the page alone). Runs on its own event loop thread; yields
+    its IngressHandle."""
+    from ingress.server import IngressConfig, start_ingress
+    from tests.ingress_support import FakePublisher
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="ingress-for-page", daemon=True)
+    thread.start()
+    config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", state_dir=state_dir, secret=new_secret(),
+                           page=page)
+    try:
+        handle = asyncio.run_coroutine_threadsafe(start_ingress(config, publisher=FakePublisher()), loop).result(30)
+        try:
+            yield handle
+        finally:
+            asyncio.run_coroutine_threadsafe(handle.stop(), loop).result(30)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

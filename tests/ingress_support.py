@@ -46,8 +46,9 @@ class FakePublisher:
 
 @asynccontextmanager
 async def ingress(tmp_path: Path, publisher: Any = None, **overrides: Any) -> AsyncIterator[IngressHandle]:
+    overrides.setdefault("page", tmp_path / "live_client.html")  # page=None: the packaged page
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", state_dir=tmp_path / "state",
-                           secret=b"s" * 64, page=tmp_path / "live_client.html", **overrides)
+                           secret=b"s" * 64, **overrides)
     handle = await start_ingress(config, publisher=publisher)
     try:
         yield handle

@@ -57,7 +57,8 @@ def start_standalone(root: Path, state: bool = True, **kwargs: Any) -> Standalon
 
 def rest(standalone: Standalone, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     """The standalone's admin REST (`tests/broker_helpers.admin`, with a longer timeout for a busy JVM)."""
-    return admin(standalone.admin_url, method, path, body, timeout=30.0)
+    headers = standalone.auth.headers() if standalone.auth else None  # a superuser's token when auth is on
+    return admin(standalone.admin_url, method, path, body, headers=headers, timeout=30.0)
 
 
 def function_status(standalone: Standalone, name: str, tenant: str = "public", namespace: str = "wtpulsar") -> dict[str, Any]:

@@ -32,6 +32,7 @@ def test_audit_reports_loss_duplicates_and_exit_status(broker: object, tmp_path:
     room = "r1"
     base = f"persistent://public/{namespace}/"
     _create_namespace(broker.admin_url, namespace)  # type: ignore[attr-defined]
+    _create_namespace(broker.admin_url, f"{namespace}-rooms")  # type: ignore[attr-defined]  # the room topics
     client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
     try:
         raw = [{"stream": "cam", "seq": str(s), "kind": "video", "room": room, "capture_ts": "1000",
@@ -42,7 +43,7 @@ def test_audit_reports_loss_duplicates_and_exit_status(broker: object, tmp_path:
         out += [{"stream": "cam", "rendition": "360p", "segment_type": "media", "first_seq": str(s),
                  "last_seq": str(s), "capture_ts": "1000", "t_route": "1050"} for s in (0, 1, 1, 3)]
         out.append({"stream": "cam", "rendition": "360p", "first_seq": "zz", "last_seq": "1"})
-        _publish(client, base + f"room-{room}-video-360p", out, "cam")
+        _publish(client, f"persistent://public/{namespace}-rooms/room-{room}-video-360p", out, "cam")
     finally:
         client.close()
 

@@ -19,7 +19,15 @@ from typing import Any
 
 import pytest
 
-from tests.browser_support import CHROMIUM, Pipeline, collect_console, launch_browser, start_pipeline, stats
+from tests.browser_support import (
+    CHROMIUM,
+    Pipeline,
+    collect_console,
+    import_page_modules,
+    launch_browser,
+    start_pipeline,
+    stats,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -80,15 +88,17 @@ def test_first_chat_message_is_not_a_resend_and_a_real_resend_shows_once(pipelin
 
         # A real resend: the Ack of the next message is lost, then the chat session drops. The page sends the
         # message again on the new session (and says so); the room shows it once.
-        publisher.evaluate("() => { window.__realAck = onChatAck; onChatAck = () => {}; }")
+        import_page_modules(publisher)
+        publisher.evaluate("() => { const s = mods.chat.chat.session; window.__realOnRecord = s.onRecord;"
+                           " s.onRecord = (r) => { if (r.type !== mods.framing.REC.ACK) window.__realOnRecord(r); }; }")
         publisher.fill("#chatText", "second words")
         publisher.click("#chatSend")
         viewer.wait_for_function("() => window.wtpulsar.chat.some(m => m.text === 'second words')", timeout=20_000)
-        publisher.evaluate("() => { onChatAck = window.__realAck; const s = chat.session;"
+        publisher.evaluate("() => { const s = mods.chat.chat.session; s.onRecord = window.__realOnRecord;"
                            " if (s.wt) s.wt.close({ closeCode: 4000, reason: 'test drops the session' }); else s.ws.close(4000); }")
         publisher.wait_for_function(
             "() => window.wtpulsar.chatNotes.some(n => n.includes('sent 1 unconfirmed message(s) again'))", timeout=20_000)
-        publisher.wait_for_function("() => chat.outbox.kept.size === 0", timeout=20_000)  # the resent copy was acked
+        publisher.wait_for_function("() => mods.chat.chat.outbox.kept.size === 0", timeout=20_000)  # the resent copy was acked
         time.sleep(3)  # time for the second copy to travel moderate -> route -> egress
         pub_stats, view_stats = stats(publisher), stats(viewer)
         viewer_lines, publisher_lines = chat_lines(viewer), chat_lines(publisher)
@@ -211,7 +221,7 @@ def test_a_leaving_publishers_tail_is_flushed_through_every_function(pipeline: P
     client = broker_client(pipeline)
     try:
         for topic in ("room-room5-video-360p", "room-room5-audio"):
-            reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
+            reader = client.create_reader(f"persistent://public/wtpulsar-rooms/{topic}", pulsar.MessageId.earliest)
             props = []
             while reader.has_message_available():
                 props.append(reader.read_next(5000).properties())
@@ -259,7 +269,7 @@ def raw_video_lags(pipeline: Pipeline, room: str, timeout: float = 20.0) -> list
     out: list[tuple[float, float]] = []
     try:
         while not out and time.monotonic() < deadline:
-            reader = client.create_reader(f"persistent://public/wtpulsar/room-{room}-video-360p",
+            reader = client.create_reader(f"persistent://public/wtpulsar-rooms/room-{room}-video-360p",
                                           pulsar.MessageId.earliest)
             while reader.has_message_available():
                 props = reader.read_next(5000).properties()

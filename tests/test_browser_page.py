@@ -23,6 +23,8 @@ from tests.browser_support import (
     REPO,
     IngressProcess,
     free_port,
+    import_page_modules,
+    ingress_in_thread,
     launch_browser,
     new_secret,
     start_ingress_process,
@@ -83,6 +85,34 @@ def test_server_down_says_so_and_recovers_by_retrying(browser: Any, broker: Any,
     finally:
         ingress.stop()
         page.close()
+
+
+def test_page_opened_from_disk_runs_the_modules_of_the_ingress_it_talks_to(browser: Any, ingress: IngressProcess) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{PAGE_FILE}?server={ingress.http_url}&token={quote(ingress.token('viewer'))}")
+    page.wait_for_function("() => window.wtpulsar && window.wtpulsar.transport !== null", timeout=15_000)
+    # still the file:// document (a secure context), running the page and modules the ingress serves
+    assert page.evaluate("() => [location.protocol, window.isSecureContext, document.title]") == ["file:", True,
+                                                                                                  "wtpulsar live"]
+    modules = page.evaluate("() => [...document.querySelectorAll('script[type=module]')].map(s => s.src)")
+    assert modules == [ingress.http_url + "/static/app.js"]
+    assert "viewer" in page.inner_text("#who") and page.is_disabled("#startPub")
+    page.wait_for_function("() => document.querySelectorAll('#metricsBody tr').length > 10", timeout=5_000)
+    import_page_modules(page)
+    assert page.evaluate("() => mods.viewer.view.running") is True  # a viewer token starts watching
+    assert errors == []
+    page.close()
+
+
+def test_page_from_disk_says_when_the_server_has_no_page(browser: Any, tmp_path: Path) -> None:
+    with ingress_in_thread(tmp_path / "state", page=tmp_path / "absent.html") as server:
+        page = browser.new_page()
+        page.goto(f"{PAGE_FILE}?server={server.http_url}&token=x.y.z")
+        text = banner(page)
+        page.close()
+    assert text == f"The server at {server.http_url} answered 404 for the page. Retrying in 3 s."
 
 
 def test_missing_token_is_explained(browser: Any, ingress: IngressProcess) -> None:
@@ -159,7 +189,8 @@ def test_screen_capture_publishes_as_screen_kind(browser: Any, ingress: IngressP
     state = stats(page)
     assert state["transport"] == "webtransport"
     assert state["pub"]["audio"] == 0  # screen capture carries no microphone
-    assert page.evaluate("() => Object.keys(tracks).some(k => k.startsWith('screen-'))")
+    import_page_modules(page)
+    assert page.evaluate("() => Object.keys(mods.publisher.tracks).some(k => k.startsWith('screen-'))")
     page.close()
 
 
@@ -182,11 +213,12 @@ def test_publisher_reconnects_after_the_ingress_restarts_and_resends(browser: An
     page = browser.new_page()
     try:
         page.goto(f"{first.http_url}/?token={quote(first.token('publisher'))}")
+        import_page_modules(page)
         page.click("#startPub")
         page.wait_for_function("() => window.wtpulsar.pub.acked >= 5", timeout=30_000)
         first.stop()  # server goes away mid-stream (SIGINT: sessions closed with 4000)
         # Capture goes on; the page says it is reconnecting and keeps the frames nobody acknowledged.
-        page.wait_for_function("() => window.wtpulsar.pub.reconnecting && outbox.kept.size > 10", timeout=15_000)
+        page.wait_for_function("() => window.wtpulsar.pub.reconnecting && mods.publisher.outbox.kept.size > 10", timeout=15_000)
         assert "reconnecting" in page.inner_text("#pubState")
         assert any("reconnecting" in note for note in stats(page)["notes"])
         assert not any(e.startswith("Publishing stopped") for e in stats(page)["errors"])
@@ -194,13 +226,13 @@ def test_publisher_reconnects_after_the_ingress_restarts_and_resends(browser: An
         try:
             page.wait_for_function("() => window.wtpulsar.pub.reconnects >= 1 && !window.wtpulsar.pub.reconnecting",
                                    timeout=30_000)
-            target = page.evaluate("() => Math.max(...Object.values(tracks).map(t => t.seq))") + 30
+            target = page.evaluate("() => Math.max(...Object.values(mods.publisher.tracks).map(t => t.seq))") + 30
             page.wait_for_function(f"() => window.wtpulsar.pub.acked >= {target}", timeout=30_000)
             assert "publisher: live" in page.inner_text("#pubState")
             state = stats(page)
             # what the first ingress never acknowledged went out again, what was captured meanwhile for the first time
             assert state["pub"]["resent"] + state["pub"]["heldSent"] > 0 and state["pub"]["overflowDropped"] == 0
-            video = page.evaluate("() => Object.keys(tracks).find(k => k.startsWith('cam-'))")
+            video = page.evaluate("() => Object.keys(mods.publisher.tracks).find(k => k.startsWith('cam-'))")
             acked = state["pub"]["acked"]
         finally:
             second.stop()
@@ -225,9 +257,10 @@ def test_publisher_reconnects_after_the_ingress_restarts_and_resends(browser: An
 def test_page_resend_buffer_keeps_chat_and_drops_media_only_at_a_keyframe(browser: Any, ingress: IngressProcess) -> None:
     page = browser.new_page()
     page.goto(f"{ingress.http_url}/?token={quote(ingress.token('viewer'))}")
+    import_page_modules(page)
     got = page.evaluate("""() => {
       const rec = new Uint8Array(10), e = (sid, seq, kind, key) => ({ sid, seq, kind, key, rec, channel: sid });
-      const b = new Outbox(6, 1e9);
+      const b = new mods.resend.Outbox(6, 1e9);
       b.add(e("chat", 0, 4, false));
       for (let s = 0; s < 5; s++) b.add(e("cam", s, 1, s === 0 || s === 3));
       b.add(e("cam", 5, 1, false));  // over the bound: cam 0..2 go, the stream resumes at keyframe 3
@@ -237,7 +270,7 @@ def test_page_resend_buffer_keeps_chat_and_drops_media_only_at_a_keyframe(browse
       b.ack({ status: 0, stream: "chat", seq: 7 });  // a chat OK names one message only
       const afterAcks = [...b.kept.keys()];
       b.entries(); b.ack({ status: 0, stream: "cam", seq: 4 });  // the resend, confirmed by its own seq
-      const full = new Outbox(1, 1e9); full.add(e("chat", 0, 4, false));
+      const full = new mods.resend.Outbox(1, 1e9); full.add(e("chat", 0, 4, false));
       return { afterOverflow, againSeq: again && again.seq, afterAcks, last: [...b.kept.keys()],
                chatRefused: !full.add(e("chat", 1, 4, false)), dropped: window.wtpulsar.pub.overflowDropped };
     }""")
@@ -259,19 +292,20 @@ def test_chat_sent_while_the_ingress_is_down_is_kept_and_sent_after_it_returns(b
     marker = f"kept-{time.time_ns()}"
     try:
         page.goto(f"{first.http_url}/?token={quote(first.token('publisher'))}")
+        import_page_modules(page)
         page.fill("#chatText", "before")
         page.click("#chatSend")
-        page.wait_for_function("() => chat.session && chat.outbox.kept.size === 0", timeout=15_000)  # acked
+        page.wait_for_function("() => mods.chat.chat.session && mods.chat.chat.outbox.kept.size === 0", timeout=15_000)  # acked
         first.stop()
-        page.wait_for_function("() => !chat.session", timeout=15_000)
+        page.wait_for_function("() => !mods.chat.chat.session", timeout=15_000)
         page.fill("#chatText", marker)
         page.click("#chatSend")
         page.wait_for_function("() => window.wtpulsar.chatNotes.some(n => n.includes('will be sent when the connection'))",
                                timeout=15_000)
-        assert page.evaluate("() => chat.outbox.kept.size") == 1  # kept, not dropped
+        assert page.evaluate("() => mods.chat.chat.outbox.kept.size") == 1  # kept, not dropped
         second = start_ingress_process(broker.service_url, tmp_path / "second", http_port=port, secret=secret)
         try:
-            page.wait_for_function("() => chat.outbox.kept.size === 0", timeout=30_000)  # resent and acked
+            page.wait_for_function("() => mods.chat.chat.outbox.kept.size === 0", timeout=30_000)  # resent and acked
         finally:
             second.stop()
     finally:

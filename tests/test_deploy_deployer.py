@@ -56,6 +56,9 @@ DEPLOY_TEMPLATE = [
     "# namespace acme/media",
     f"{A} namespaces create acme/media    # already exists: fine",
     f"    REST: PUT {URL}/admin/v2/namespaces/acme/media",
+    "# namespace acme/media-rooms (route's per-room topics)",
+    f"{A} namespaces create acme/media-rooms    # already exists: fine",
+    f"    REST: PUT {URL}/admin/v2/namespaces/acme/media-rooms",
     "# topic persistent://acme/media/in",
     f"{A} topics create persistent://acme/media/in    # already exists: fine",
     f"    REST: PUT {URL}/admin/v2/persistent/acme/media/in",
@@ -91,13 +94,16 @@ UNDEPLOY_LINES = [
     "# function acme/media/echo",
     f"{A} functions delete --tenant acme --namespace media --name echo    # not found: fine",
     f"    REST: DELETE {URL}/admin/v3/functions/acme/media/echo",
-    "# topics persistent://acme/media/room-*",
-    f"{A} topics list acme/media",
-    f"    REST: GET {URL}/admin/v2/persistent/acme/media",
-    f"{A} topics list-partitioned-topics acme/media",
-    f"    REST: GET {URL}/admin/v2/persistent/acme/media/partitioned",
-    "#   then for each listed topic starting with persistent://acme/media/room-: topics delete -f / "
+    "# topics persistent://acme/media-rooms/room-*",
+    f"{A} topics list acme/media-rooms",
+    f"    REST: GET {URL}/admin/v2/persistent/acme/media-rooms",
+    f"{A} topics list-partitioned-topics acme/media-rooms",
+    f"    REST: GET {URL}/admin/v2/persistent/acme/media-rooms/partitioned",
+    "#   then for each listed topic starting with persistent://acme/media-rooms/room-: topics delete -f / "
     "topics delete-partitioned-topic -f",
+    "# namespace acme/media-rooms",
+    f"{A} namespaces delete acme/media-rooms    # not found: fine",
+    f"    REST: DELETE {URL}/admin/v2/namespaces/acme/media-rooms",
     "# topic persistent://acme/media/chat-in",
     f"{A} topics delete -f persistent://acme/media/chat-in    # not found: fine",
     f"    REST: DELETE {URL}/admin/v2/persistent/acme/media/chat-in?force=true",
@@ -164,9 +170,11 @@ def test_public_tenant_and_default_namespace_are_never_deleted(project: Path) ->
     pipeline = load_pipeline(project / "deploy" / "pipeline.yaml")
     from dataclasses import replace
 
-    steps = undeploy_plan(project, replace(pipeline, tenant="public", namespace="default"))
+    steps = undeploy_plan(project, replace(pipeline, tenant="public", namespace="default", rooms_namespace="default-rooms"))
     lines = render_plan(steps, "pulsar-admin", URL)
-    assert not any("tenants delete" in line or "namespaces delete" in line for line in lines)
+    assert not any("tenants delete" in line for line in lines)
+    # only the rooms namespace the deploy created goes; public/default stays
+    assert [line for line in lines if "namespaces delete" in line] == [f"{A} namespaces delete public/default-rooms    # not found: fine"]
 
 
 def test_function_config_that_disagrees_with_the_pipeline(project: Path) -> None:
@@ -301,7 +309,7 @@ def test_pulsar_admin_runner_deploys_twice_and_undeploys_twice(project: Path, tm
     execute(deploy_plan(project, pipeline), runner, log.append)
     state = json.loads(state_file.read_text())
     expected_first = [
-        ["tenants", "create", "acme"], ["namespaces", "create", "acme/media"],
+        ["tenants", "create", "acme"], ["namespaces", "create", "acme/media"], ["namespaces", "create", "acme/media-rooms"],
         ["topics", "create", "persistent://acme/media/in"],
         ["topics", "create-partitioned-topic", "persistent://acme/media/out", "--partitions", "3"],
         ["topics", "create", "persistent://acme/media/chat-in"],
@@ -321,15 +329,16 @@ def test_pulsar_admin_runner_deploys_twice_and_undeploys_twice(project: Path, tm
 
     # route created per-room topics at run time: undeploy finds and deletes them too
     state = json.loads(state_file.read_text())
-    state["things"] += ["persistent://acme/media/room-r1-chat", "persistent://acme/media/room-r1-video-part"]
+    state["things"] += ["persistent://acme/media-rooms/room-r1-chat", "persistent://acme/media-rooms/room-r1-video-part"]
     state["calls"] = []
     state_file.write_text(json.dumps(state))
     execute(undeploy_plan(project, pipeline), runner, log.append)
     state = json.loads(state_file.read_text())
     assert state["things"] == []
     deletes = [c for c in state["calls"] if "delete" in c[1]]
-    assert ["topics", "delete-partitioned-topic", "-f", "persistent://acme/media/room-r1-video-part"] in deletes
-    assert ["topics", "delete", "-f", "persistent://acme/media/room-r1-chat"] in deletes
+    assert ["topics", "delete-partitioned-topic", "-f", "persistent://acme/media-rooms/room-r1-video-part"] in deletes
+    assert ["topics", "delete", "-f", "persistent://acme/media-rooms/room-r1-chat"] in deletes
+    assert ["namespaces", "delete", "acme/media-rooms"] in deletes
     execute(undeploy_plan(project, pipeline), runner, log.append)  # again: everything is "not found"
     assert "  namespace acme/media: missing, fine" in log
 
@@ -376,7 +385,7 @@ class FakeAdmin(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         body = self._body() if method in ("PUT", "POST") else None
         self.log.append((method, self.path, body))
-        ns = "/admin/v2/persistent/acme/media"
+        ns = "/admin/v2/persistent/acme/" + path.removeprefix("/admin/v2/persistent/acme/").split("/", 1)[0]
         if method == "GET" and path == "/admin/v2/clusters":
             return self._reply(200, ["standalone"])
         if method == "GET" and path == "/admin/v2/tenants":
@@ -440,15 +449,16 @@ def test_rest_runner_deploys_twice_and_uploads_the_package(project: Path, fake_r
     first = list(handler.log)
     assert [(m, p) for m, p, _ in first] == [
         ("GET", "/admin/v2/tenants"), ("GET", "/admin/v2/clusters"), ("PUT", "/admin/v2/tenants/acme"),
-        ("PUT", "/admin/v2/namespaces/acme/media"), ("PUT", "/admin/v2/persistent/acme/media/in"),
+        ("PUT", "/admin/v2/namespaces/acme/media"), ("PUT", "/admin/v2/namespaces/acme/media-rooms"),
+        ("PUT", "/admin/v2/persistent/acme/media/in"),
         ("PUT", "/admin/v2/persistent/acme/media/out/partitions"), ("PUT", "/admin/v2/persistent/acme/media/chat-in"),
         ("POST", "/admin/v2/schemas/acme/media/chat-in/schema"),
         ("GET", "/admin/v3/functions/acme/media/echo"), ("POST", "/admin/v3/functions/acme/media/echo"),
     ]  # fmt: skip
     assert first[2][2] == {"adminRoles": [], "allowedClusters": ["standalone"]}
-    assert first[5][2] == 3
-    assert first[7][2] == CHAT_PAYLOAD
-    upload = first[9][2]
+    assert first[6][2] == 3
+    assert first[8][2] == CHAT_PAYLOAD
+    upload = first[10][2]
     config_name, config_json = upload["functionConfig"]
     assert config_name is None
     assert json.loads(config_json) == {**ECHO_CONFIG, "runtime": "PYTHON", "py": "echo.zip"}
@@ -460,7 +470,7 @@ def test_rest_runner_deploys_twice_and_uploads_the_package(project: Path, fake_r
     assert ("PUT", "/admin/v2/tenants/acme") not in [(m, p) for m, p, _ in handler.log]
     assert [(m, p) for m, p, _ in handler.log][-1] == ("PUT", "/admin/v3/functions/acme/media/echo")
 
-    handler.state.add("/admin/v2/persistent/acme/media/room-r1-chat")
+    handler.state.add("/admin/v2/persistent/acme/media-rooms/room-r1-chat")
     execute(undeploy_plan(project, pipeline), RestRunner(url, project), lambda _: None)
     assert handler.state == set()
     execute(undeploy_plan(project, pipeline), RestRunner(url, project), lambda _: None)  # nothing left: fine

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from schemas.function_config import CONSUMER_FIELDS, FIELDS
+from schemas.names import rooms_namespace
 from tests.test_functions_chat_support import ROOT, chat_config, routing_table
 
 PIPELINE = yaml.safe_load((ROOT / "deploy" / "pipeline.yaml").read_text())
@@ -121,7 +122,12 @@ def test_route_user_config_is_the_default_table() -> None:
     cfg = config["userConfig"]
     assert cfg["routes"] == routing_table.DEFAULT_ROUTES
     table = routing_table.RoutingTable(cfg["routes"], cfg["tenant"], cfg["namespace"])
-    assert cfg["unroutableTopic"] == table.prefix + "unroutable"
+    # per-room topics go to the pipeline's rooms namespace (the one rule of schemas/names.py, the one
+    # pipeline.yaml names), unroutable messages stay beside the inputs
+    pipeline = yaml.safe_load((ROOT / "deploy" / "pipeline.yaml").read_text())
+    assert cfg["namespace"] == rooms_namespace(config["namespace"]) == pipeline["room_topics"]["namespace"]
+    assert table.prefix == f"persistent://{config['tenant']}/{rooms_namespace(config['namespace'])}/"
+    assert cfg["unroutableTopic"] == f"persistent://{config['tenant']}/{config['namespace']}/unroutable"
     # every per-room kind of ENVELOPE.md is produced by the table
     produced = set()
     for kind, rendition in (("video", "720p"), ("video", "360p"), ("screen", "720p"), ("audio", None),

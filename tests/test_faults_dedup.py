@@ -54,16 +54,17 @@ def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
 
     namespace = f"dedup{uuid.uuid4().hex[:8]}"
     admin = broker.admin_url  # type: ignore[attr-defined]
-    urllib.request.urlopen(urllib.request.Request(f"{admin}/admin/v2/namespaces/public/{namespace}",
-                                                  method="PUT"), timeout=10).close()
+    for ns in (namespace, f"{namespace}-rooms"):  # the room topics live in the pipeline's rooms namespace
+        urllib.request.urlopen(urllib.request.Request(f"{admin}/admin/v2/namespaces/public/{ns}",
+                                                      method="PUT"), timeout=10).close()
     client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
     try:
         if kind == "chat":
-            producer = client.create_producer(f"persistent://public/{namespace}/room-r1-chat")
+            producer = client.create_producer(f"persistent://public/{namespace}-rooms/room-r1-chat")
             for seq in (0, 1, 1, 2):  # seq 1 twice: a moderate instance died between publish and ack
                 producer.send(json.dumps({"text": f"m{seq}"}).encode(), properties=chat("c", seq), partition_key="r1")
         else:
-            producer = client.create_producer(f"persistent://public/{namespace}/room-r1-audio")
+            producer = client.create_producer(f"persistent://public/{namespace}-rooms/room-r1-audio")
             for seq in (0, 1, 1, 2):
                 props = dict(fragment("mic", seq, seq), kind="audio", rendition="")
                 producer.send(f"frag{seq}".encode(), properties=props, partition_key="mic")

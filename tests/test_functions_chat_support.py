@@ -27,12 +27,13 @@ import chat_fold  # noqa: E402
 import chat_limits  # noqa: E402
 import chat_links  # noqa: E402
 import chat_message  # noqa: E402
+import chat_signature  # noqa: E402
 import moderate  # noqa: E402
 import output_ack  # noqa: E402
 import route  # noqa: E402
 import routing_table  # noqa: E402
 
-__all__ = ["chat_blocklist", "chat_config", "chat_fold", "chat_limits", "chat_links", "chat_message", "moderate",
+__all__ = ["chat_blocklist", "chat_config", "chat_fold", "chat_limits", "chat_links", "chat_message", "chat_signature", "moderate",
            "route", "output_ack", "routing_table"]  # fmt: skip
 
 NS = "persistent://public/wtpulsar"

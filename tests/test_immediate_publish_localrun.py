@@ -19,7 +19,7 @@ from tests.test_pipeline_localrun import wait_for_consumers
 
 REPO = Path(__file__).resolve().parents[1]
 NS = "persistent://public/wtpulsar/"
-ROOM_TOPIC = NS + "room-room1-video-360p"
+ROOM_TOPIC = "persistent://public/wtpulsar-rooms/room-room1-video-360p"
 
 
 def read_all(reader: Any, want: int, timeout: float = 90) -> list[Any]:

@@ -20,6 +20,7 @@ from schemas.framing import Codec, Frame, Kind
 from tests.ingress_support import chat, ingress, video
 
 NS = "persistent://public/wtpulsar/"
+ROOMS_NS = "persistent://public/wtpulsar-rooms/"  # room output topics (schemas/names.py rooms_namespace)
 
 
 def run(coro: Any, timeout: float = 60) -> Any:
@@ -43,7 +44,7 @@ def read_all(service_url: str, short: str, room: str | None = None) -> list[Any]
 def produce(service_url: str, short: str, items: list[tuple[dict[str, str], bytes]]) -> None:
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     try:
-        producer = client.create_producer(NS + short, batching_enabled=False)
+        producer = client.create_producer(ROOMS_NS + short, batching_enabled=False)
         for props, payload in items:
             producer.send(payload, properties=props)
         producer.close()

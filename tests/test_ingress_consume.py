@@ -15,7 +15,7 @@ import pytest
 
 from wtpulsar.cli import main
 
-NS = "persistent://public/wtpulsar/"
+NS = "persistent://public/wtpulsar-rooms/"  # the room topics (schemas/names.py rooms_namespace)
 
 
 def room_name() -> str:

@@ -23,6 +23,7 @@ from schemas.framing import Kind, Verdict, VerdictAction
 from tests.ingress_support import chat, ingress
 
 NS = "persistent://public/wtpulsar/"
+ROOMS_NS = "persistent://public/wtpulsar-rooms/"  # room output topics (schemas/names.py rooms_namespace)
 ALICE = Claims(room="room1", user="alice", role=Role.PUBLISHER, expires_at=2e9)
 BIDI = 4  # a client bidi stream id
 
@@ -140,7 +141,7 @@ def read_chat_in(service_url: str, room: str, users: set[str]) -> dict[str, dict
 def produce(service_url: str, short: str, items: list[tuple[dict[str, str], bytes]]) -> None:
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     try:
-        producer = client.create_producer(NS + short, batching_enabled=False)
+        producer = client.create_producer(ROOMS_NS + short, batching_enabled=False)
         for props, payload in items:
             producer.send(payload, properties=props, partition_key=props["room"])
         producer.close()

@@ -66,7 +66,7 @@ def test_the_pipeline_runs_with_tokens_and_refuses_the_rest(tmp_path: Path) -> N
             for topic in ("chat-in", "raw-video", "raw-audio", "raw-screen", "file-in"):
                 with pytest.raises(pulsar.PulsarException, match="Authoriz"):
                     c.create_producer(f"persistent://public/wtpulsar/{topic}")
-            c.create_reader("persistent://public/wtpulsar/room-demo-chat", pulsar.MessageId.earliest).close()
+            c.create_reader("persistent://public/wtpulsar-rooms/room-demo-chat", pulsar.MessageId.earliest).close()
         fn_token = (auth / "fn-moderate.token").read_text().strip()
         with client(url, authentication=pulsar.AuthenticationToken(fn_token)) as c, pytest.raises(pulsar.PulsarException, match="Authoriz"):
             c.create_producer("persistent://public/wtpulsar/chat-in")
@@ -75,6 +75,16 @@ def test_the_pipeline_runs_with_tokens_and_refuses_the_rest(tmp_path: Path) -> N
         assert refused.returncode == 1 and "requires a token" in refused.stderr and "PULSAR_TOKEN" in refused.stderr, refused.stderr
         allowed = subprocess.run(consume, capture_output=True, text=True, timeout=60, env={**env, "PULSAR_TOKEN": cli_token})
         assert allowed.returncode == 0, allowed.stderr
+        # route's token may write the rooms, never chat-in (its outputs have a namespace of their own)
+        route_token = (auth / "fn-route.token").read_text().strip()
+        with client(url, authentication=pulsar.AuthenticationToken(route_token), operation_timeout_seconds=5) as c:
+            with pytest.raises(pulsar.PulsarException, match="Authoriz"):
+                c.create_producer("persistent://public/wtpulsar/chat-in")
+        # moderate got the chat signing key (a secret through the environment): chat the ingress signed
+        # is approved, chat written with the ingress's token but without the key is dead-lettered
+        key_file = tmp_path / "state" / "chat-signing-key"
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600" and key_file.read_text().strip() not in text
+        check_signatures(url, (auth / "ingress.token").read_text().strip(), su, key_file.read_text().strip().encode())
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -82,3 +92,34 @@ def test_the_pipeline_runs_with_tokens_and_refuses_the_rest(tmp_path: Path) -> N
         finally:
             log.close()
     assert proc.returncode == 0, log_path.read_text()[-3000:]
+
+
+def check_signatures(url: str, ingress_token: str, admin_token: str, key: bytes) -> None:
+    from ingress.chat_signing import sign
+
+    room = "sig" + str(int(time.time()))
+    with client(url, authentication=pulsar.AuthenticationToken(admin_token), operation_timeout_seconds=10) as reader_client:
+        approved = reader_client.create_reader("persistent://public/wtpulsar/chat-approved", pulsar.MessageId.latest)
+        dead = reader_client.create_reader("persistent://public/wtpulsar/dead-letter", pulsar.MessageId.latest)
+        with client(url, authentication=pulsar.AuthenticationToken(ingress_token)) as c:
+            producer = c.create_producer("persistent://public/wtpulsar/chat-in")
+            for n, signed in ((1, True), (2, False)):
+                body = json.dumps({"room": room, "user": "alice", "msg_id": f"m{n}", "text": f"hello {n}",
+                                   "sent_at": time.time() * 1000}).encode()  # fmt: skip
+                props = {"kind": "chat", "codec": "json", "room": room, "user": "alice", "stream": "chat1",
+                         "seq": str(n), "t_ingress": str(int(time.time() * 1000))}  # fmt: skip
+                if signed:
+                    props["chat_sig"] = sign(key, props, body)
+                producer.send(body, properties=props, partition_key=room)
+        got: dict[str, list[dict[str, str]]] = {"approved": [], "dead": []}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (got["approved"] and got["dead"]):
+            for name, reader in (("approved", approved), ("dead", dead)):
+                try:
+                    msg = reader.read_next(500)
+                except pulsar.Timeout:
+                    continue
+                if msg.properties().get("room") == room:
+                    got[name].append(msg.properties())
+        assert [p["msg_id"] for p in got["approved"]] == ["m1"], got
+        assert [p["reason"] for p in got["dead"]] == ["unsigned"] and got["dead"][0]["seq"] == "2", got

@@ -42,7 +42,7 @@ def test_raw_frames_become_playable_fmp4_on_the_room_topic(broker_factory, tmp_p
         for topic in ("raw-video", "encoded", "segments"):
             wait_for_consumers(broker.admin_url, topic)
         with client(broker.service_url, operation_timeout_seconds=30) as c:
-            output = c.create_reader("persistent://public/wtpulsar/room-room1-video-360p", pulsar.MessageId.earliest)
+            output = c.create_reader("persistent://public/wtpulsar-rooms/room-room1-video-360p", pulsar.MessageId.earliest)
             producer = c.create_producer(RAW_VIDEO, batching_enabled=False, block_if_queue_full=True)
             frames = media_synth.pattern_frames(FRAMES)
             for stream, codec in STREAMS.items():

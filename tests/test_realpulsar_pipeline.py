@@ -76,6 +76,7 @@ def deployed(real_pulsar: Standalone, tmp_path_factory: pytest.TempPathFactory) 
     pulsar = real_pulsar
     archives = build_archives(tmp_path_factory.mktemp("archives"))
     pulsar.admin("namespaces", "create", "public/wtpulsar", check=True)
+    pulsar.admin("namespaces", "create", "public/wtpulsar-rooms", check=True)  # route's per-room outputs
     # The audit counts frames in on the raw topics: keep what transcode acknowledged (a Pulsar retention policy).
     pulsar.admin("namespaces", "set-retention", "public/wtpulsar", "--size", "2G", "--time", "2h", check=True)
     for name in FUNCTIONS:
@@ -274,7 +275,8 @@ def read_topic(service_url: str, topic: str, until: int, timeout: float = 60.0) 
 
     client = pulsar.Client(service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
-        reader = client.create_reader(f"persistent://public/wtpulsar/{topic}", pulsar.MessageId.earliest)
+        namespace = "wtpulsar-rooms" if topic.startswith("room-") else "wtpulsar"  # route's outputs: their own namespace
+        reader = client.create_reader(f"persistent://public/{namespace}/{topic}", pulsar.MessageId.earliest)
         out: list[tuple[dict[str, str], bytes]] = []
         deadline = time.monotonic() + timeout
         while len(out) < until and time.monotonic() < deadline:

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.pulsar
 
 NS = "persistent://public/wtpulsar/"
 NAMES = ("transcode", "chunk", "route")
-ROOM_TOPIC = NS + "room-room1-video-360p"
+ROOM_TOPIC = "persistent://public/wtpulsar-rooms/room-room1-video-360p"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,7 @@ def media_path(real_pulsar: Standalone, tmp_path_factory: pytest.TempPathFactory
     pulsar_ = real_pulsar
     archives = build_archives(tmp_path_factory.mktemp("archives-unbatched"))
     pulsar_.admin("namespaces", "create", "public/wtpulsar")  # may exist already
+    pulsar_.admin("namespaces", "create", "public/wtpulsar-rooms")  # route's per-room outputs
     for name in NAMES:
         pulsar_.admin("functions", "create", "--function-config-file",
                       str(REPO / "deploy" / "functions" / f"{name}.yaml"), "--py", str(archives[name]), check=True)
@@ -105,5 +106,6 @@ def test_zz_cleanup_namespace(media_path: Standalone) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if media_path.admin("namespaces", "delete", "public/wtpulsar", "--force").returncode == 0:
+            media_path.admin("namespaces", "delete", "public/wtpulsar-rooms", "--force")
             return
         time.sleep(2)

@@ -59,7 +59,7 @@ def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalo
     code, out = deploy_cli(pulsar, root, "deploy")
     assert code == 0, out
     assert "with " + str(pulsar.home / "bin" / "pulsar-admin") in out  # Pulsar's own CLI did the work
-    assert "public/wtpulsar" in names(pulsar, "/admin/v2/namespaces/public")
+    assert {"public/wtpulsar", "public/wtpulsar-rooms"} <= set(names(pulsar, "/admin/v2/namespaces/public"))
     topics = names(pulsar, "/admin/v2/persistent/public/wtpulsar")
     assert {f"persistent://public/wtpulsar/{t}" for t in ("raw-video", "encoded", "segments", "chat-in")} <= set(topics)
     status, schema = rest(pulsar, "GET", "/admin/v2/schemas/public/wtpulsar/chat-in/schema")
@@ -90,5 +90,6 @@ def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalo
     assert code == 0, out
     assert names(pulsar, "/admin/v3/functions/public/wtpulsar") == []
     assert "public/wtpulsar" not in names(pulsar, "/admin/v2/namespaces/public")
+    assert "public/wtpulsar-rooms" not in names(pulsar, "/admin/v2/namespaces/public")
     code, out = deploy_cli(pulsar, root, "undeploy", rest_api=True)  # nothing left: still fine
     assert code == 0, out

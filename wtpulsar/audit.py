@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from schemas.framing import Kind
+from schemas.names import rooms_namespace
 from schemas.topics import INPUT_TOPIC
 from wtpulsar.audit_core import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
 
@@ -123,8 +124,9 @@ def collect_room(client: Any, room: str, tenant: str, namespace: str, kinds: lis
                     audit.add_input(frame)
             except BadMessage as exc:
                 audit.add_bad(f"{topic} {msg.message_id()}", exc)
+    rooms_base = f"persistent://{tenant}/{rooms_namespace(namespace)}/"
     for topic in out_topics:
-        for msg in read_all(client, base + topic):
+        for msg in read_all(client, rooms_base + topic):
             try:
                 segment = output_segment(msg.properties(), float(msg.publish_timestamp()), msg.partition_key())
             except BadMessage as exc:
@@ -140,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         kinds = _kinds(args.kinds)
-        listed = list_topics(args.admin_url, args.tenant, args.namespace) if args.admin_url else None
+        listed = list_topics(args.admin_url, args.tenant, rooms_namespace(args.namespace)) if args.admin_url else None
     except (ValueError, OSError) as exc:
         print(f"wtpulsar audit: {exc}", file=sys.stderr)
         return 2

@@ -16,18 +16,23 @@ import urllib.request
 from pathlib import Path
 
 from broker.auth import create_token
+from schemas.names import rooms_namespace
 
-NAMESPACE = "public/wtpulsar"
+NAMESPACE = "public/wtpulsar"  # input and intermediate topics
+ROOMS_NAMESPACE = "public/" + rooms_namespace("wtpulsar")  # route's per-room outputs, named at run time
 SUPERUSER = "admin"
 INGRESS = "ingress"
 CLI = "cli"
-# Topics each function writes; route's per-room outputs are named at run time, so route is granted
-# produce on the namespace (moderation still rejects chat not written by the ingress).
+# Topics each function writes in NAMESPACE, granted topic by topic. No function gets produce on the
+# whole of NAMESPACE: Pulsar's grants are a union of namespace and topic grants, so that would let it
+# write chat-in and the raw topics, which only the ingress may write.
 FUNCTION_OUTPUTS = {
     "transcode": ["encoded", "dead-letter"],
     "chunk": ["segments", "dead-letter"],
     "moderate": ["chat-approved", "moderation", "dead-letter"],
+    "route": ["unroutable", "dead-letter"],
 }
+ROOM_WRITERS = ("route",)  # functions granted produce on ROOMS_NAMESPACE
 
 
 def function_role(name: str) -> str:
@@ -58,15 +63,20 @@ def ensure(directory: Path, functions: list[str]) -> dict[str, Path]:
 
 def grants(functions: list[str]) -> list[tuple[str, str, list[str]]]:
     """(admin path under /admin/v2, role, actions) for every grant the pipeline needs."""
-    ns = f"namespaces/{NAMESPACE}/permissions"
-    out = [(f"{ns}/{INGRESS}", INGRESS, ["consume", "produce"]), (f"{ns}/{CLI}", CLI, ["consume"])]
+    ns, rooms = f"namespaces/{NAMESPACE}/permissions", f"namespaces/{ROOMS_NAMESPACE}/permissions"
+    out = [
+        (f"{ns}/{INGRESS}", INGRESS, ["consume", "produce"]),  # the only role that writes the inputs
+        (f"{rooms}/{INGRESS}", INGRESS, ["consume"]),  # egress to viewers, verdicts to senders
+        (f"{ns}/{CLI}", CLI, ["consume"]),  # `wtpulsar audit` reads the inputs too
+        (f"{rooms}/{CLI}", CLI, ["consume"]),
+    ]
     for name in functions:
         role = function_role(name)
-        if name in FUNCTION_OUTPUTS:
-            out.append((f"{ns}/{role}", role, ["consume"]))
-            out += [(f"persistent/{NAMESPACE}/{topic}/permissions/{role}", role, ["produce"]) for topic in FUNCTION_OUTPUTS[name]]
-        else:
-            out.append((f"{ns}/{role}", role, ["consume", "produce"]))
+        out.append((f"{ns}/{role}", role, ["consume"]))
+        out += [(f"persistent/{NAMESPACE}/{topic}/permissions/{role}", role, ["produce"])
+                for topic in FUNCTION_OUTPUTS.get(name, ["dead-letter"])]  # fmt: skip
+        if name in ROOM_WRITERS:
+            out.append((f"{rooms}/{role}", role, ["produce"]))
     return out
 
 

@@ -9,6 +9,10 @@ The FunctionConfigs name the deployable archive (`py: build/functions/X.zip`, bu
 package` for the cluster's Python); on the laptop the functions run from source instead, with
 `--py <functions-src>/<module>.py` as `pulsar-admin functions localrun --py` would. `--from-package`
 runs the archives as the YAMLs say.
+
+Security (SECURITY.md "make run"): a started broker has authentication on, with a role and token per
+part (wtpulsar/roles.py); the ingress signs chat with `<state>/chat-signing-key`, which moderate gets
+as its secret `chatSigningKey` (wtpulsar/chat_key.py).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from ingress.cli import page_url
+from ingress.cli import page_url, positive_int
 from wtpulsar.ports import Need
 from wtpulsar.ports import check as check_ports
 
@@ -54,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--public", action="store_true",
                    help="open the ingress (WebTransport and page) on every interface, not just 127.0.0.1, "
                         "e.g. to publish from another device; the broker stays on its own address")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="ingress processes sharing its ports (`wtpulsar ingress --workers`; default %(default)s)")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)
@@ -163,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, stop_all)
     signal.signal(signal.SIGTERM, stop_all)
 
-    def start(name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(cli + argv, start_new_session=True)
+    def start(name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(cli + argv, start_new_session=True, env={**os.environ, **env} if env else None)
         print(f"[up] starting {name} (pid {proc.pid}): wtpulsar {' '.join(argv)}", flush=True)
         children.append((name, proc))
         return proc
@@ -189,24 +195,32 @@ def run(args: argparse.Namespace) -> int:
             roles.apply(admin_url, auth[roles.SUPERUSER].read_text().strip(), [c.stem for c in configs])
         if not configs:
             print(f"[up] no FunctionConfig files in {args.functions}", file=sys.stderr)
+        from wtpulsar import chat_key
+
+        signing_key = chat_key.ensure(state).resolve()  # the ingress signs chat, moderate checks it
         for config in configs:
             py_args, code = code_override(config, args.functions_src, args.from_package)
             token_file = auth.get(f"fn-{config.stem}")
             auth_args = ["--client-auth-plugin", "org.apache.pulsar.client.impl.auth.AuthenticationToken",
                          "--client-auth-params", f"file://{token_file.resolve()}"] if token_file else []
             print(f"[up] function {config.stem} runs {code}", flush=True)
+            checks_chat = config.stem in chat_key.CHECKED_BY
             start(
                 f"function {config.stem}",
                 [
                     "functions", "localrun", "--function-config-file", str(config), *py_args,
                     "--broker-service-url", service_url, *auth_args,
+                    *(chat_key.localrun_args() if checks_chat else []),
                     "--state-dir", str(state / "functions"), "--nack-delay-ms", str(args.nack_delay_ms),
                 ],
+                env=chat_key.localrun_env(signing_key) if checks_chat else None,
             )
         ihost, iport = _split(args.ingress_http)
         ingress_token = ["--broker-token", f"file://{auth['ingress'].resolve()}"] if auth else []
         ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url,
-                                    *ingress_token, "--state-dir", str(state / "ingress")])
+                                    *ingress_token, "--chat-signing-key", f"file://{signing_key}",
+                                    "--state-dir", str(state / "ingress"),
+                                    "--workers", str(args.workers)])
         _wait_port(ihost, iport, ingress, "the ingress")
         for name, proc in children:  # a part that died while the others started
             if proc.poll() is not None:
