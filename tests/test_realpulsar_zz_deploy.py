@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,13 @@ def test_deploy_twice_then_undeploy_twice_on_apache_pulsar(real_pulsar: Standalo
     assert {"public/wtpulsar", "public/wtpulsar-rooms"} <= set(names(pulsar, "/admin/v2/namespaces/public"))
     topics = names(pulsar, "/admin/v2/persistent/public/wtpulsar")
     assert {f"persistent://public/wtpulsar/{t}" for t in ("raw-video", "encoded", "segments", "chat-in")} <= set(topics)
+    # Read back until it is there: once, on a loaded machine, Pulsar answered 404 "Schema not found"
+    # right after pulsar-admin's upload had succeeded, and 200 on the next run.
+    deadline = time.monotonic() + 20
     status, schema = rest(pulsar, "GET", "/admin/v2/schemas/public/wtpulsar/chat-in/schema")
+    while status == 404 and time.monotonic() < deadline:
+        time.sleep(1)
+        status, schema = rest(pulsar, "GET", "/admin/v2/schemas/public/wtpulsar/chat-in/schema")
     assert status == 200 and schema["type"] == "JSON", schema
     assert sorted(names(pulsar, "/admin/v3/functions/public/wtpulsar")) == sorted(FUNCTIONS)
     for name in FUNCTIONS:
