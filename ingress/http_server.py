@@ -17,13 +17,13 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ingress import clock
-from ingress.egress import Item, VerdictFollower, ViewerSink
+from ingress.app import IngressApp, SessionRefused
 from ingress.hls_http import add_hls_routes
 from ingress.page import add_page_routes
 from ingress.publishing import PublishingShell
-from ingress.server import IngressApp, SessionRefused
 from ingress.session import PublisherSession
 from ingress.tokens import Role
+from ingress.viewer import Item, ViewerSink
 from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ class _Writer:
             self.task.cancel()
 
 
-class WsPublisher(VerdictFollower, PublishingShell):
+class WsPublisher(PublishingShell):
     transport = "websocket"
 
     def __init__(self, app: IngressApp, core: PublisherSession, address: str, ws: web.WebSocketResponse) -> None:

@@ -24,10 +24,11 @@ from ingress.session import (
     Rejected,
     Send,
 )
+from ingress.verdicts import VerdictFollower
 from schemas.framing import CloseCode
 
 if TYPE_CHECKING:
-    from ingress.server import IngressApp
+    from ingress.app import IngressApp
 
 log = logging.getLogger(__name__)
 _MEDIA = frozenset(kind.name.lower() for kind in MEDIA_KINDS)
@@ -48,6 +49,8 @@ class PublishingShell:
         self._ack_flush_scheduled = False
         self._was_paused = False
         self.ended = False
+        # once the session has sent chat, verdicts about its frames come back through handle()
+        self.verdicts = VerdictFollower(app.egress, core, self.handle)
         # kind -> (frames counter, bytes counter) children: labels() per frame is a lock + dict lookup
         self._kind_metrics: dict[str, tuple[Any, Any]] = {}
 
@@ -108,6 +111,11 @@ class PublishingShell:
                 metrics.rejected.labels(action.what).inc()
         self._check_pause()
         self.flush()
+        if not self.ended:
+            self.verdicts.after(actions)
+
+    def stop_following_verdicts(self) -> None:
+        self.verdicts.stop()
 
     def end_streams(self, reason: str) -> int:
         """The session ended (``reason``: left, timeout, closed): publish an end of stream for each media

@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 import pulsar
 
-from ingress.egress import Item, RoomFeed, ViewerSink, ViewerTracks
+from ingress.egress import RoomFeed
 from ingress.names import room_topic_url
+from ingress.viewer import Item, ViewerSink, ViewerTracks
 from ingress.wt_client import open_webtransport
 from schemas import framing as f
 from schemas.framing import Kind
