@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from ingress.join_from_end import JoinFinder, PulsarTopic
 from ingress.names import room_topic, room_topic_url
 from ingress.verdicts import VerdictWatch, verdict_topic
-from ingress.viewer import GROUPED_KINDS, DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
+from ingress.viewer import GROUPED_KINDS, DeliveryDedup, Item, JoinPoint, RoomFanout, ViewerSink, ViewerTracks
 from schemas.framing import Kind
 
 if TYPE_CHECKING:
@@ -37,28 +37,26 @@ log = logging.getLogger(__name__)
 READ_TIMEOUT_MS = 100
 
 
-class RoomFeed:
-    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers.
+class TopicReader:
+    """A thread that reads one topic and hands each message to the event loop (``_on_item``), and says
+    once when it has read what the topic held (``_caught_up``). RoomFeed and VerdictFeed say what then."""
 
-    The join point is found from the topic's end (join_from_end.JoinFinder), not by reading the topic
-    from its start, unless the hub says otherwise (IngressConfig.join_from_end)."""
-
-    from_end = True
+    from_end = False  # find the join point from the topic's end (join_from_end.JoinFinder)
 
     def __init__(self, hub: EgressHub, short_name: str, kind: Kind) -> None:
         self.hub = hub
         self.short_name = short_name
         self.kind = kind
-        self.viewers: set[ViewerTracks] = set()
-        # viewers that joined while there was no live stream to join: primed by the next one's first message
-        self.unprimed: set[ViewerTracks] = set()
-        self.caught_up = False
-        self.join_point = JoinPoint(kind)
-        self.dedup = DeliveryDedup()  # so the join point never caches a repeated copy either
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str = ""
         self.search: Any = None  # the JoinSearch of a feed that joined from the end (what it read, seeks)
+
+    def _on_item(self, item: Item) -> None:
+        raise NotImplementedError
+
+    def _caught_up(self) -> None:
+        raise NotImplementedError
 
     def start(self, loop: asyncio.AbstractEventLoop, client: Any) -> None:
         self._thread = threading.Thread(target=self._run, args=(loop, client), daemon=True,
@@ -123,60 +121,41 @@ class RoomFeed:
             except Exception:
                 pass
 
-    # ---- on the event loop ---------------------------------------------------------------
+
+class RoomFeed(TopicReader):
+    """Tails one output topic; keeps the late-joiner snapshot; fans out to subscribed viewers.
+
+    The join point is found from the topic's end (join_from_end.JoinFinder), not by reading the topic
+    from its start, unless the hub says otherwise (IngressConfig.join_from_end)."""
+
+    from_end = True
+
+    def __init__(self, hub: EgressHub, short_name: str, kind: Kind) -> None:
+        super().__init__(hub, short_name, kind)
+        self.fanout = RoomFanout(kind, hub.stale_after * 1000.0)  # viewers, join point, dedup (viewer.py)
+
+    # ---- on the event loop: the fan-out decides (viewer.RoomFanout), the feed flushes ----------
     def _on_item(self, item: Item) -> None:
-        if not self.dedup.accept(item.kind, item.properties, item.payload):
-            return
-        self.join_point.remember(item)
-        if self.caught_up:
-            # The same Item (and so the same record bytes, item.record()) goes to every viewer.
-            unprimed = self.unprimed
-            for viewer in list(self.viewers):
-                if viewer not in unprimed:
-                    viewer.offer(item)
-                elif not item.is_end and self._joinable():  # a stream (re)started: from its init on
-                    unprimed.discard(viewer)
-                    self._replay(viewer)
+        if self.fanout.offer(item, time.time() * 1000.0):
+            self._flush()
+
+    def _caught_up(self) -> None:
+        if self.fanout.catch_up(time.time() * 1000.0):
             self._flush()
 
     def _flush(self) -> None:
         """Hand what this feed just wrote to its viewers' transports (not every viewer of the process)."""
-        for viewer in self.viewers:
+        for viewer in self.fanout.viewers:
             viewer.sink.flush()
 
-    def _caught_up(self) -> None:
-        if self.caught_up:
-            return
-        self.caught_up = True
-        for viewer in list(self.viewers):
-            self._join(viewer)
-        self._flush()
-
-    def _joinable(self) -> bool:
-        return self.join_point.live(time.time() * 1000.0, self.hub.stale_after * 1000.0)
-
-    def _join(self, viewer: ViewerTracks) -> None:
-        """A viewer arrives: the join point if a stream is live, else nothing until one starts."""
-        if self._joinable():
-            self._replay(viewer)
-        else:
-            self.unprimed.add(viewer)
-
-    def _replay(self, viewer: ViewerTracks) -> None:
-        for item in self.join_point.snapshot():
-            viewer.offer(item)
-
     def add(self, viewer: ViewerTracks) -> None:
-        self.viewers.add(viewer)
-        if self.caught_up:
-            self._join(viewer)
+        self.fanout.add(viewer, time.time() * 1000.0)
 
     def discard(self, viewer: ViewerTracks) -> None:
-        self.viewers.discard(viewer)
-        self.unprimed.discard(viewer)
+        self.fanout.discard(viewer)
 
 
-class VerdictFeed(RoomFeed):
+class VerdictFeed(TopicReader):
     """Tails ``room-<room>-moderation`` from the start. Nothing is replayed: a session waits only for
     verdicts about frames it sent after it began following, and reading from the earliest message
     means a verdict written before this reader was positioned is still seen (no start-up race)."""
@@ -194,7 +173,7 @@ class VerdictFeed(RoomFeed):
                 watch.deliver(item.properties, item.payload)
 
     def _caught_up(self) -> None:
-        self.caught_up = True
+        """Nothing to replay: a session waits only for verdicts about frames it sent after following."""
 
 
 def _per_kind(child: Callable[[str], Any]) -> Callable[[Kind], None]:
@@ -261,7 +240,7 @@ class EgressHub:
         self._sinks.discard(viewer.sink)
         for short, feed in list(self.feeds.items()):
             feed.discard(viewer)
-            if not feed.viewers:
+            if not feed.fanout.viewers:
                 feed.stop()
                 del self.feeds[short]
 
@@ -290,7 +269,7 @@ class EgressHub:
             sink.flush()
 
     async def close(self) -> None:
-        feeds: list[RoomFeed] = [*self.feeds.values(), *self.verdict_feeds.values()]
+        feeds: list[TopicReader] = [*self.feeds.values(), *self.verdict_feeds.values()]
         self.feeds.clear()
         self.verdict_feeds.clear()
         for feed in feeds:

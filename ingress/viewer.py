@@ -4,6 +4,9 @@
 - ``DeliveryDedup``: drops what at-least-once delivery repeats (the egress and ``wtpulsar consume``).
 - ``JoinPoint``: what a late joiner needs from one topic (latest init segment and the group since the
   latest keyframe, or the last few chat messages), and whether a stream is live to join.
+- ``RoomFanout``: one topic's viewers in this process: each Item deduplicated once for all of them,
+  remembered in the join point and offered to every viewer; a viewer who arrives gets the join point if
+  a stream is live, else waits (unprimed) for the next stream's first message.
 - ``ViewerTracks``: per viewer, what goes on which stream: media one group (keyframe to keyframe) per
   stream; a viewer whose stream backs up past a byte budget has that group cancelled and resumes at the
   next keyframe instead of queuing (the skip policy; docs/media-and-webtransport.md §1.8); audio behind
@@ -332,3 +335,68 @@ class ViewerTracks:
             if track.handle is not None:
                 self.sink.end_group(track.handle)
                 track.handle = None
+
+
+class RoomFanout:
+    """One output topic's viewers in this process (egress.RoomFeed reads the topic and calls this on
+    the event loop). The caller says the time (``now_ms``) and flushes the sinks when a call returns
+    True (something may have been written)."""
+
+    def __init__(self, kind: Kind, stale_ms: float) -> None:
+        self.kind = kind
+        self.stale_ms = stale_ms  # a join point older than this is a stream that is over (JoinPoint.live)
+        self.viewers: set[ViewerTracks] = set()
+        # viewers that joined while there was no live stream to join: primed by the next one's first message
+        self.unprimed: set[ViewerTracks] = set()
+        self.caught_up = False  # the reader has read what the topic held when it started: viewers may join
+        self.join_point = JoinPoint(kind)
+        self.dedup = DeliveryDedup()  # once for all viewers, so the join point never caches a repeat either
+
+    def offer(self, item: Item, now_ms: float) -> bool:
+        """A message read from the topic; True when viewers were offered it."""
+        if not self.dedup.accept(item.kind, item.properties, item.payload):
+            return False
+        self.join_point.remember(item)
+        if not self.caught_up:
+            return False
+        # The same Item (and so the same record bytes, item.record()) goes to every viewer.
+        unprimed = self.unprimed
+        for viewer in list(self.viewers):
+            if viewer not in unprimed:
+                viewer.offer(item)
+            elif not item.is_end and self._joinable(now_ms):  # a stream (re)started: from its init on
+                unprimed.discard(viewer)
+                self._replay(viewer)
+        return True
+
+    def catch_up(self, now_ms: float) -> bool:
+        """The reader reached the topic's end once: the viewers who came meanwhile join now."""
+        if self.caught_up:
+            return False
+        self.caught_up = True
+        for viewer in list(self.viewers):
+            self._join(viewer, now_ms)
+        return True
+
+    def add(self, viewer: ViewerTracks, now_ms: float) -> None:
+        self.viewers.add(viewer)
+        if self.caught_up:
+            self._join(viewer, now_ms)
+
+    def discard(self, viewer: ViewerTracks) -> None:
+        self.viewers.discard(viewer)
+        self.unprimed.discard(viewer)
+
+    def _joinable(self, now_ms: float) -> bool:
+        return self.join_point.live(now_ms, self.stale_ms)
+
+    def _join(self, viewer: ViewerTracks, now_ms: float) -> None:
+        """A viewer arrives: the join point if a stream is live, else nothing until one starts."""
+        if self._joinable(now_ms):
+            self._replay(viewer)
+        else:
+            self.unprimed.add(viewer)
+
+    def _replay(self, viewer: ViewerTracks) -> None:
+        for item in self.join_point.snapshot():
+            viewer.offer(item)
