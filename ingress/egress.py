@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ingress.broker_auth import client_kwargs
 from ingress.join_from_end import JoinFinder, PulsarTopic
 from ingress.names import room_topic, room_topic_url
 from ingress.verdicts import VerdictWatch, verdict_topic
@@ -212,8 +213,6 @@ class EgressHub:
                 self._client = self._client_factory()
             else:
                 import pulsar
-
-                from ingress.broker_auth import client_kwargs
 
                 self._client = pulsar.Client(self.config.broker_service_url,
                                              logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
