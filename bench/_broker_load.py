@@ -116,11 +116,13 @@ class _Receiver(threading.Thread):
             self.error = exc
 
 
-def run_scenario(service_url: str, scenario: Scenario, limits: Limits, client_log: Path) -> RunResult:
+def run_scenario(service_url: str, scenario: Scenario, limits: Limits, client_log: Path,
+                 domain: str = "persistent") -> RunResult:
+    """`domain` "non-persistent" runs the same scenario on a non-persistent topic."""
     import pulsar
 
     result = RunResult()
-    topic = f"persistent://public/default/bench-{scenario.key}-{uuid.uuid4().hex[:8]}"
+    topic = f"{domain}://public/default/bench-{scenario.key}-{uuid.uuid4().hex[:8]}"
 
     def client() -> pulsar.Client:
         return pulsar.Client(service_url, operation_timeout_seconds=limits.operation_timeout_s,

@@ -170,7 +170,7 @@ class Tally:
         self.latencies = []
 
 
-class _CountingRecords(list):  # type: ignore[type-arg]
+class _CountingRecords(list):  # type: ignore[type-arg]  # stands in for the client's list of any records
     """Replaces a wt_client's record list: each record is counted as it is parsed, none is kept."""
 
     def __init__(self, tally: Tally, viewer: ViewerCount) -> None:

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from broker.admin_guard import check_request
 from broker.names import InvalidTopicName, TopicName
+from broker.partitioned_stats import aggregate as aggregate_partitions
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService, NamespaceNotFound
 from broker.subscription import EXCLUSIVE, FAILOVER, SUB_TYPE_NAMES
@@ -42,6 +43,14 @@ def tracks_unacked(sub: Any) -> bool:
     return sub.sub_type not in (EXCLUSIVE, FAILOVER)
 
 
+def publisher_stats(producer: Any) -> dict[str, Any]:
+    connection = producer.connection
+    return {"producerName": producer.name, "producerId": producer.producer_id,
+            "accessMode": pb.ProducerAccessMode.Name(producer.access_mode),
+            "address": getattr(connection, "peer", ""), "connectedSince": getattr(connection, "connected_since", ""),
+            "clientVersion": getattr(connection, "client_version", "")}
+
+
 def topic_stats(topic: Topic) -> dict[str, Any]:
     subs: dict[str, Any] = {}
     for name, sub in topic.subscriptions.items():
@@ -54,10 +63,13 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
             "msgRateExpired": 0.0,
             "expiredMessages": sub.expired_counter,
             "isDurable": sub.durable,
+            "durable": sub.durable,  # Pulsar gives both names
+            "bytesOutCounter": sub.bytes_out_counter,
             "markDeletePosition": "{}:{}".format(*topic.log.position_before(sub.mark_delete + 1)),
             "consumers": [
                 {
                     "consumerName": c.name,
+                    "clientVersion": c.connection.client_version if c.connection is not None else "",
                     "availablePermits": c.permits,
                     "unackedMessages": len(c.pending) if counted else 0,
                     "msgOutCounter": c.messages_out,
@@ -69,7 +81,11 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
                 for c in sub.consumers
             ],
         }
+        if sub.sub_type in (EXCLUSIVE, FAILOVER) and sub.active is not None:
+            subs[name]["activeConsumerName"] = sub.active.name
     rates = getattr(topic, "rates", {})
+    if not topic.name.persistent:
+        return non_persistent_stats(topic, subs, rates)
     return {
         "msgRateIn": rates.get("msg_in", 0.0),
         "msgRateOut": rates.get("msg_out", 0.0),
@@ -82,11 +98,38 @@ def topic_stats(topic: Topic) -> dict[str, Any]:
         "storageSize": topic.log.size_bytes,
         "backlogSize": sum(s.backlog() for s in topic.subscriptions.values()),
         "publishers": [
-            {"producerName": p.name, "accessMode": pb.ProducerAccessMode.Name(p.access_mode), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in}
-            for p in topic.producers.values()
+            {**publisher_stats(p), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in} for p in topic.producers.values()
         ],
         "subscriptions": subs,
         "deduplicationStatus": "Enabled" if topic.dedup_enabled else "Disabled",
+    }
+
+
+def non_persistent_stats(topic: Topic, subs: dict[str, Any], rates: dict[str, float]) -> dict[str, Any]:
+    """Pulsar's NonPersistentTopicStats: nothing stored and no backlog, plus the drop rates
+    (topic, each subscription, each publisher); no de-duplication status (docs/non-persistent.md)."""
+    drop_rates = topic.drop_rates
+    for name, body in subs.items():
+        body["msgDropRate"] = drop_rates.get(name, 0.0)
+        body.pop("markDeletePosition", None)
+        body.pop("activeConsumerName", None)  # not in NonPersistentSubscriptionStats
+    return {
+        "msgRateIn": rates.get("msg_in", 0.0),
+        "msgRateOut": rates.get("msg_out", 0.0),
+        "msgThroughputIn": rates.get("bytes_in", 0.0),
+        "msgThroughputOut": rates.get("bytes_out", 0.0),
+        "msgDropRate": rates.get("msg_drop", 0.0),
+        "msgInCounter": topic.msg_in,
+        "bytesInCounter": topic.bytes_in,
+        "msgOutCounter": topic.msg_out,
+        "bytesOutCounter": topic.bytes_out,
+        "storageSize": 0,
+        "backlogSize": 0,
+        "publishers": [
+            {**publisher_stats(p), "msgInCounter": p.messages_in, "bytesInCounter": p.bytes_in, "msgDropRate": 0.0}
+            for p in topic.producers.values()
+        ],
+        "subscriptions": subs,
     }
 
 
@@ -422,7 +465,7 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             return _error(412, str(exc))
         topic = service.get_topic(name, create=False) if name.namespace_name in service.namespaces else None
         if topic is None:
-            return _error(404, "Topic not found")
+            return _error(404, f"Topic {name} not found")  # Pulsar's reason, naming the topic
         return web.json_response(topic_stats(topic))
 
     @routes.get(r"/admin/v2/{domain:persistent|non-persistent}/{tenant}/{ns}/{topic}/partitioned-stats")
@@ -439,8 +482,8 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             topic = service.get_topic(name.partition(i), create=True)
             assert topic is not None
             parts[str(name.partition(i))] = topic_stats(topic)
-        total = {k: sum(p[k] for p in parts.values()) for k in ("msgInCounter", "msgOutCounter", "storageSize", "msgRateIn", "msgRateOut")}
-        return web.json_response({**total, "metadata": {"partitions": count}, "partitions": parts})
+        per_partition = request.query.get("perPartition", "true").lower() != "false"
+        return web.json_response(aggregate_partitions(count, parts, per_partition))
 
     @routes.get(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
     async def get_schema(request: web.Request) -> web.Response:
@@ -452,7 +495,8 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
         if latest is None:
             return _error(404, "Schema not found")
         return web.json_response(
-            {"version": latest.version, "type": pb.Schema.Type.Name(latest.type).upper(), "data": latest.data.decode("utf-8", "replace"), "properties": dict(latest.properties)}
+            {"version": latest.version, "type": pb.Schema.Type.Name(latest.type).upper(), "timestamp": latest.timestamp,
+             "data": latest.data.decode("utf-8", "replace"), "properties": dict(latest.properties)}
         )
 
     @routes.post(r"/admin/v2/schemas/{tenant}/{ns}/{topic}/schema")
@@ -478,7 +522,7 @@ def build_app(server: Any, listen_host: str = "127.0.0.1", listen_port: list[int
             return _error(409, str(exc))
         if added:
             service.save_schemas(name)
-        return web.json_response({"version": version.version})
+        return web.json_response({"version": {"version": version.version}})  # Pulsar's PostSchemaResponse
 
     app = web.Application(middlewares=[guard])
     app.add_routes(routes)
@@ -503,10 +547,10 @@ def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
     last = state.get("time")
     state["time"] = now
     for key, topic in service.topics.items():
-        counters = (topic.msg_in, topic.bytes_in, topic.msg_out, topic.bytes_out)
-        previous = state.get(key)
+        counters = (topic.msg_in, topic.bytes_in, topic.msg_out, topic.bytes_out, topic.msg_dropped)
+        previous = state.get(key, (0, 0, 0, 0, 0))  # a topic new since the last call: all it did counts
         state[key] = counters
-        if last is None or previous is None or now <= last:
+        if last is None or now <= last:
             continue
         span = now - last
         topic.rates = {  # type: ignore[attr-defined]  # the admin server hangs its rate figures on the topic
@@ -514,4 +558,14 @@ def update_rates(service: BrokerService, state: dict[str, Any]) -> None:
             "bytes_in": (counters[1] - previous[1]) / span,
             "msg_out": (counters[2] - previous[2]) / span,
             "bytes_out": (counters[3] - previous[3]) / span,
+            "msg_drop": (counters[4] - previous[4]) / span,
         }
+        if not topic.name.persistent:
+            topic.drop_rates = {
+                name: (sub.msg_drop_counter - state.get(f"{key} {name}", 0)) / span
+                for name, sub in topic.subscriptions.items()
+            }
+    for key, topic in service.topics.items():
+        if not topic.name.persistent:
+            for name, sub in topic.subscriptions.items():
+                state[f"{key} {name}"] = sub.msg_drop_counter

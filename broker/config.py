@@ -38,6 +38,9 @@ class BrokerConfig:
     # machine crash); "fsync": fdatasync (group commit) before receipts, surviving power loss too.
     sync_mode: str = "write"
     housekeeping_interval: float = 0.1  # s: cursor persistence, delayed delivery, TTL, trimming
+    # s a non-persistent topic may sit without producers and subscriptions before it is dropped
+    # (Pulsar: brokerDeleteInactiveTopicsFrequencySeconds=60 in conf/standalone.conf)
+    inactive_non_persistent_seconds: float = 60.0
     server_version: str = "wtpulsar-broker-0.1.0"
     extra: dict[str, str] = field(default_factory=dict)
 

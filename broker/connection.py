@@ -51,6 +51,17 @@ E = pb  # ServerError values live at module level of the generated code
 _MESSAGE_ID_MAX = (1 << 63) - 1
 
 
+def busy_reason(sub: Subscription | None, sub_name: str, sub_type: int) -> str | None:
+    """Why a consumer of `sub_type` cannot join a subscription that has consumers, or None."""
+    if sub is None or not sub.consumers:
+        return None
+    if sub.sub_type != sub_type:
+        return f"Subscription {sub_name} is of type {SUB_TYPE_NAMES[sub.sub_type]}; cannot attach a {SUB_TYPE_NAMES.get(sub_type, sub_type)} consumer"
+    if sub_type == EXCLUSIVE:
+        return f"Exclusive consumer is already connected to subscription {sub_name}"
+    return None
+
+
 class ServerConnection:
     def __init__(self, service: BrokerService, send: Callable[[bytes], None], close: Callable[[], None], peer: str = "", now: float | None = None) -> None:
         self.service = service
@@ -444,18 +455,26 @@ class ServerConnection:
         sub_type = body.subType
         durable = body.durable
         sub_name = body.subscription
-        if durable:
+        if not name.persistent:
+            # Consumers and readers alike get a subscription without a cursor (docs/non-persistent.md).
+            sub = topic.subscriptions.get(sub_name)
+            busy = busy_reason(sub, sub_name, sub_type)
+            if busy is not None:
+                self.error(request_id, pb.ConsumerBusy, busy)
+                return
+            if sub is None:
+                sub = topic.open_non_persistent(sub_name, sub_type)
+            elif not sub.consumers:
+                sub.sub_type = sub_type
+        elif durable:
             sub = topic.subscriptions.get(sub_name)
             if sub is not None and not sub.durable:
                 self.error(request_id, pb.ConsumerBusy, f"subscription {sub_name} is a reader cursor")
                 return
-            if sub is not None and sub.consumers:
-                if sub.sub_type != sub_type:
-                    self.error(request_id, pb.ConsumerBusy, f"Subscription {sub_name} is of type {SUB_TYPE_NAMES[sub.sub_type]}; cannot attach a {SUB_TYPE_NAMES.get(sub_type, sub_type)} consumer")
-                    return
-                if sub_type == EXCLUSIVE:
-                    self.error(request_id, pb.ConsumerBusy, f"Exclusive consumer is already connected to subscription {sub_name}")
-                    return
+            busy = busy_reason(sub, sub_name, sub_type)
+            if busy is not None:
+                self.error(request_id, pb.ConsumerBusy, busy)
+                return
             if sub is None:
                 sub = topic.create_subscription(sub_name, sub_type, True, body.initialPosition == pb.CommandSubscribe.Earliest)
             elif not sub.consumers:
@@ -560,6 +579,10 @@ class ServerConnection:
                 self.write(command(T.ACK_RESPONSE, consumer_id=body.consumer_id, request_id=body.request_id, error=pb.ConsumerNotFound, message="Consumer not found"))
             return
         consumer, sub, topic = found
+        if not topic.name.persistent:  # nothing is kept, so there is nothing to acknowledge
+            if body.HasField("request_id"):
+                self.write(command(T.ACK_RESPONSE, consumer_id=body.consumer_id, request_id=body.request_id))
+            return
         if body.ack_type == pb.CommandAck.Cumulative:
             if sub.sub_type in (SHARED, KEY_SHARED):
                 if body.HasField("request_id"):
@@ -581,6 +604,8 @@ class ServerConnection:
         if found is None:
             return
         consumer, sub, topic = found
+        if not topic.name.persistent:  # nothing kept to deliver again
+            return
         ids = [self._offset(topic, m) for m in body.message_ids] if body.message_ids else None
         sub.redeliver(consumer, ids)
         sub.dispatch(now_ms())
@@ -612,6 +637,9 @@ class ServerConnection:
             self.error(body.request_id, pb.MetadataError, "Consumer not found")
             return
         consumer, sub, topic = found
+        if not topic.name.persistent:  # Pulsar accepts the seek and changes nothing: there is no cursor
+            self.success(body.request_id)
+            return
         if body.HasField("message_publish_time"):
             target = topic.log_end
             for offset in range(topic.log.start_offset, topic.log_end):
@@ -646,6 +674,10 @@ class ServerConnection:
             self.error(body.request_id, pb.ConsumerNotFound, "Consumer not found")
             return
         consumer, sub, topic = found
+        if not topic.name.persistent:
+            # Pulsar 4.0.8 refuses this on a non-persistent topic too, with UnknownError.
+            self.error(body.request_id, pb.UnknownError, f"{topic.name} is non-persistent: it keeps no messages, so it has no last message id")
+            return
         partition = topic.name.partition_index
         end = topic.durable_end
         if end > topic.log.start_offset:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ class SchemaVersion:
     type: int
     data: bytes
     properties: tuple[tuple[str, str], ...]
+    timestamp: int = 0  # ms since the epoch when registered (0: saved before it was kept)
 
     @property
     def version_bytes(self) -> bytes:
@@ -40,12 +42,13 @@ class SchemaVersion:
         return schema
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "type": self.type, "data": self.data.hex(), "properties": list(self.properties)}
+        return {"version": self.version, "type": self.type, "data": self.data.hex(), "properties": list(self.properties),
+                "timestamp": self.timestamp}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SchemaVersion:
         props = tuple((str(k), str(v)) for k, v in data.get("properties", []))
-        return cls(int(data["version"]), int(data["type"]), bytes.fromhex(data["data"]), props)
+        return cls(int(data["version"]), int(data["type"]), bytes.fromhex(data["data"]), props, int(data.get("timestamp", 0)))
 
 
 def _fields(definition: bytes) -> dict[str, bool] | None:
@@ -114,6 +117,6 @@ class SchemaRegistry:
         if not allow_add:
             raise IncompatibleSchema("the topic is in use and has no schema; a consumer cannot register one")
         props = tuple((kv.key, kv.value) for kv in schema.properties)
-        version = SchemaVersion(len(self.versions), schema.type, data, props)
+        version = SchemaVersion(len(self.versions), schema.type, data, props, int(time.time() * 1000))
         self.versions.append(version)
         return version, True

@@ -318,8 +318,24 @@ class BrokerService:
             log.warning("closing connection from %s: no CONNECT within %.0f s", connection.peer, self.config.handshake_timeout)
             connection.abort()
 
+    def drop_inactive_non_persistent(self, now: float) -> list[str]:
+        """Forget non-persistent topics that have had no producer and no subscription for
+        `inactive_non_persistent_seconds` (they hold nothing; docs/non-persistent.md §5). The names dropped."""
+        dropped = []
+        for key, topic in list(self.topics.items()):
+            if topic.name.persistent:
+                continue
+            if topic.producers or topic.subscriptions or self.partitions_of(topic.name) > 0:
+                topic.last_active = now
+            elif now - topic.last_active >= self.config.inactive_non_persistent_seconds:
+                del self.topics[key]
+                self._dirty.discard(topic)
+                dropped.append(key)
+        return dropped
+
     def housekeeping(self) -> None:
         self.expire_handshakes(time.monotonic())
+        self.drop_inactive_non_persistent(time.monotonic())
         now = now_ms()
         retention_ms = self.config.retention_minutes * 60_000
         retention_bytes = self.config.retention_mb * 1024 * 1024

@@ -79,6 +79,8 @@ class Subscription:
         self._rr = 0
         self.properties: dict[str, str] = {}
         self.msg_out_counter = 0
+        self.bytes_out_counter = 0
+        self.msg_drop_counter = 0  # non-persistent topics: messages no consumer could take
         self.expired_counter = 0
         self.journal_ops: list[list[Any]] = []  # acks applied since the last journal flush
 
@@ -264,6 +266,15 @@ class Subscription:
             return None  # earlier entries of this key are still held by another consumer
         return target
 
+    def choose_now(self, meta: EntryMeta) -> Consumer | None:
+        """For a message that cannot wait (non-persistent topics): Shared, the next consumer in
+        round-robin order with permits; Key_Shared, the consumer its key maps to, permits or not."""
+        if not self.consumers:
+            return None
+        if self.sub_type == SHARED:
+            return self._choose(-1, meta)
+        return self._slot_consumer(meta.slot)
+
     def _slot_consumer(self, slot: int) -> Consumer | None:
         sticky = [c for c in self.consumers if c.sticky_ranges]
         if sticky:
@@ -293,6 +304,7 @@ class Subscription:
         consumer.messages_out += cost
         consumer.bytes_out += len(entry)
         self.msg_out_counter += cost
+        self.bytes_out_counter += len(entry)
         consumer.deliver(consumer, offset, meta, entry, self.redelivery_counts.get(offset, 0), ack_set)
 
     def _release_pending(self, offset: int) -> None:

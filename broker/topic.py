@@ -26,11 +26,12 @@ from typing import Any
 
 import mmh3
 
+from broker import non_persistent
 from broker.names import TopicName
 from broker.paths import inside
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.storage import LedgerIds, TopicLog, read_json, write_json_atomic
-from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, Consumer, Subscription
+from broker.subscription import HASH_RANGE, Consumer, Subscription
 from broker.wire import parse_entry_metadata
 from schemas.names import file_name
 
@@ -161,7 +162,10 @@ class Topic:
         self.bytes_in = 0
         self.msg_out = 0
         self.bytes_out = 0
+        self.msg_dropped = 0  # non-persistent: messages some subscription could not hand over
+        self.drop_rates: dict[str, float] = {}  # non-persistent: per subscription, set by the admin server
         self.created = time.time()
+        self.last_active = time.monotonic()  # non-persistent: last seen with a producer or subscription
         if directory is not None:
             self._load()
 
@@ -263,6 +267,8 @@ class Topic:
         return self.log.read(offset)
 
     def message_id(self, offset: int) -> pb.MessageIdData:
+        if not self.name.persistent:
+            return non_persistent.message_id(self.name.partition_index)
         ledger_id, entry_id = self.log.position(offset)
         return pb.MessageIdData(ledgerId=ledger_id, entryId=entry_id, partition=self.name.partition_index)
 
@@ -276,13 +282,13 @@ class Topic:
         name = producer.name
         is_chunk = metadata.HasField("num_chunks_from_msg") and metadata.num_chunks_from_msg > 1
         seq = send.sequence_id
+        if not self.name.persistent:
+            self._publish_non_persistent(producer, send, entry, metadata)
+            return
         if self.dedup_enabled and self._is_duplicate(name, seq, send.highest_sequence_id, is_chunk, metadata):
             producer.receipts.append(Receipt(seq, send.highest_sequence_id, None, True))
             self._pending_producers.add(producer)
             self.service.mark_dirty(self)
-            return
-        if not self.name.persistent:
-            self._publish_non_persistent(producer, send, entry, metadata)
             return
         offset = self.log.append(entry, metadata.publish_time)
         self._metas.append(entry_meta_of(metadata, len(entry)))
@@ -312,24 +318,36 @@ class Topic:
         return max(seq, highest) <= hwm
 
     def _publish_non_persistent(self, producer: Producer, send: pb.CommandSend, entry: bytes, metadata: pb.MessageMetadata) -> None:
-        """Nothing is stored: each subscription's next consumer with permits gets it, or nobody."""
-        offset = self.log.end_offset
-        self.log.append(entry)
+        """Nothing is stored and nothing is de-duplicated: each subscription hands the message to a
+        consumer with permits now, or drops it (broker/non_persistent.py); the receipt says 0:0."""
         meta = entry_meta_of(metadata, len(entry))
-        self._metas.append(meta)
-        for sub in self.subscriptions.values():
-            consumer = sub.active if sub.sub_type in (EXCLUSIVE, FAILOVER) else sub._choose(offset, meta)
-            if consumer is not None and consumer.permits > 0:
-                consumer.permits -= meta.num_messages
-                consumer.deliver(consumer, offset, meta, entry, 0, None)
+        count = meta.num_messages
+        for decision in non_persistent.route(self.subscriptions.values(), meta):
+            sub = self.subscriptions[decision.subscription]
+            if isinstance(decision, non_persistent.Drop):
+                sub.msg_drop_counter += decision.messages
+                self.msg_dropped += decision.messages
+                continue
+            consumer = decision.consumer
+            consumer.permits -= count
+            consumer.messages_out += count
+            consumer.bytes_out += len(entry)
+            sub.msg_out_counter += count
+            sub.bytes_out_counter += len(entry)
+            consumer.deliver(consumer, non_persistent.NO_OFFSET, meta, entry, 0, None)
         self.msg_in += send.num_messages or 1
         self.bytes_in += len(entry)
-        producer.receipts.append(Receipt(send.sequence_id, send.highest_sequence_id, offset, True))
+        producer.messages_in += send.num_messages or 1
+        producer.bytes_in += len(entry)
+        producer.receipts.append(Receipt(send.sequence_id, send.highest_sequence_id, non_persistent.NO_OFFSET, True))
         self._pending_producers.add(producer)
         self.service.mark_dirty(self)
-        self.log.trim(offset + 1)
-        if len(self._metas) > 1024:  # only the id counter matters for non-persistent topics
-            self._metas.drop_before(offset)
+
+    def open_non_persistent(self, name: str, sub_type: int) -> Subscription:
+        """A non-persistent topic's subscription: no cursor, gone when its last consumer leaves."""
+        sub = Subscription(self, name, sub_type, False, -1)
+        self.subscriptions[name] = sub
+        return sub
 
     def on_synced(self, now_ms: int, durable_end: int | None = None) -> None:
         """Entries below `durable_end` are durable: release their receipts in order, then dispatch."""

@@ -34,6 +34,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                                    "everything deploy/pipeline.yaml names. Safe to run twice.")
     _common(d)
     d.add_argument("--skip-package", action="store_true", help="use the archives already in build/functions")
+    d.add_argument("--chat-signing-key", default=None, metavar="KEY|file:///PATH",
+                   help="the key the ingress signs chat with (the ingress's --chat-signing-key), given to moderate "
+                        "as its secret chatSigningKey so it dead-letters chat the ingress did not write "
+                        "(default: $WTPULSAR_CHAT_SIGNING_KEY; none: moderate checks no signature). A file:// "
+                        "path keeps it out of the process list; see deploy/README.md \"Chat signing key\"")
     d.set_defaults(func=run_deploy)
     u = sub.add_parser("undeploy", help="delete what deploy created (functions, topics, namespace)")
     _common(u)
@@ -41,12 +46,23 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _plan(args: argparse.Namespace, undeploy: bool) -> tuple[Path, Any, list[Any]]:
-    from deploy.deployer import deploy_plan, undeploy_plan
+    from deploy.deployer import DeployError, deploy_plan, undeploy_plan
     from deploy.topology import load_pipeline
+    from ingress.chat_signing import resolve_key
 
     root = args.root.resolve()
     pipeline = load_pipeline(args.pipeline or root / "deploy" / "pipeline.yaml")
-    return root, pipeline, (undeploy_plan if undeploy else deploy_plan)(root, pipeline)
+    if undeploy:
+        return root, pipeline, undeploy_plan(root, pipeline)
+    try:
+        key = resolve_key(args.chat_signing_key)
+    except ValueError as exc:
+        raise DeployError(str(exc)) from None
+    if key is None:
+        print("deploy: no chat signing key (--chat-signing-key or $WTPULSAR_CHAT_SIGNING_KEY): moderate will "
+              "accept chat without checking that the ingress wrote it (deploy/README.md \"Chat signing key\")",
+              file=sys.stderr)
+    return root, pipeline, deploy_plan(root, pipeline, key.decode("utf-8") if key else None)
 
 
 def _run(args: argparse.Namespace, undeploy: bool) -> int:

@@ -13,6 +13,7 @@ ordering flags, subscription name, new input topics...); then the message says t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -45,6 +46,8 @@ class RestCall:
     path: str  # below the admin URL
     json_body: Any = None
     upload: tuple[Path, Path] | None = None  # (FunctionConfig file, package): multipart function upload
+    # function secrets added to the uploaded FunctionConfig (`secrets`); never printed
+    secrets: tuple[tuple[str, str], ...] = ()
 
     def render(self, admin_url: str) -> str:
         line = f"{self.method} {admin_url.rstrip('/')}{self.path}"
@@ -52,7 +55,8 @@ class RestCall:
             line += " " + json.dumps(self.json_body, separators=(",", ":"))
         if self.upload:
             config, package = self.upload
-            line += (f" multipart functionConfig=<{config} as JSON, runtime PYTHON, py {package.name}>"
+            with_secrets = f", secrets {', '.join(name for name, _ in self.secrets)}" if self.secrets else ""
+            line += (f" multipart functionConfig=<{config} as JSON, runtime PYTHON, py {package.name}{with_secrets}>"
                      f" data=@{package}")
         return line
 
@@ -66,6 +70,8 @@ class Action:
     rest: RestCall
     ok_if: frozenset[str] = frozenset()  # outcomes that also count as done: exists, missing, conflict
     writes: tuple[tuple[Path, str], ...] = ()  # files the pulsar-admin command reads, written first
+    # files holding a secret the pulsar-admin command reads: written owner-only first, removed after
+    secret_writes: tuple[tuple[Path, str], ...] = ()
     # On "conflict": carry this out, then try again (a few times). A namespace is refused while it holds
     # topics, and function instances that are still stopping, or clients, can create one again after
     # the pipeline's own topics were deleted.
@@ -124,8 +130,33 @@ def _function_configs(root: Path, pipeline: Pipeline) -> list[tuple[str, Path, d
     return found
 
 
-def deploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
-    """Tenant, namespace, topics, schemas, then functions, in that order."""
+CHAT_SIGNING_SECRET = "chatSigningKey"  # moderate's function secret (functions/chat_signature.py SECRET_NAME)
+CHAT_CHECKING_CLASS = "moderate."  # className prefix of the function that checks chat signatures
+
+
+def function_secrets(config: dict[str, Any], chat_signing_key: str | None) -> tuple[tuple[str, str], ...]:
+    """The secrets deploy adds to a function's FunctionConfig: the chat signing key for moderate."""
+    if chat_signing_key and str(config.get("className", "")).startswith(CHAT_CHECKING_CLASS):
+        return ((CHAT_SIGNING_SECRET, chat_signing_key),)
+    return ()
+
+
+def _with_secrets(config_text: str, secrets: tuple[tuple[str, str], ...]) -> str:
+    """A FunctionConfig YAML with `secrets` added (the process runtime hands each value over as it is:
+    docs/function-secrets.md)."""
+    import yaml
+
+    raw = yaml.safe_load(config_text)
+    raw["secrets"] = {**(raw.get("secrets") or {}), **dict(secrets)}
+    return yaml.safe_dump(raw, sort_keys=False)
+
+
+def deploy_plan(root: Path, pipeline: Pipeline, chat_signing_key: str | None = None) -> list[Step]:
+    """Tenant, namespace, topics, schemas, then functions, in that order.
+
+    `chat_signing_key`: given to moderate as its secret `chatSigningKey` (deploy/README.md "Chat signing
+    key"), through a generated owner-only copy of its FunctionConfig that is removed after use, so the
+    key is on no command line and in no file of the repository."""
     tenant, ns = pipeline.tenant, pipeline.namespace_path
     steps: list[Step] = [
         Action(f"tenant {tenant}", ("tenants", "create", tenant),
@@ -166,14 +197,23 @@ def deploy_plan(root: Path, pipeline: Pipeline) -> list[Step]:
         package = Path(config["py"])
         fqfn = ("--tenant", pipeline.tenant, "--namespace", pipeline.namespace, "--name", name)
         path = f"/admin/v3/functions/{ns}/{name}"
-        code = ("--function-config-file", str(root / config_file), "--py", str(root / package))
+        secrets = function_secrets(config, chat_signing_key)
+        secret_writes: tuple[tuple[Path, str], ...] = ()
+        admin_config = config_file
+        if secrets:
+            admin_config = Path("build") / "functions" / f"{name}.with-secrets.yaml"
+            secret_writes = ((admin_config, _with_secrets((root / config_file).read_text(encoding="utf-8"), secrets)),)
+        code = ("--function-config-file", str(root / admin_config), "--py", str(root / package))
+        with_secrets = f", secrets {', '.join(n for n, _ in secrets)}" if secrets else ""
         steps.append(Upsert(
-            f"function {ns}/{name} (py: {package}, in the project root {root})",
+            f"function {ns}/{name} (py: {package}, in the project root {root}{with_secrets})",
             probe=Action(f"does function {ns}/{name} exist", ("functions", "get", *fqfn), RestCall("GET", path)),
             create=Action(f"create function {ns}/{name}", ("functions", "create", *code),
-                          RestCall("POST", path, upload=(config_file, package))),
+                          RestCall("POST", path, upload=(config_file, package), secrets=secrets),
+                          secret_writes=secret_writes),
             update=Action(f"update function {ns}/{name}", ("functions", "update", *code),
-                          RestCall("PUT", path, upload=(config_file, package))),
+                          RestCall("PUT", path, upload=(config_file, package), secrets=secrets),
+                          secret_writes=secret_writes),
         ))  # fmt: skip
     return steps
 
@@ -306,7 +346,13 @@ class AdminCliRunner:
         for path, text in action.writes:
             (self.root / path).parent.mkdir(parents=True, exist_ok=True)
             (self.root / path).write_text(text)
-        done = self._call(action.admin)
+        for path, text in action.secret_writes:
+            _write_owner_only(self.root / path, text)
+        try:
+            done = self._call(action.admin)
+        finally:
+            for path, _ in action.secret_writes:
+                (self.root / path).unlink(missing_ok=True)
         output = (done.stderr + "\n" + done.stdout).strip()
         if done.returncode == 0:
             return Outcome("done")
@@ -327,6 +373,14 @@ class AdminCliRunner:
                 raise DeployError(f"{shlex.join([*self.base, *args])} failed: {done.stderr.strip()}")
             lists.append([line.strip().strip('"') for line in done.stdout.splitlines() if "://" in line])
         return lists[0], lists[1]
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)  # a new file, so the mode below is the one it gets
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 class RestRunner:
@@ -354,6 +408,8 @@ class RestRunner:
             config = load_function_config(self.root / config_file, str(config_file))
             # What pulsar-admin sends: the YAML as JSON, runtime inferred from py, the code as `data`.
             config = {**config, "runtime": "PYTHON", "py": package.name}
+            if call.secrets:
+                config["secrets"] = {**(config.get("secrets") or {}), **dict(call.secrets)}
             reply = self.api.upload_function(call.method, call.path, config, self.root / package)
         else:
             if isinstance(call.json_body, dict) and call.json_body.get("allowedClusters") == ALL_CLUSTERS:

@@ -243,7 +243,7 @@ class PulsarTopic:
         import pulsar
 
         start = pulsar.MessageId.earliest if position is None else pulsar.MessageId(-1, position[0], position[1], -1)
-        return self.client.create_reader(self.url, start, start_message_id_inclusive=True)  # type: ignore[no-any-return]
+        return self.client.create_reader(self.url, start, start_message_id_inclusive=True)  # type: ignore[no-any-return]  # pulsar-client is untyped
 
     def position(self, msg: Any) -> Position:
         mid = msg.message_id()

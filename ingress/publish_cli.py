@@ -183,7 +183,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
         return False
 
     def send_video(picture: object, t_us: int, capture_ms: float) -> None:
-        for chunk in video.encode(picture, t_us):  # type: ignore[arg-type]
+        for chunk in video.encode(picture, t_us):  # type: ignore[arg-type]  # a PyAV VideoFrame, typed loosely here
             publisher.publish(maker.video(chunk, capture_ms))
             result.video += 1
             result.keyframes += chunk.keyframe
@@ -204,7 +204,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
 
     def send_audio(pcm: object, capture_ms: float) -> None:
         assert audio is not None
-        for chunk in audio.encode(pcm):  # type: ignore[arg-type]
+        for chunk in audio.encode(pcm):  # type: ignore[arg-type]  # a PyAV AudioFrame, typed loosely here
             publisher.publish(maker.audio(chunk, capture_ms))
             result.audio += 1
 

@@ -587,6 +587,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster", default="local")
     p.add_argument("--secrets-provider", default="")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--function-id", default="", help="what get_function_id() returns (default: the fqfn)")
+    p.add_argument("--function-version", default="", help="what get_function_version() returns (default: 0)")
     return p
 
 
@@ -599,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     add_to_sys_path(args.sys_path)
     instance = Instance(spec, args.instance_id, args.service_url, state_dir=args.state_dir,
                         nack_delay_ms=args.nack_delay_ms, metrics_port=args.metrics_port,
-                        cluster=args.cluster, secrets_provider=args.secrets_provider)
+                        cluster=args.cluster, secrets_provider=args.secrets_provider,
+                        function_id=args.function_id, function_version=args.function_version)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("received %s, stopping after the message in hand", signal.Signals(signum).name)

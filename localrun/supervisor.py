@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,6 +150,9 @@ class Supervisor:
             run_dir.mkdir(parents=True, exist_ok=True)
             run = FunctionRun(spec)
             for index in range(spec.parallelism):
+                # Pulsar's local runner gives each instance a random UUID as
+                # function id and another as version: LocalRunner.java in pulsar-functions/localrun.
+                function_id, function_version = str(uuid.uuid4()), str(uuid.uuid4())
                 port = 0
                 if next_port is not None:
                     port = next_port
@@ -156,7 +160,8 @@ class Supervisor:
                 cmd = [sys.executable, "-m", "localrun.instance", "--spec-file", str(spec_file),
                        "--instance-id", str(index), "--service-url", self.service_url,
                        "--nack-delay-ms", str(self.nack_delay_ms), "--metrics-port", str(port),
-                       "--run-dir", self.run_dir, "--cluster", self.cluster, "--log-level", self.log_level]
+                       "--run-dir", self.run_dir, "--cluster", self.cluster, "--log-level", self.log_level,
+                       "--function-id", function_id, "--function-version", function_version]
                 for directory in sys_path:
                     cmd += ["--sys-path", directory]
                 if self.state_dir is not None:

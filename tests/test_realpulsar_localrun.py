@@ -90,20 +90,22 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float) -> None:
 
 
 @contextmanager
-def official_localrun(standalone: Standalone, config: Path, folder: Path, state_url: str | None) -> Iterator[Path]:
+def official_localrun(standalone: Standalone, config: Path, folder: Path, state_url: str | None,
+                      metrics_port: int | None = None) -> Iterator[Path]:
     """`bin/pulsar-admin functions localrun` in the foreground; yields the instance's log file."""
     args = [str(standalone.home / "bin" / "pulsar-admin"), "functions", "localrun", "--broker-service-url",
-            standalone.service_url, "--function-config-file", str(config), "--metrics-port-start", str(free_port())]
+            standalone.service_url, "--function-config-file", str(config), "--metrics-port-start",
+            str(metrics_port or free_port())]
     if state_url:
         args += ["--state-storage-service-url", state_url]
     assert standalone.worker_python is not None
     env = {**os.environ, "JAVA_HOME": standalone.java_home, "PULSAR_LOG_DIR": str(folder / "logs"),
            "PATH": f"{standalone.worker_python / 'bin'}{os.pathsep}{os.environ['PATH']}"}
     # The local runner writes instance logs under PULSAR_HOME/logs whatever PULSAR_LOG_DIR says.
-    namespace = yaml.safe_load(config.read_text())["namespace"]
-    log_dir = standalone.home / "logs" / "functions" / "public" / namespace / "moderate"
+    spec = yaml.safe_load(config.read_text())
+    log_dir = standalone.home / "logs" / "functions" / spec.get("tenant", "public") / spec["namespace"] / spec["name"]
     shutil.rmtree(log_dir, ignore_errors=True)
-    log = log_dir / "moderate-0.log"
+    log = log_dir / f"{spec['name']}-0.log"
     with open(folder / "localrun.out", "ab") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -114,10 +116,12 @@ def official_localrun(standalone: Standalone, config: Path, folder: Path, state_
 
 
 @contextmanager
-def our_localrun(standalone: Standalone, config: Path, folder: Path) -> Iterator[Path]:
+def our_localrun(standalone: Standalone, config: Path, folder: Path, metrics_port: int | None = None) -> Iterator[Path]:
     args = [sys.executable, "-m", "wtpulsar.cli", "functions", "localrun", "--function-config-file", str(config),
             "--broker-service-url", standalone.service_url, "--state-dir", str(folder / "state"),
             "--run-dir", str(folder / "run")]
+    if metrics_port is not None:
+        args += ["--metrics-port-start", str(metrics_port)]
     with open(folder / "ours.out", "ab") as out:
         proc = subprocess.Popen(args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
