@@ -30,7 +30,8 @@ class Publisher(Protocol):
 
     inflight: int
 
-    def send(self, publish: Publish, received_at: float, done: Any) -> None: ...
+    def send(self, publish: Publish, received_at: float, done: Callable[[bool, str], None]) -> None:
+        """Publish; ``done(ok, error)`` on the event loop once the broker answered."""
 
     async def start(self) -> None: ...
 

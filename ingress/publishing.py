@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ingress.chat_signing import PROPERTY as CHAT_SIGNATURE
@@ -99,8 +100,7 @@ class PublishingShell:
                     # moderate accepts only chat the ingress signed (chat_signing, SECURITY.md)
                     action.properties[CHAT_SIGNATURE] = sign_chat(self.app.config.chat_signing_key,
                                                                   action.properties, action.payload)
-                ticket = action.ticket
-                self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
+                self.app.publisher.send(action, now, partial(self._published, action.ticket))
             elif isinstance(action, Send):
                 self.send_record(action.channel, action.data)
             elif isinstance(action, CloseStream):
@@ -130,8 +130,7 @@ class PublishingShell:
             if owners.get(key) is not self:
                 continue
             del owners[key]
-            stream = publish.key
-            self.app.publisher.send(publish, now, lambda ok, err, stream=stream: _ended(stream, ok, err))
+            self.app.publisher.send(publish, now, partial(_ended, publish.key))
             self.app.metrics.streams_ended.labels(reason).inc()
             sent += 1
         return sent
