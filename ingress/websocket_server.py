@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ingress import clock
-from ingress.app import IngressApp, SessionRefused
+from ingress.app import IngressApp, SessionRefused, SessionRequest
 from ingress.publishing import PublishingShell
 from ingress.session import PublisherSession
 from ingress.tokens import Role
@@ -174,7 +174,7 @@ async def _ws(app: IngressApp, request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: Any, address: str) -> None:
+async def _serve_publisher(app: IngressApp, ws: web.WebSocketResponse, session: SessionRequest, address: str) -> None:
     core = PublisherSession(session.claims, app.config.limits, time.time())
     pub = WsPublisher(app, core, address, ws)
     app.metrics.sessions.labels("websocket", "publisher").inc()
@@ -228,7 +228,7 @@ async def _expire_viewer(ws: web.WebSocketResponse, expires_at: float) -> None:
     await ws.close(code=CloseCode.TOKEN_EXPIRED, message=b"token expired during the session")
 
 
-async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: Any) -> None:
+async def _serve_viewer(app: IngressApp, ws: web.WebSocketResponse, session: SessionRequest) -> None:
     viewer = WsViewer(ws)
     app.metrics.sessions.labels("websocket", "viewer").inc()
     tracks = app.egress.subscribe(viewer, session.claims.room, session.kinds, session.rendition)
