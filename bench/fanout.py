@@ -115,7 +115,8 @@ def pin_all_threads(pid: int, cpu: int) -> None:
 
 # ---- the ingress (child process, CPU 0) -------------------------------------------------------
 async def serve(broker_url: str, state_dir: Path) -> None:
-    from ingress.server import IngressConfig, start_ingress
+    from ingress.config import IngressConfig
+    from ingress.server import start_ingress
 
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", broker_service_url=broker_url,
                            state_dir=state_dir, secret=SECRET, sessions_per_address=100_000,

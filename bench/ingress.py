@@ -54,8 +54,9 @@ SECRET = b"b" * 64
 
 # ---- the ingress side (child process) ---------------------------------------------------------
 async def serve(broker_url: str, state_dir: Path, samples_path: Path) -> None:
+    from ingress.config import IngressConfig
     from ingress.publisher import BrokerPublisher
-    from ingress.server import IngressConfig, start_ingress
+    from ingress.server import start_ingress
     from ingress.session import Limits
 
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", broker_service_url=broker_url,

@@ -86,7 +86,8 @@ async def first_frame(wt_url: str, token: str) -> float:
 
 
 async def measure(broker_url: str, state: Path, from_end: bool, rooms: list[str], runs: int) -> dict[str, list[float]]:
-    from ingress.server import IngressConfig, start_ingress
+    from ingress.config import IngressConfig
+    from ingress.server import start_ingress
 
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", broker_service_url=broker_url, state_dir=state,
                            secret=SECRET, join_from_end=from_end)

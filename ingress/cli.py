@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ingress.config import IngressConfig
     from ingress.hls_feed import HlsSettings
-    from ingress.server import IngressConfig
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
 DEFAULT_INGRESS_STATE = Path(".wtpulsar") / "ingress"  # as `wtpulsar up` lays out its --state
@@ -260,7 +260,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
     from dataclasses import replace
 
     from ingress import broker_auth, chat_signing
-    from ingress.server import IngressConfig
+    from ingress.config import IngressConfig
     from ingress.session import Limits
 
     overrides = {k: v for k, v in {

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ingress.egress import DeliveryDedup, Item, JoinPoint
 from ingress.fmp4_timeline import TimelineRebase
 from ingress.names import room_topic, room_topic_url
+from ingress.viewer import DeliveryDedup, Item, JoinPoint
 from schemas.framing import Kind
 from schemas.names import rooms_namespace
 

@@ -26,7 +26,7 @@ from ingress.hls_playlist import Listing, Variant, multivariant_playlist, peak_b
 from ingress.names import BadName, check_name
 
 if TYPE_CHECKING:
-    from ingress.server import IngressApp
+    from ingress.app import IngressApp
 
 HLS_HUB_KEY = web.AppKey("hls_hub", HlsHub)
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

@@ -23,7 +23,7 @@ topic waited for the whole day to be read. Here the join point is found from the
 
 Anything that does not fit (no init where the bisection led, no keyframe in the ledger) falls back
 to reading the topic from its start, which is always right, and ``JoinSearch.fallback`` says why.
-Chat takes its last few messages (egress.CHAT_BACKLOG) from a window that widens the same way.
+Chat takes its last few messages (viewer.CHAT_BACKLOG) from a window that widens the same way.
 
 All I/O goes through ``TopicAccess`` (readers at a position, positions of messages), so tests drive
 the finder with a fake topic as well as with a broker.
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from schemas.framing import Kind
 
-if TYPE_CHECKING:  # egress hands its classes in (RoomFeed), so this module does not import it
-    from ingress.egress import DeliveryDedup, Item, JoinPoint
+if TYPE_CHECKING:  # egress.RoomFeed hands the viewer classes in
+    from ingress.viewer import DeliveryDedup, Item, JoinPoint
 
 WINDOW_ENTRIES = 256  # first window back from the newest message (8.5 s of one 30 fps rendition)
 MAX_WIDENINGS = 5  # 256 ... 262,144 entries

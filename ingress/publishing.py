@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ingress.chat_signing import PROPERTY as CHAT_SIGNATURE
@@ -24,10 +25,11 @@ from ingress.session import (
     Rejected,
     Send,
 )
+from ingress.verdicts import VerdictFollower
 from schemas.framing import CloseCode
 
 if TYPE_CHECKING:
-    from ingress.server import IngressApp
+    from ingress.app import IngressApp
 
 log = logging.getLogger(__name__)
 _MEDIA = frozenset(kind.name.lower() for kind in MEDIA_KINDS)
@@ -48,6 +50,8 @@ class PublishingShell:
         self._ack_flush_scheduled = False
         self._was_paused = False
         self.ended = False
+        # once the session has sent chat, verdicts about its frames come back through handle()
+        self.verdicts = VerdictFollower(app.egress, core, self.handle)
         # kind -> (frames counter, bytes counter) children: labels() per frame is a lock + dict lookup
         self._kind_metrics: dict[str, tuple[Any, Any]] = {}
 
@@ -96,8 +100,7 @@ class PublishingShell:
                     # moderate accepts only chat the ingress signed (chat_signing, SECURITY.md)
                     action.properties[CHAT_SIGNATURE] = sign_chat(self.app.config.chat_signing_key,
                                                                   action.properties, action.payload)
-                ticket = action.ticket
-                self.app.publisher.send(action, now, lambda ok, err, t=ticket: self._published(t, ok, err))
+                self.app.publisher.send(action, now, partial(self._published, action.ticket))
             elif isinstance(action, Send):
                 self.send_record(action.channel, action.data)
             elif isinstance(action, CloseStream):
@@ -108,6 +111,11 @@ class PublishingShell:
                 metrics.rejected.labels(action.what).inc()
         self._check_pause()
         self.flush()
+        if not self.ended:
+            self.verdicts.after(actions)
+
+    def stop_following_verdicts(self) -> None:
+        self.verdicts.stop()
 
     def end_streams(self, reason: str) -> int:
         """The session ended (``reason``: left, timeout, closed): publish an end of stream for each media
@@ -122,8 +130,7 @@ class PublishingShell:
             if owners.get(key) is not self:
                 continue
             del owners[key]
-            stream = publish.key
-            self.app.publisher.send(publish, now, lambda ok, err, stream=stream: _ended(stream, ok, err))
+            self.app.publisher.send(publish, now, partial(_ended, publish.key))
             self.app.metrics.streams_ended.labels(reason).inc()
             sent += 1
         return sent

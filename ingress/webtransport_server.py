@@ -36,12 +36,12 @@ from aioquic.quic.events import (
 )
 
 from ingress import clock, flow_gate
+from ingress.app import IngressApp, SessionRefused
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
-from ingress.egress import VerdictFollower, ViewerSink, ViewerTracks
 from ingress.publishing import PublishingShell
-from ingress.server import IngressApp, SessionRefused
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
+from ingress.viewer import ViewerSink, ViewerTracks
 from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def end_reason(event: ConnectionTerminated | None) -> str:
     return "left"
 
 
-class WtPublisher(VerdictFollower, PublishingShell):
+class WtPublisher(PublishingShell):
     transport = "webtransport"
 
     def __init__(self, proto: IngressProtocol, session_id: int, core: PublisherSession, address: str) -> None:

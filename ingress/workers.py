@@ -86,7 +86,7 @@ def _copy(stream: IO[str]) -> None:
 
 def run(args: argparse.Namespace, secret: bytes, cert: Path, key: Path) -> int:
     """Start ``args.workers`` workers and supervise them until a signal or until one of them exits."""
-    from ingress.server import split_hostport
+    from ingress.config import split_hostport
 
     env = dict(os.environ)
     if not args.secret_file:

@@ -240,7 +240,8 @@ def ingress_in_thread(state_dir: Path, page: Path | None = None) -> Iterator[Any
     """An in-process ingress serving the packaged page (or the file `page`), with a publisher that acks
     everything and no broker (for tests of the page alone). Runs on its own event loop thread; yields
     its IngressHandle."""
-    from ingress.server import IngressConfig, start_ingress
+    from ingress.config import IngressConfig
+    from ingress.server import start_ingress
     from tests.ingress_support import FakePublisher
 
     loop = asyncio.new_event_loop()

@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ingress.server import IngressConfig, IngressHandle, start_ingress
+from ingress.config import IngressConfig
+from ingress.server import IngressHandle, start_ingress
 from ingress.session import Publish
 from schemas.framing import Codec, Frame, Kind
 

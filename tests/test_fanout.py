@@ -15,8 +15,9 @@ from typing import Any
 import aiohttp
 import pulsar
 
-from ingress.egress import Item, RoomFeed, ViewerSink, ViewerTracks
+from ingress.egress import RoomFeed
 from ingress.names import room_topic_url
+from ingress.viewer import Item, ViewerSink, ViewerTracks
 from ingress.wt_client import open_webtransport
 from schemas import framing as f
 from schemas.framing import Kind
@@ -197,9 +198,9 @@ def test_many_webtransport_and_websocket_viewers_of_one_process_get_every_frame_
             tasks += [asyncio.create_task(ws_viewer(h, n, ready, started)) for n in range(ws_viewers)]
             deadline = time.monotonic() + 60
             while (len(started) < wt_viewers + ws_viewers or h.app.egress.feeds.get(topic) is None
-                   or not h.app.egress.feeds[topic].caught_up) and time.monotonic() < deadline:
+                   or not h.app.egress.feeds[topic].fanout.caught_up) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            assert len(h.app.egress.feeds[topic].viewers) == wt_viewers + ws_viewers  # one feed, all of them
+            assert len(h.app.egress.feeds[topic].fanout.viewers) == wt_viewers + ws_viewers  # one feed, all of them
             ready.set()
             await asyncio.to_thread(produce, broker.service_url, topic, stream)
             results = await asyncio.gather(*tasks)

@@ -1,6 +1,6 @@
 """Duplicates from at-least-once delivery must be removed by (stream, seq) before a viewer sees them.
 
-`DeliveryDedup` (ingress/egress.py) is the one filter: the egress and `wtpulsar consume`
+`DeliveryDedup` (ingress/viewer.py) is the one filter: the egress and `wtpulsar consume`
 (ingress/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
 the others show the two readers keep only one copy of what a room topic holds twice.
 """
@@ -12,7 +12,7 @@ import json
 import urllib.request
 import uuid
 
-from ingress.egress import DeliveryDedup
+from ingress.viewer import DeliveryDedup
 from schemas.framing import Kind
 
 
@@ -92,7 +92,7 @@ def test_consume_shows_each_chat_message_once(broker: object) -> None:
 
 
 def test_egress_offers_each_fragment_once() -> None:
-    from ingress.egress import Item, ViewerSink, ViewerTracks
+    from ingress.viewer import Item, ViewerSink, ViewerTracks
     from schemas.framing import Kind
 
     class Sink(ViewerSink):

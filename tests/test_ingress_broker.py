@@ -13,7 +13,7 @@ import pulsar
 import pytest
 
 from ingress import consume
-from ingress.egress import Item
+from ingress.viewer import Item
 from ingress.wt_client import open_webtransport
 from schemas import framing as f
 from schemas.framing import Codec, Frame, Kind

@@ -1,11 +1,12 @@
-"""ingress/egress.py policy without I/O: join points and slow-viewer skipping."""
+"""ingress/viewer.py policy without I/O: join points and slow-viewer skipping (and egress.RoomFeed's
+loop side, driven by hand)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from ingress.egress import DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
+from ingress.viewer import DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
 from schemas import framing as f
 from schemas.framing import Kind
 
@@ -159,7 +160,7 @@ def test_dedup_chat_by_msg_id_across_users_and_page_reloads() -> None:
 
 
 def test_dedup_memory_is_bounded_and_unusable_input_is_delivered() -> None:
-    from ingress import egress
+    from ingress import viewer as egress
 
     dedup = DeliveryDedup()
     for seq in range(egress.DEDUP_CHAT_WINDOW + 10):

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ingress.egress import Item, ViewerSink, ViewerTracks
+from ingress.viewer import Item, ViewerSink, ViewerTracks
 from ingress.wt_client import BufferFull, ResendBuffer, ResendingPublisher
 from schemas import framing as f
 from schemas.framing import Ack, AckStatus, Codec, Frame, Kind
@@ -93,7 +93,8 @@ def test_session_dropped_mid_stream_is_resumed_and_everything_reaches_the_topic(
     ports = {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "http": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"}
 
     async def start() -> Any:
-        from ingress.server import IngressConfig, start_ingress
+        from ingress.config import IngressConfig
+        from ingress.server import start_ingress
 
         config = IngressConfig(state_dir=tmp_path / "state", secret=b"s" * 64, page=tmp_path / "p.html",
                                broker_service_url=broker.service_url, **ports)

@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import pulsar
 
-from ingress.egress import Item, VerdictFeed, VerdictWatch, verdict_topic
+from ingress.egress import VerdictFeed
 from ingress.session import CONTROL, MAX_AWAITED_VERDICTS, Limits, Publish, PublisherSession, Rejected, Send
 from ingress.tokens import Claims, Role
+from ingress.verdicts import VerdictWatch, verdict_topic
+from ingress.viewer import Item
 from ingress.wt_client import open_webtransport
 from schemas import framing as f
 from schemas.framing import Kind, Verdict, VerdictAction

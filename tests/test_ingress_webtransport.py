@@ -205,7 +205,8 @@ def test_datagram_audio_is_published(tmp_path) -> None:  # type: ignore[no-untyp
 
 def test_shutdown_closes_sessions_with_normal_code(tmp_path) -> None:  # type: ignore[no-untyped-def]
     async def main() -> None:
-        from ingress.server import IngressConfig, start_ingress
+        from ingress.config import IngressConfig
+        from ingress.server import start_ingress
 
         config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", state_dir=tmp_path, secret=b"s" * 64)
         h = await start_ingress(config, publisher=FakePublisher())

@@ -9,9 +9,9 @@ from typing import Any
 
 import pulsar
 
-from ingress.egress import DeliveryDedup, Item, JoinPoint
 from ingress.join_from_end import JoinFinder
 from ingress.names import room_topic_url
+from ingress.viewer import DeliveryDedup, Item, JoinPoint
 from ingress.wt_client import open_webtransport
 from schemas import framing as f
 from schemas.framing import Kind
