@@ -1,6 +1,6 @@
 """Start the two brokers the benchmark compares, each as its own child process on a free loopback port.
 
-* ``ours``: ``wtpulsar broker`` through `broker.testing.BrokerProcess` (no admin HTTP).
+* ``ours``: ``wtpulsar broker`` through `tests/broker_process.py` BrokerProcess (no admin HTTP).
 * ``lite``: `pulsar-lite` 0.2.0, a Rust binary shipped inside the wheel at ``pulsar_lite/bin/pulsar-lite``
   (its own ``start_broker()`` picks a port from 6650 up and logs to /tmp/pulsar-lite.log; we run the
   binary ourselves so the port is free and the log and data stay in our temporary directory).
@@ -81,7 +81,7 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, log_path: Path, ti
 
 @contextlib.contextmanager
 def run_ours(sync: str = "write") -> Iterator[RunningBroker]:
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     with BrokerProcess(http=False, extra_args=["--sync", sync]) as process:
         assert process.proc is not None

@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = pinning() and args.workers == 1 and not args.no_pin
     load_start = os.getloadavg()[0]
 
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     results: dict[str, list[Step]] = {}
     with tempfile.TemporaryDirectory(prefix="wtpulsar-fanout-") as tmp:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.ingress [--seconds 10] [--streams 30] [--fps 30] [--frame-bytes 4000]
                                       [--only paced-webtransport] [--aligned] [--broker-tmpfs]
 
-Starts a broker (broker.testing.BrokerProcess); then, per phase and transport, an ingress in its own
+Starts a broker (tests/broker_process.py BrokerProcess); then, per phase and transport, an ingress in its own
 process and the load generator in ``--load-procs`` other processes (so neither the publishers' event
 loops nor the measurement share the ingress's loop, and 30 QUIC connections do not share one loop):
   * paced: STREAMS publishers x FPS frames/s over SESSIONS sessions (one uni stream per 2 s GOP on
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     import shutil
     import tempfile
 
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     load_start = os.getloadavg()[0]
     gop = int(args.fps * 2) or 60

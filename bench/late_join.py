@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pulsar
 
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     load_start = os.getloadavg()[0]
     payload = os.urandom(args.payload_bytes)

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         service_url = args.service_url
         if service_url is None:
-            from broker.testing import BrokerProcess
+            from tests.broker_process import BrokerProcess
 
             service_url = stack.enter_context(BrokerProcess()).service_url
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-localrun-")))

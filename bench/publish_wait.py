@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pulsar", action="store_true", help="also against Apache Pulsar standalone (cached)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     reports = []
     broker = BrokerProcess()

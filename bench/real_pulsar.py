@@ -405,9 +405,9 @@ def config_files() -> list[Path]:
 
 
 def ours_pipeline(settings: Settings, source: list[SourceFrame], work: Path, client_log: Path) -> PipelineRun:
-    from broker.testing import BrokerProcess
     from localrun.config import source_py
     from localrun.supervisor import run_functions
+    from tests.broker_process import BrokerProcess
 
     run = PipelineRun(OURS, "localrun on wtpulsar broker")
     with BrokerProcess(work / "ours-pipeline-broker") as broker:

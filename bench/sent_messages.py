@@ -122,7 +122,7 @@ def _child(service_url: str, way: str, batched: bool, messages: int, rate: float
 
 
 def run_all(service_url: str | None, messages: int, rate: float) -> list[dict[str, Any]]:
-    from broker.testing import BrokerProcess
+    from tests.broker_process import BrokerProcess
 
     with contextlib.ExitStack() as stack:
         if service_url is None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.testing import BrokerProcess
+from tests.broker_process import BrokerProcess
 
 _session_status: int | None = None
 

@@ -1,6 +1,6 @@
 """The whole pipeline on free loopback ports, with parts that can be SIGKILLed and restarted.
 
-Broker: `broker.testing.BrokerProcess` (same port and data dir after a restart). Functions: the
+Broker: `tests/broker_process.py` BrokerProcess (same port and data dir after a restart). Functions: the
 localrun supervisor (`localrun.supervisor.run_functions`), one process per instance; a killed instance
 is restarted by the supervisor itself (backoff 0.5 s), as under `wtpulsar up`. Ingress: a
 `wtpulsar ingress` child process restarted on the same ports and secret.
@@ -27,8 +27,8 @@ from typing import Any
 
 import yaml
 
-from broker.testing import BrokerProcess, free_port
 from localrun.config import source_py
+from tests.broker_process import BrokerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FUNCTIONS = ("transcode", "chunk", "moderate", "route")

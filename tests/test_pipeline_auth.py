@@ -15,8 +15,8 @@ from pathlib import Path
 import pulsar
 import pytest
 
-from broker.testing import free_port
 from tests.broker_helpers import admin, client
+from tests.broker_process import free_port
 
 
 def test_the_pipeline_runs_with_tokens_and_refuses_the_rest(tmp_path: Path) -> None:

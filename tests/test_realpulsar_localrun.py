@@ -27,8 +27,8 @@ import pulsar
 import pytest
 import yaml
 
-from broker.testing import free_port
 from realpulsar.standalone import Standalone
+from tests.broker_process import free_port
 from tests.realpulsar_support import REPO, WORKER_PLATFORM, WORKER_PYTHON_VERSION
 
 pytestmark = pytest.mark.pulsar

@@ -27,13 +27,13 @@ import av
 import pytest
 import yaml
 
-from broker.testing import free_port
 from ingress import tokens
 from ingress.wt_client import ResendingPublisher, open_webtransport
 from realpulsar.distribution import cache_root
 from realpulsar.standalone import Standalone
 from schemas import framing
 from schemas.framing import Codec, Frame, Kind
+from tests.broker_process import free_port
 from tests.realpulsar_support import (
     FUNCTIONS,
     REPO,

@@ -24,8 +24,8 @@ import pulsar
 import pytest
 import yaml
 
-from broker.testing import free_port
 from realpulsar.standalone import Standalone
+from tests.broker_process import free_port
 from tests.realpulsar_support import rest, wait_subscribed
 from tests.test_realpulsar_localrun import official_localrun, our_localrun
 

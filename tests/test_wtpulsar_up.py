@@ -13,7 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from broker.testing import free_port
+from tests.broker_process import free_port
 
 
 def test_up_starts_the_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
