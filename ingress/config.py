@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ingress import quic_stack
 from ingress.hls_feed import HlsSettings
 from ingress.session import Limits
 
@@ -51,6 +52,8 @@ class IngressConfig:
     reuse_port: bool = False
     worker: int | None = None  # its number, shown by /health
     hls: HlsSettings = field(default_factory=HlsSettings)  # /hls/<room>/: window, part target, renditions
+    # QUIC stack of the WebTransport side, aioquic or qh3 (ingress/quic_stack.py); $WTPULSAR_QUIC_STACK sets the default
+    quic_stack: str = field(default_factory=quic_stack.default_name)
 
 
 def split_hostport(text: str) -> tuple[str, int]:

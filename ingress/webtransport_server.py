@@ -1,4 +1,4 @@
-"""HTTP/3 WebTransport shell (aioquic) for publishers and viewers at ``https://HOST:PORT/wt``.
+"""HTTP/3 WebTransport shell (aioquic or qh3, ingress/quic_stack.py) for publishers and viewers at ``https://HOST:PORT/wt``.
 
 docs/media-and-webtransport.md §1 is the map: H3Connection created on ProtocolNegotiated (§1.2), the CONNECT
 stream id is the session id (§1.3), client streams arrive as WebTransportStreamDataReceived (§1.5),
@@ -13,36 +13,23 @@ import os
 import socket
 import time
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer, serve
-from aioquic.h3.connection import H3_ALPN, H3Connection
-from aioquic.h3.events import (
-    DatagramReceived,
-    DataReceived,
-    H3Event,
-    HeadersReceived,
-    WebTransportStreamDataReceived,
-)
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import stream_is_unidirectional
-from aioquic.quic.events import (
-    ConnectionTerminated,
-    ProtocolNegotiated,
-    QuicEvent,
-    StopSendingReceived,
-    StreamReset,
-)
-
-from ingress import clock, flow_gate
+from ingress import clock, flow_gate, quic_stack
 from ingress.app import IngressApp, SessionRefused
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
+from ingress.datagram_hold import DatagramHold
 from ingress.publishing import PublishingShell
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
 from ingress.viewer import ViewerSink, ViewerTracks
 from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
+
+if TYPE_CHECKING:
+    # checked against aioquic's protocol; at run time the base is the chosen stack's (protocol_class)
+    from aioquic.asyncio.protocol import QuicConnectionProtocol as _ProtocolBase
+else:
+    _ProtocolBase = object
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +42,7 @@ KEEPALIVE_FRACTION = 1 / 3
 IDLE_TIMEOUT_REASON = "Idle timeout"  # aioquic's reason_phrase when the idle timer closes a connection
 
 
-def end_reason(event: ConnectionTerminated | None) -> str:
+def end_reason(event: Any) -> str:
     """Why a connection's publishing sessions ended, as an end of stream says it (ENVELOPE.md)."""
     if event is not None and event.reason_phrase == IDLE_TIMEOUT_REASON:
         return "timeout"
@@ -91,7 +78,7 @@ class WtPublisher(PublishingShell):
         self.proto.gate.discard(channel)
         try:
             quic.stop_stream(channel, wt_error_code(code))
-            if not stream_is_unidirectional(channel):
+            if not self.proto.stack.stream_is_unidirectional(channel):
                 quic.reset_stream(channel, wt_error_code(code))
         except Exception as exc:
             log.debug("closing stream %d: %s", channel, exc)
@@ -105,6 +92,7 @@ class WtPublisher(PublishingShell):
 
     def pause_changed(self, paused: bool) -> None:
         self.proto.gate.set_paused(self.streams, paused)
+        self.proto.hold_changed()
         if not paused:
             self.proto.schedule_transmit()  # the flow gate grants credit again on the next packet
 
@@ -135,17 +123,22 @@ class WtViewer(ViewerSink):
             log.debug("abort group %d: %s", handle, exc)
 
     def queued(self, handle: int) -> int:
-        return flow_gate.queued_bytes(self.proto._quic, handle)
+        return self.proto.stack.queued_bytes(self.proto._quic, handle)
 
     def flush(self) -> None:
         self.proto.schedule_transmit()
 
 
-class IngressProtocol(QuicConnectionProtocol):
+class IngressProtocol(_ProtocolBase):
+    """One QUIC connection's sessions. Not used directly: protocol_class() puts it on the chosen stack's
+    QuicConnectionProtocol."""
+
+    stack: quic_stack.QuicStack  # set by protocol_class()
+
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.app = app
-        self.h3: H3Connection = None  # type: ignore[assignment]  # made on the first QUIC event, before any use
+        self.h3: Any = None  # the stack's H3Connection, made on ProtocolNegotiated, before any use
         self.publishers: dict[int, WtPublisher] = {}
         self.viewers: dict[int, WtViewer] = {}
         self._capsules: dict[int, CapsuleReader] = {}
@@ -155,8 +148,12 @@ class IngressProtocol(QuicConnectionProtocol):
         self._transmit_scheduled = False
         # Ingest is one-way: ACK every few ms instead of aioquic's 1 ms (K_GRANULARITY), which sends a
         # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
-        self._quic._ack_delay = app.config.ack_delay
+        # (aioquic only: qh3 fixes its ACK delay in its core)
+        self.stack.set_ack_delay(self._quic, app.config.ack_delay)
         self.gate = flow_gate.CreditGate(app.config.stream_window)
+        # qh3: no hook into read credit, so a backlogged publisher's connection has its packets held
+        # instead (ingress/datagram_hold.py); aioquic: the credit gate above, installed per connection
+        self.hold: DatagramHold | None = None if self.stack.name == "aioquic" else DatagramHold(app.config.stream_window)
         # installed with the connection's first publishing session: a viewer-only connection sends and
         # never needs it, and aioquic would call it for every stream on every packet it builds
         self._gate_installed = False
@@ -166,6 +163,8 @@ class IngressProtocol(QuicConnectionProtocol):
 
     def _tick(self) -> None:
         """Token expiry (publishers and viewers) and publisher idle timeout, about once a second."""
+        if self.hold is not None and self.hold.paused:
+            self._feed(self.hold.trickle(self._loop.time()))
         now = time.time()
         for pub in list(self.publishers.values()):
             pub.handle(pub.core.tick(now))
@@ -183,15 +182,38 @@ class IngressProtocol(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # aioquic transmits after every received datagram; a video frame is several datagrams, so
         # defer to one transmit per loop pass (ACKs are delayed anyway, see ack_delay).
+        if self.hold is not None:
+            self._feed(self.hold.offer(data, addr, self._loop.time()))  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
+            return
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
+        self._after_receive()
+
+    def _feed(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        if not datagrams:
+            return
+        now = self._loop.time()
+        for data, addr in datagrams:
+            self._quic.receive_datagram(data, addr, now=now)
+        self._after_receive()
+
+    def _after_receive(self) -> None:
         self._process_events()
-        if self._quic._close_event is not None and (self.publishers or self.viewers):
+        close_event = self.stack.close_event(self._quic)
+        if close_event is not None and (self.publishers or self.viewers):
             # The peer closed the connection: aioquic reports ConnectionTerminated only after the
             # draining period (3 x PTO); free the sessions' address slots and feeds now.
-            reason = end_reason(self._quic._close_event)
+            reason = end_reason(close_event)
             for session_id in list(self.publishers) + list(self.viewers):
                 self._forget(session_id, reason)
         self.schedule_transmit()
+
+    def hold_changed(self) -> None:
+        """qh3: hold the connection's packets while any publisher on it is backlogged (datagram_hold)."""
+        if self.hold is None:
+            return
+        paused = any(pub.paused for pub in self.publishers.values())
+        if paused != self.hold.paused:
+            self._feed(self.hold.set_paused(paused, self._loop.time()))
 
     def transmit(self) -> None:
         self._transmit_due = False
@@ -211,17 +233,18 @@ class IngressProtocol(QuicConnectionProtocol):
             self.transmit()
 
     # ---- event routing --------------------------------------------------------------------
-    def quic_event_received(self, event: QuicEvent) -> None:
-        if isinstance(event, ProtocolNegotiated):
-            if event.alpn_protocol in H3_ALPN:
-                self.h3 = H3Connection(self._quic, enable_webtransport=True)
-        elif isinstance(event, StreamReset | StopSendingReceived):
+    def quic_event_received(self, event: Any) -> None:
+        stack = self.stack
+        if isinstance(event, stack.ProtocolNegotiated):
+            if event.alpn_protocol in stack.H3_ALPN:
+                self.h3 = stack.H3Connection(self._quic, enable_webtransport=True)
+        elif isinstance(event, stack.StreamReset | stack.StopSendingReceived):
             owner = self._stream_owner.pop(event.stream_id, None)
             self.gate.discard(event.stream_id)
-            if owner is not None and isinstance(event, StreamReset) and not owner.ended:
+            if owner is not None and isinstance(event, stack.StreamReset) and not owner.ended:
                 owner.streams.discard(event.stream_id)
                 owner.handle(owner.core.stream_reset(event.stream_id))
-        elif isinstance(event, ConnectionTerminated):
+        elif isinstance(event, stack.ConnectionTerminated):
             self._keepalive.cancel()
             self._ticker.cancel()
             for session_id in list(self.publishers) + list(self.viewers):
@@ -233,8 +256,9 @@ class IngressProtocol(QuicConnectionProtocol):
             except Exception as exc:  # one bad event must not kill the server: log it and carry on
                 log.warning("h3 event error: %s", exc)
 
-    def _h3_event(self, event: H3Event) -> None:
-        if isinstance(event, WebTransportStreamDataReceived):
+    def _h3_event(self, event: Any) -> None:
+        stack = self.stack
+        if isinstance(event, stack.WebTransportStreamDataReceived):
             if event.stream_id == event.session_id:
                 return  # aioquic#638: a crafted 0x41 frame on the CONNECT stream (docs/media-and-webtransport.md §1.7)
             pub = self.publishers.get(event.session_id)
@@ -248,22 +272,23 @@ class IngressProtocol(QuicConnectionProtocol):
                 self._stream_owner[event.stream_id] = pub
                 self.gate.add(event.stream_id, pub.paused)
             pub.handle(pub.core.stream_data(event.stream_id, event.data, event.stream_ended, now,
-                                            bidi=not stream_is_unidirectional(event.stream_id)))
+                                            bidi=not stack.stream_is_unidirectional(event.stream_id)))
             if event.stream_ended:
                 self._stream_owner.pop(event.stream_id, None)
                 self.gate.discard(event.stream_id)
                 pub.streams.discard(event.stream_id)
-        elif isinstance(event, DatagramReceived):
+        elif isinstance(event, stack.DatagramReceived):
+            session_id = stack.datagram_session(event)  # aioquic and qh3 number it differently (quic_stack)
             if is_clock(event.data):  # publishers and viewers alike measure their clock offset
-                self._clock(event.stream_id, event.data)
+                self._clock(session_id, event.data)
                 return
-            pub = self.publishers.get(event.stream_id)
+            pub = self.publishers.get(session_id)
             if pub is not None:
                 pub.handle(pub.core.datagram(event.data, time.time()))
-        elif isinstance(event, HeadersReceived):
+        elif isinstance(event, stack.HeadersReceived):
             if event.stream_id not in self.publishers and event.stream_id not in self.viewers:
                 self._on_request(event)
-        elif isinstance(event, DataReceived):
+        elif isinstance(event, stack.DataReceived):
             reader = self._capsules.get(event.stream_id)
             if reader is None:
                 return
@@ -289,12 +314,12 @@ class IngressProtocol(QuicConnectionProtocol):
                 self.schedule_transmit()
             return
         try:
-            self.h3.send_datagram(session_id, result.reply)
+            self.stack.send_datagram(self.h3, session_id, result.reply)
         except Exception as exc:  # the session is closing
             log.debug("clock reply on %d: %s", session_id, exc)
         self.transmit()
 
-    def _on_request(self, event: HeadersReceived) -> None:
+    def _on_request(self, event: Any) -> None:
         headers = dict(event.headers)
         method = headers.get(b":method", b"")
         protocol = headers.get(b":protocol", b"")
@@ -322,7 +347,7 @@ class IngressProtocol(QuicConnectionProtocol):
         self._capsules[sid] = CapsuleReader()
         self._accept(sid)
         if request.mode == Role.PUBLISHER:
-            if not self._gate_installed:
+            if not self._gate_installed and self.hold is None:
                 flow_gate.install(self._quic, self.gate)
                 self._gate_installed = True
             core = PublisherSession(request.claims, app.config.limits, time.time())
@@ -340,7 +365,7 @@ class IngressProtocol(QuicConnectionProtocol):
         self.h3.send_headers(sid, [(b":status", b"200"), (b"sec-webtransport-http3-draft", b"draft02")])
 
     def _peer_ip(self) -> str:
-        addr = self._quic.get_peer_address()
+        addr = self.stack.peer_address(self._quic)
         if not addr:
             return "?"
         host = str(addr[0])
@@ -443,9 +468,16 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
     loop._add_reader(fd, read_many)  # type: ignore[union-attr]  # None ruled out by the hasattr above; replaces the transport's own _read_ready registration
 
 
-def quic_configuration(app: IngressApp) -> QuicConfiguration:
-    cfg = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN, max_datagram_frame_size=MAX_DATAGRAM_FRAME,
-                            idle_timeout=app.config.session_timeout)
+def protocol_class(stack: quic_stack.QuicStack) -> type[IngressProtocol]:
+    """IngressProtocol on top of the stack's QuicConnectionProtocol (its methods call the stack's through super())."""
+    cls: type[IngressProtocol] = type(f"IngressProtocol_{stack.name}", (IngressProtocol, stack.QuicConnectionProtocol),
+                                      {"stack": stack})
+    return cls
+
+
+def quic_configuration(app: IngressApp, stack: quic_stack.QuicStack) -> Any:
+    cfg = stack.QuicConfiguration(is_client=False, alpn_protocols=stack.H3_ALPN,
+                                  max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=app.config.session_timeout)
     cfg.max_data = app.config.connection_window
     cfg.max_stream_data = app.config.stream_window
     assert app.cert is not None
@@ -455,22 +487,25 @@ def quic_configuration(app: IngressApp) -> QuicConfiguration:
 
 async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str, int, Any]:
     protocols: weakref.WeakSet[IngressProtocol] = weakref.WeakSet()
+    stack = quic_stack.load(app.config.quic_stack)
+    protocol = protocol_class(stack)
+    configuration = quic_configuration(app, stack)
 
     def create_protocol(*args: Any, **kwargs: Any) -> IngressProtocol:
-        proto = IngressProtocol(*args, app=app, **kwargs)
+        proto = protocol(*args, app=app, **kwargs)
         protocols.add(proto)
         return proto
 
     if app.config.reuse_port:
         # several worker processes on one UDP port (ingress/workers.py): Linux hands each datagram to one
         # of the sockets by a hash of its 4-tuple, so every packet of a QUIC connection reaches the same one
-        # (socket(7), SO_REUSEPORT). aioquic's serve() does not pass the option; this is serve() with it.
+        # (socket(7), SO_REUSEPORT). The stacks' serve() does not pass the option; this is serve() with it.
         loop = asyncio.get_running_loop()
         _, server = await loop.create_datagram_endpoint(
-            lambda: QuicServer(configuration=quic_configuration(app), create_protocol=create_protocol),
+            lambda: stack.QuicServer(configuration=configuration, create_protocol=create_protocol),
             local_addr=(host, port), reuse_port=True)
     else:
-        server = await serve(host, port, configuration=quic_configuration(app), create_protocol=create_protocol)
+        server = await stack.serve(host, port, configuration=configuration, create_protocol=create_protocol)
     assert server._transport is not None  # the endpoint is bound once create_datagram_endpoint()/serve() return
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
