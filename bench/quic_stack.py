@@ -9,10 +9,9 @@ around its calls only) per frame is the QUIC part of the WebTransport delivery p
 packets, encryption, loss recovery and congestion control. The client's CPU is printed apart. The
 same is done for the publish direction (client sends, server receives).
 
-qh3 is an aioquic-compatible QUIC stack with compiled parts (optional: `pip install -e '.[qh3]'`).
-The ingress itself still runs on aioquic: ingress/flow_gate.py patches an aioquic method
-(``_write_stream_limits``) that qh3 does not have, so switching the ingress needs a new flow gate
-first; this measures the stack alone, to decide whether that is worth doing.
+qh3 is an aioquic-compatible QUIC stack with compiled parts, a pinned dependency: the ingress runs
+on it with `wtpulsar ingress --quic-stack qh3` (ingress/quic_stack.py); bench/fanout.py --quic-stack
+measures the whole delivery path on each. This measures the stack alone.
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 version = importlib.import_module(name).__version__
             except ImportError:
-                print(f"{name}: not installed (pip install -e '.[qh3]'); skipped", flush=True)
+                print(f"{name}: not installed (pip install -e .); skipped", flush=True)
                 continue
             results[f"{name} {version}"] = {d: run(name, frames, args.frame_bytes, cert.cert_path, cert.key_path, d)
                                             for d in ("delivery", "publish")}

@@ -157,6 +157,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=positive_int, default=1,
                    help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
                         "limits and /metrics are per worker (default 1)")
+    p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
+                   help="QUIC stack of the WebTransport side (default aioquic, or $WTPULSAR_QUIC_STACK)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
     p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--hls-window", default="600", metavar="SECONDS|event",
@@ -268,7 +270,9 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         "max_open_streams": args.max_streams, "max_inflight": args.max_inflight,
         "idle_timeout": args.idle_timeout,
     }.items() if v is not None}
+    stack = {"quic_stack": args.quic_stack} if getattr(args, "quic_stack", None) else {}
     return IngressConfig(
+        **stack,
         hls=hls_settings(args),
         listen=args.listen, http=args.http, cert=args.cert, key=args.key,
         broker_service_url=args.broker_service_url, tenant=args.tenant, namespace=args.namespace,

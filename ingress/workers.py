@@ -44,6 +44,8 @@ def worker_argv(args: argparse.Namespace, listen: str, http: str, cert: Path, ke
             "--max-sessions", str(args.max_sessions), "--reuse-port", "--worker-id", str(worker)]
     if args.broker_token:
         argv += ["--broker-token", args.broker_token]
+    if getattr(args, "quic_stack", None):
+        argv += ["--quic-stack", args.quic_stack]
     if args.secret_file:
         argv += ["--secret-file", str(args.secret_file)]
     for flag, value in (("--max-frame-bytes", args.max_frame_bytes), ("--max-bitrate", args.max_bitrate),

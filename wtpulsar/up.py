@@ -60,6 +60,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "e.g. to publish from another device; the broker stays on its own address")
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="ingress processes sharing its ports (`wtpulsar ingress --workers`; default %(default)s)")
+    p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
+                   help="QUIC stack of the ingress's WebTransport side (`wtpulsar ingress --quic-stack`; default aioquic)")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)
@@ -220,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
         ingress = start("ingress", ["ingress", "--listen", args.ingress_listen, "--http", args.ingress_http, "--broker-service-url", service_url,
                                     *ingress_token, "--chat-signing-key", f"file://{signing_key}",
                                     "--state-dir", str(state / "ingress"),
-                                    "--workers", str(args.workers)])
+                                    "--workers", str(args.workers),
+                                    *(["--quic-stack", args.quic_stack] if args.quic_stack else [])])
         _wait_port(ihost, iport, ingress, "the ingress")
         for name, proc in children:  # a part that died while the others started
             if proc.poll() is not None:
