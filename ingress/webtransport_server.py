@@ -105,7 +105,7 @@ class WtViewer(ViewerSink):
         self.tracks: ViewerTracks | None = None
 
     def open_group(self, kind: Kind) -> int:
-        return self.proto.h3.create_webtransport_stream(self.session_id, is_unidirectional=True)
+        return int(self.proto.h3.create_webtransport_stream(self.session_id, is_unidirectional=True))
 
     def write(self, handle: int, data: bytes) -> None:
         self.proto._quic.send_stream_data(handle, data)
