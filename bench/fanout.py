@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.fanout [--quick] [--steps 10,25,50,...] [--seconds 5] [--json FILE]
                                      [--only webtransport|websocket] [--workers 1]
+                                     [--quic-stack aioquic] [--quic-stack qh3]
 
 The publisher stands in for route's output: it writes a room's output topics directly (a 720p and a
 360p rendition of ~1 Mbit/s each, 30 fps fragments with a keyframe fragment every 2 s; 50 audio
@@ -22,6 +23,12 @@ else (broker, publisher, viewers) to CPU 1 (taskset), so the ingress has exactly
 largest passing N is its viewers per core. The load generator's CPU is printed apart; when it used
 its whole core the limit found may be the generator's, and the report says so.
 The last line: ``fanout: N viewers per core (webtransport), M (websocket)``.
+
+``--quic-stack`` (repeatable; default aioquic) runs the WebTransport part once per QUIC stack of the
+ingress (ingress/quic_stack.py), each on a fresh ingress, so one run shows aioquic and qh3 side by side
+with WebSocket as the baseline. Rows of a stack other than aioquic are labelled ``webtransport:<stack>``
+(aioquic's keep ``webtransport``), and each gets its own ``fanout: N viewers per core (...)`` line
+before the last line.
 """
 
 from __future__ import annotations
@@ -114,13 +121,13 @@ def pin_all_threads(pid: int, cpu: int) -> None:
 
 
 # ---- the ingress (child process, CPU 0) -------------------------------------------------------
-async def serve(broker_url: str, state_dir: Path) -> None:
+async def serve(broker_url: str, state_dir: Path, quic_stack: str) -> None:
     from ingress.config import IngressConfig
     from ingress.server import start_ingress
 
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", broker_service_url=broker_url,
                            state_dir=state_dir, secret=SECRET, sessions_per_address=100_000,
-                           max_sessions=100_000)
+                           max_sessions=100_000, quic_stack=quic_stack)
     handle = await start_ingress(config)
     print(json.dumps({"wt_url": handle.wt_url, "http_url": handle.http_url}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
@@ -424,17 +431,23 @@ class Child:
             self.proc.wait()
 
 
+def label(transport: str, quic_stack: str) -> str:
+    """A row's transport: ``webtransport`` on aioquic (as before the switch), ``webtransport:qh3`` on qh3."""
+    return transport if transport != "webtransport" or quic_stack == "aioquic" else f"{transport}:{quic_stack}"
+
+
 def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, workdir: Path, steps: list[int],
-                  seconds: float, pin: bool, workers: int) -> list[Step]:
+                  seconds: float, pin: bool, workers: int, quic_stack: str = "aioquic") -> list[Step]:
+    name = label(transport, quic_stack)
     if workers > 1:
         (workdir / "secret").write_bytes(SECRET)
         ingress = Child(["ingress", "--workers", str(workers), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
                          "--broker-service-url", broker.service_url, "--state-dir", str(workdir / "state"),
                          "--secret-file", str(workdir / "secret"), "--sessions-per-address", "100000",
-                         "--max-sessions", "100000"], None, module="wtpulsar.cli")
+                         "--max-sessions", "100000", "--quic-stack", quic_stack], None, module="wtpulsar.cli")
     else:
-        ingress = Child(["--serve", "--broker", broker.service_url, "--state-dir", str(workdir / "state")],
-                        MEASURED_CPU if pin else None)
+        ingress = Child(["--serve", "--broker", broker.service_url, "--state-dir", str(workdir / "state"),
+                         "--quic-stack", quic_stack], MEASURED_CPU if pin else None)
     load: Child | None = None
     rows: list[Step] = []
     try:
@@ -459,13 +472,13 @@ def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, wo
             served = sum(1 for i, v in enumerate(got["video"])
                          if v >= SERVED_FRACTION * published[RENDITIONS[i % 2]])
             frames = got["records"]
-            row = Step(transport, n, served, joined["failed"], frames / elapsed, got["bytes"] * 8 / 1e6 / elapsed,
+            row = Step(name, n, served, joined["failed"], frames / elapsed, got["bytes"] * 8 / 1e6 / elapsed,
                        cpu / max(1, frames) * 1e6, cpu / elapsed / n * 1000.0, cpu / elapsed,
                        got["p50"], got["p99"], got["max"],
                        skipped_total(info["http_url"]) - skipped0 if workers == 1 else -1, got["missing"],
                        tree_rss_mb(ingress.proc.pid), (got["cpu"] - load0) / elapsed, others / elapsed)
             rows.append(row)
-            print(f"bench: {transport} {n} viewers: served {served}, p99 {row.p99_ms:.1f} ms, skipped {row.skipped}"
+            print(f"bench: {name} {n} viewers: served {served}, p99 {row.p99_ms:.1f} ms, skipped {row.skipped}"
                   f", ingress {row.ingress_cores:.2f} cores, viewers' process {row.load_cores:.2f} "
                   f"(load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
             if not row.passed:
@@ -495,10 +508,10 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
           if pin else "not pinned: the ingress shares every core with the load"))
     head = ("transport", "viewers", "served", "frames/s", "Mbit/s", "us/frame", "ms/s/viewer", "ingr cores",
             "p50 ms", "p99 ms", "skipped", "missing", "RSS MB", "viewers' cores", "pub+broker")
-    print("{:<13} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
+    print("{:<16} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
     for rows in results.values():
         for r in rows:
-            print(f"{r.transport:<13} {r.viewers:>7} {r.served:>6} {r.frames_per_s:>8.0f} {r.mbit_per_s:>7.1f} "
+            print(f"{r.transport:<16} {r.viewers:>7} {r.served:>6} {r.frames_per_s:>8.0f} {r.mbit_per_s:>7.1f} "
                   f"{r.cpu_us_per_frame:>8.1f} {r.cpu_ms_per_viewer_s:>11.2f} {r.ingress_cores:>10.2f} "
                   f"{r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.skipped if r.skipped >= 0 else '-':>7} {r.missing:>7} {r.rss_mb:>6.0f} {r.load_cores:>14.2f} "
                   f"{r.publisher_cores:>10.2f}" + ("" if r.passed else "  <- limit"))
@@ -521,16 +534,21 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
                   "an estimate from CPU cost, not a measured limit: on a shared machine the measured limit can "
                   "come from CPU the ingress did not get")
     wt, ws = results.get("webtransport", []), results.get("websocket", [])
-    if wt and ws:
-        both = [(a, b) for a in wt for b in ws if a.viewers == b.viewers and a.passed and b.passed]
+    wt_runs = {name: rows for name, rows in results.items() if name.startswith("webtransport")}
+    for name, rows in wt_runs.items():
+        both = [(a, b) for a in rows for b in ws if a.viewers == b.viewers and a.passed and b.passed]
         if both:
             a, b = both[-1]
-            print(f"WebTransport CPU per delivered frame at {a.viewers} viewers: {a.cpu_us_per_frame:.1f} us vs "
+            stack = name.partition(":")[2] or "aioquic"
+            print(f"WebTransport ({stack}) CPU per delivered frame at {a.viewers} viewers: {a.cpu_us_per_frame:.1f} us vs "
                   f"WebSocket {b.cpu_us_per_frame:.1f} us ({a.cpu_us_per_frame / b.cpu_us_per_frame:.2f}x; "
                   "target <= 1.5x)")
     print(f"load average at the start: {load_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores)")
     cores = 1 if pin else max(1, min(args.workers, os.cpu_count() or 1))  # one process uses one core at most
+    for name, rows in wt_runs.items():
+        if name != "webtransport":
+            print(f"fanout: {per_core(rows) // cores} viewers per core ({name})")
     print(f"fanout: {per_core(wt) // cores} viewers per core (webtransport), {per_core(ws) // cores} (websocket)")
 
 
@@ -543,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", type=Path, help="write the figures as JSON")
     ap.add_argument("--workers", type=int, default=1,
                     help="run the ingress as `wtpulsar ingress --workers N` (N > 1 is not pinned: it uses every core)")
+    ap.add_argument("--quic-stack", action="append", choices=["aioquic", "qh3"],
+                    help="QUIC stack of the ingress for the WebTransport runs; repeat for both (default aioquic)")
     ap.add_argument("--no-pin", action="store_true", help="do not pin (to compare 1 worker with N on equal terms)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
@@ -551,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.broker, args.state_dir))
+        asyncio.run(serve(args.broker, args.state_dir, (args.quic_stack or ["aioquic"])[0]))
         return 0
     if args.load:
         asyncio.run(run_load(args.load, json.loads(args.info)))
@@ -576,12 +596,15 @@ def main(argv: list[str] | None = None) -> int:
                 pin_all_threads(broker.proc.pid, LOAD_CPU)
             publisher = SyntheticPublisher(broker.service_url)
             publisher.start()
-            for transport in ("webtransport", "websocket"):
+            runs = [("webtransport", stack) for stack in dict.fromkeys(args.quic_stack or ["aioquic"])]
+            runs.append(("websocket", "aioquic"))  # WebSocket does not use QUIC: its one run is the baseline
+            for transport, stack in runs:
                 if args.only and transport != args.only:
                     continue
-                print(f"bench: {transport} ... (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                results[transport] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin,
-                                                   args.workers)
+                name = label(transport, stack)
+                print(f"bench: {name} ... (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                results[name] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin,
+                                              args.workers, stack)
         finally:
             if publisher is not None:
                 publisher.close()
