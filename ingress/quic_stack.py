@@ -110,6 +110,23 @@ class QuicStack:
                 pass
         return getattr(quic, "_remote_addr", None)
 
+    @property
+    def retry(self) -> bool:
+        """Whether the server sends a Retry before accepting a connection.
+
+        qh3 2.1.0, before the client's address is validated, fails to build its handshake flight
+        ("packet builder capacity exhausted") when the client's ClientHello came in one datagram, as
+        Chromium's and aioquic's do: it sends the first packet and then nothing (observed; Chromium gives
+        up after its 4 s handshake timeout). A Retry validates the address (RFC 9000 §8.1), lifting the
+        three-times amplification limit, and the handshake completes. It costs one round trip per
+        connection. aioquic needs none.
+
+        It does not make qh3 2.1.0 usable from Chromium: Chromium spreads its ClientHello over two
+        Initial datagrams in many small, out-of-order CRYPTO frames, and qh3 never reassembles it (the
+        same datagrams replayed offline complete the handshake on aioquic 1.7.2, not on qh3), so every
+        browser session times out and the page falls back to WebSocket (docs/fanout.md "QUIC stack")."""
+        return self.name == "qh3"
+
     def close_event(self, quic: Any) -> Any:
         """The connection's ConnectionTerminated once it is closing (both keep it in ``_close_event``)."""
         return quic._close_event

@@ -220,10 +220,9 @@ class IngressProtocol(_ProtocolBase):
         try:
             super().transmit()
         except Exception as exc:
-            # qh3 2.1.0 raises QuicConnectionError("packet builder capacity exhausted") while building
-            # its handshake flight to an aioquic 1.7.2 client (docs/fanout.md "QUIC stack"); the
-            # connection recovers when the client retransmits, so this must not escape into the loop.
-            log.debug("transmit: %s", exc)
+            # e.g. qh3 2.1.0's "packet builder capacity exhausted" (quic_stack.QuicStack.retry): one
+            # connection's failure must not escape into the event loop
+            log.warning("transmit: %s", exc)
 
     def schedule_transmit(self) -> None:
         """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
@@ -508,10 +507,11 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
         # (socket(7), SO_REUSEPORT). The stacks' serve() does not pass the option; this is serve() with it.
         loop = asyncio.get_running_loop()
         _, server = await loop.create_datagram_endpoint(
-            lambda: stack.QuicServer(configuration=configuration, create_protocol=create_protocol),
+            lambda: stack.QuicServer(configuration=configuration, create_protocol=create_protocol, retry=stack.retry),
             local_addr=(host, port), reuse_port=True)
     else:
-        server = await stack.serve(host, port, configuration=configuration, create_protocol=create_protocol)
+        server = await stack.serve(host, port, configuration=configuration, create_protocol=create_protocol,
+                                   retry=stack.retry)
     assert server._transport is not None  # the endpoint is bound once create_datagram_endpoint()/serve() return
     sock = server._transport.get_extra_info("socket")
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
