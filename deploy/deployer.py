@@ -55,8 +55,8 @@ class RestCall:
             line += " " + json.dumps(self.json_body, separators=(",", ":"))
         if self.upload:
             config, package = self.upload
-            with_secrets = f", secrets {', '.join(name for name, _ in self.secrets)}" if self.secrets else ""
-            line += (f" multipart functionConfig=<{config} as JSON, runtime PYTHON, py {package.name}{with_secrets}>"
+            line += (f" multipart functionConfig=<{config} as JSON, runtime PYTHON, py {package.name}"
+                     f"{_secret_names(self.secrets)}>"
                      f" data=@{package}")
         return line
 
@@ -141,14 +141,22 @@ def function_secrets(config: dict[str, Any], chat_signing_key: str | None) -> tu
     return ()
 
 
-def _with_secrets(config_text: str, secrets: tuple[tuple[str, str], ...]) -> str:
-    """A FunctionConfig YAML with `secrets` added (the process runtime hands each value over as it is:
+def _add_secrets(config: dict[str, Any], secrets: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The FunctionConfig with `secrets` added (the process runtime hands each value over as it is:
     docs/function-secrets.md)."""
+    return {**config, "secrets": {**(config.get("secrets") or {}), **dict(secrets)}}
+
+
+def _secret_names(secrets: tuple[tuple[str, str], ...]) -> str:
+    """How a plan line mentions secrets: by name, never by value."""
+    return f", secrets {', '.join(name for name, _ in secrets)}" if secrets else ""
+
+
+def _with_secrets(config_text: str, secrets: tuple[tuple[str, str], ...]) -> str:
+    """The FunctionConfig YAML text with `secrets` added, the rest as the file has it."""
     import yaml
 
-    raw = yaml.safe_load(config_text)
-    raw["secrets"] = {**(raw.get("secrets") or {}), **dict(secrets)}
-    return yaml.safe_dump(raw, sort_keys=False)
+    return yaml.safe_dump(_add_secrets(yaml.safe_load(config_text), secrets), sort_keys=False)
 
 
 def deploy_plan(root: Path, pipeline: Pipeline, chat_signing_key: str | None = None) -> list[Step]:
@@ -204,9 +212,8 @@ def deploy_plan(root: Path, pipeline: Pipeline, chat_signing_key: str | None = N
             admin_config = Path("build") / "functions" / f"{name}.with-secrets.yaml"
             secret_writes = ((admin_config, _with_secrets((root / config_file).read_text(encoding="utf-8"), secrets)),)
         code = ("--function-config-file", str(root / admin_config), "--py", str(root / package))
-        with_secrets = f", secrets {', '.join(n for n, _ in secrets)}" if secrets else ""
         steps.append(Upsert(
-            f"function {ns}/{name} (py: {package}, in the project root {root}{with_secrets})",
+            f"function {ns}/{name} (py: {package}, in the project root {root}{_secret_names(secrets)})",
             probe=Action(f"does function {ns}/{name} exist", ("functions", "get", *fqfn), RestCall("GET", path)),
             create=Action(f"create function {ns}/{name}", ("functions", "create", *code),
                           RestCall("POST", path, upload=(config_file, package), secrets=secrets),
@@ -409,7 +416,7 @@ class RestRunner:
             # What pulsar-admin sends: the YAML as JSON, runtime inferred from py, the code as `data`.
             config = {**config, "runtime": "PYTHON", "py": package.name}
             if call.secrets:
-                config["secrets"] = {**(config.get("secrets") or {}), **dict(call.secrets)}
+                config = _add_secrets(config, call.secrets)
             reply = self.api.upload_function(call.method, call.path, config, self.root / package)
         else:
             if isinstance(call.json_body, dict) and call.json_body.get("allowedClusters") == ALL_CLUSTERS:

@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ingress.broker_auth import client_kwargs
 from ingress.join_from_end import JoinFinder, PulsarTopic
 from ingress.names import room_topic, room_topic_url
+from ingress.reader_client import SharedReaderClient
 from ingress.verdicts import VerdictWatch, verdict_topic
 from ingress.viewer import GROUPED_KINDS, DeliveryDedup, Item, JoinPoint, RoomFanout, ViewerSink, ViewerTracks
 from schemas.framing import Kind
@@ -199,25 +199,12 @@ class EgressHub:
         self.stale_after = config.join_stale_after  # s; see JoinPoint.live
         self.join_from_end = config.join_from_end
         self.join_window = config.join_window
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = SharedReaderClient(config.broker_service_url, config.broker_token, client_factory)
         self.feeds: dict[str, RoomFeed] = {}
         self.verdict_feeds: dict[str, VerdictFeed] = {}  # by room
         self._sinks: set[ViewerSink] = set()
         self._count_delivery = _per_kind(lambda k: metrics.delivered.labels(k))
         self._count_skip = _per_kind(lambda k: metrics.skipped.labels(k))
-
-    def _get_client(self) -> Any:
-        if self._client is None:
-            if self._client_factory is not None:
-                self._client = self._client_factory()
-            else:
-                import pulsar
-
-                self._client = pulsar.Client(self.config.broker_service_url,
-                                             logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-                                             **client_kwargs(self.config.broker_token))
-        return self._client
 
     def subscribe(self, sink: ViewerSink, room: str, kinds: tuple[Kind, ...], rendition: str) -> ViewerTracks:
         # dedup=None: each RoomFeed drops repeats once for all its viewers before offering
@@ -229,7 +216,7 @@ class EgressHub:
             feed = self.feeds.get(short)
             if feed is None:
                 feed = self.feeds[short] = RoomFeed(self, short, kind)
-                feed.start(loop, self._get_client())
+                feed.start(loop, self._client.get())
             feed.add(viewer)
         self._sinks.add(sink)
         sink.flush()
@@ -250,7 +237,7 @@ class EgressHub:
         feed = self.verdict_feeds.get(room)
         if feed is None:
             feed = self.verdict_feeds[room] = VerdictFeed(self, room)
-            feed.start(asyncio.get_running_loop(), self._get_client())
+            feed.start(asyncio.get_running_loop(), self._client.get())
         feed.watchers.add(watch)
         return watch
 
@@ -271,14 +258,4 @@ class EgressHub:
         feeds: list[TopicReader] = [*self.feeds.values(), *self.verdict_feeds.values()]
         self.feeds.clear()
         self.verdict_feeds.clear()
-        for feed in feeds:
-            feed.stop()
-        client, self._client = self._client, None
-
-        def finish() -> None:
-            for feed in feeds:
-                feed.join()
-            if client is not None and self._client_factory is None:
-                client.close()
-
-        await asyncio.to_thread(finish)
+        await self._client.close_after(feeds)

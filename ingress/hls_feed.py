@@ -23,6 +23,7 @@ from typing import Any
 from ingress.hls_playlist import Listing, media_playlist
 from ingress.hls_window import HlsConfig, Segment, TrackWindow
 from ingress.names import room_topic, room_topic_url
+from ingress.reader_client import SharedReaderClient
 from schemas.framing import Kind
 
 log = logging.getLogger(__name__)
@@ -203,23 +204,12 @@ class HlsHub:
                  settings: HlsSettings = HlsSettings(), client_factory: Callable[[], Any] | None = None) -> None:
         self.service_url, self.tenant, self.namespace, self.token = service_url, tenant, namespace, token
         self.settings = settings
-        self._client_factory = client_factory
-        self._client: Any = None
+        self._client = SharedReaderClient(service_url, token, client_factory)
         self.rooms: dict[str, HlsRoom] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def client(self) -> Any:
-        if self._client is None:
-            if self._client_factory is not None:
-                self._client = self._client_factory()
-            else:
-                import pulsar
-
-                from ingress.broker_auth import client_kwargs
-
-                self._client = pulsar.Client(self.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn),
-                                             **client_kwargs(self.token))
-        return self._client
+        return self._client.get()
 
     async def room(self, name: str) -> HlsRoom:
         """The room's feeds, started on first use. Raises TooManyRooms past ``max_rooms``. A room whose
@@ -260,14 +250,4 @@ class HlsHub:
             self._sweeper.cancel()
         feeds = [feed for room in self.rooms.values() for feed in room.tracks.values()]
         self.rooms.clear()
-        for feed in feeds:
-            feed.stop()
-        client, self._client = self._client, None
-
-        def finish() -> None:
-            for feed in feeds:
-                feed.join()
-            if client is not None and self._client_factory is None:
-                client.close()
-
-        await asyncio.to_thread(finish)
+        await self._client.close_after(feeds)

@@ -38,30 +38,26 @@ class InvalidName(ValueError):
     """A name that breaks the rule; the message says which name and why."""
 
 
-def check_part(what: str, value: object) -> str:
-    """A tenant or namespace name."""
+def _check_path_name(what: str, value: object, limit: int, pattern: re.Pattern[str], allowed: str) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidName(f"{what} name must be a non-empty string, got {value!r}")
-    if len(value) > MAX_PART:
-        raise InvalidName(f"{what} name is {len(value)} characters, limit {MAX_PART}")
+    if len(value) > limit:
+        raise InvalidName(f"{what} name is {len(value)} characters, limit {limit}")
     if value in _RESERVED:
         raise InvalidName(f"{what} name {value!r} is reserved (a path component)")
-    if not PART_RE.fullmatch(value):
-        raise InvalidName(f"{what} name {value!r} may hold only letters, digits and -=:._")
+    if not pattern.fullmatch(value):
+        raise InvalidName(f"{what} name {value!r} may hold only letters, digits and {allowed}")
     return value
+
+
+def check_part(what: str, value: object) -> str:
+    """A tenant or namespace name."""
+    return _check_path_name(what, value, MAX_PART, PART_RE, "-=:._")
 
 
 def check_local(value: object) -> str:
     """A topic's local name (the part after tenant/namespace/)."""
-    if not isinstance(value, str) or not value:
-        raise InvalidName(f"topic name must be a non-empty string, got {value!r}")
-    if len(value) > MAX_LOCAL:
-        raise InvalidName(f"topic name is {len(value)} characters, limit {MAX_LOCAL}")
-    if value in _RESERVED:
-        raise InvalidName(f"topic name {value!r} is reserved (a path component)")
-    if not LOCAL_RE.fullmatch(value):
-        raise InvalidName(f"topic name {value!r} may hold only letters, digits and -=:._%")
-    return value
+    return _check_path_name("topic", value, MAX_LOCAL, LOCAL_RE, "-=:._%")
 
 
 def check_subscription(value: object) -> str:
