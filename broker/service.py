@@ -19,7 +19,7 @@ from broker.config import BrokerConfig
 from broker.names import InvalidTopicName, TopicName
 from broker.paths import inside
 from broker.schemas import SchemaRegistry, SchemaVersion
-from broker.storage import EntryCache, LedgerIds, read_json, write_json_atomic
+from broker.storage import EntryCache, LedgerIds, open_topic_stores, read_json, write_json_atomic
 from broker.topic import Topic
 from schemas.names import InvalidName, check_namespace, check_part, file_name
 
@@ -217,7 +217,8 @@ class BrokerService:
         if not create and not self.topic_exists(name):
             return None
         self.check_namespace(name)
-        topic = Topic(self, name, self.topic_dir(name), self.ledger_ids)
+        stores = open_topic_stores(self.topic_dir(name), self.ledger_ids, self.config.ledger_max_bytes, self.entry_cache)
+        topic = Topic(self, name, stores)
         self.topics[key] = topic
         return topic
 

@@ -6,8 +6,9 @@ Layout under the broker's data dir::
     topics/<domain>/<tenant>/<ns>/<local>/
         ledgers.json                [[ledger_id, first_offset], ...] in order
         <ledger_id>.log             records: len:u32 crc32c:u32 entry-bytes
-        cursors/<sub>.json          durable subscription cursors (cursor.py)
-        dedup.json, schemas.json    producer high-water marks, schema versions
+        cursors/<sub>.json          durable subscription cursors (snapshots, FileCursorStore)
+        cursors/<sub>.journal       acks applied since that snapshot, one JSON list a line
+        dedup.json, topic.json      producer high-water marks, topic epoch (FileTopicMetaStore)
 
 Each topic has a dense, persistent offset space; offset o lives in the last ledger whose
 first_offset <= o, at entry id o - first_offset. A new ledger starts each time a topic is
@@ -17,6 +18,11 @@ whole. Appends are written at once, before any receipt goes out (that survives k
 `--sync fsync` the server also makes them durable in groups (fdatasync of every ledger written
 since the last group, in a worker thread) before the receipts. A torn record at
 the end of the last ledger (kill -9 mid-write) is cut off at load.
+
+Every file a topic keeps is written here: the entry log (TopicLog), the cursors (a CursorStore)
+and the topic's own metadata (a TopicMetaStore). Each store has a file version and an in-memory
+version with the same behaviour, so broker/topic.py and broker/subscription.py do no file I/O and
+run in tests without a data directory.
 
 Memory per stored entry: none. With retention on, a topic keeps entries long after every
 subscription has acknowledged them, so nothing here may grow with the number of entries (Apache
@@ -34,13 +40,18 @@ import json
 import logging
 import os
 import struct
+import urllib.parse
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import crc32c
+
+from broker.paths import inside
+from schemas.names import file_name
 
 log = logging.getLogger("wtpulsar.broker.storage")
 
@@ -388,3 +399,199 @@ class TopicLog:
             for child in sorted(self.directory.rglob("*"), reverse=True):
                 child.unlink() if child.is_file() else child.rmdir()
             self.directory.rmdir()
+
+
+# ---------------------------------------------------------------------------- cursors
+# A durable subscription's cursor is a snapshot (what Subscription.to_json() gives) plus a journal
+# of the acks applied since (Subscription.journal_ops, one list per ACK command). The snapshot
+# folds the journal in and empties it; at load the journal is replayed over the snapshot.
+
+JournalOp = list[Any]
+
+
+@dataclass(frozen=True)
+class SavedCursor:
+    """One durable subscription as stored: its snapshot and the journal written after it."""
+
+    name: str
+    snapshot: dict[str, Any]
+    journal: list[JournalOp]
+
+
+class CursorStore(Protocol):
+    def load(self) -> list[SavedCursor]:
+        """Every saved cursor, by subscription name in order."""
+        ...
+
+    def append_journal(self, name: str, ops: list[JournalOp]) -> None:
+        """Record acks applied after the last snapshot (one write, survives a killed process)."""
+        ...
+
+    def save_snapshot(self, name: str, snapshot: dict[str, Any]) -> None:
+        """Replace the cursor with `snapshot` and empty its journal."""
+        ...
+
+    def remove(self, name: str) -> None:
+        ...
+
+
+def cursor_file(cursors: Path, sub_name: str) -> Path:
+    """Where a durable subscription's cursor lives: one percent-encoded file name, proven inside."""
+    return inside(cursors, file_name(sub_name) + ".json")
+
+
+def read_journal(path: Path) -> list[JournalOp]:
+    ops: list[JournalOp] = []
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return ops
+    for line in lines:
+        try:
+            ops.extend(json.loads(line))
+        except ValueError:
+            break  # a torn last line from a crash: the acks in it were never confirmed
+    return ops
+
+
+class FileCursorStore:
+    """Cursors under `<topic dir>/cursors/`: `<sub>.json` snapshots and `<sub>.journal` journals.
+
+    A journal line is a plain append: it reaches the page cache, so a killed broker process
+    loses none of the acks in it; a snapshot is written atomically, then the journal goes."""
+
+    def __init__(self, topic_dir: Path) -> None:
+        self.directory = topic_dir / "cursors"
+
+    def _path(self, name: str) -> Path:
+        self.directory.mkdir(exist_ok=True)
+        return cursor_file(self.directory, name)
+
+    def load(self) -> list[SavedCursor]:
+        saved: list[SavedCursor] = []
+        if not self.directory.is_dir():
+            return saved
+        for path in sorted(self.directory.glob("*.json")):
+            data = read_json(path, None)
+            if not isinstance(data, dict):
+                continue
+            saved.append(SavedCursor(urllib.parse.unquote(path.stem), data, read_journal(path.with_suffix(".journal"))))
+        return saved
+
+    def append_journal(self, name: str, ops: list[JournalOp]) -> None:
+        line = (json.dumps(ops, separators=(",", ":")) + "\n").encode()
+        fd = os.open(self._path(name).with_suffix(".journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def save_snapshot(self, name: str, snapshot: dict[str, Any]) -> None:
+        path = self._path(name)
+        write_json_atomic(path, snapshot)
+        path.with_suffix(".journal").unlink(missing_ok=True)
+
+    def remove(self, name: str) -> None:
+        path = self._path(name)
+        path.unlink(missing_ok=True)
+        path.with_suffix(".journal").unlink(missing_ok=True)
+
+
+class MemoryCursorStore:
+    """The same store in dicts: for brokers without a data dir, and for tests (a topic made again
+    over the same store reloads its cursors as it would from disk)."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[str, dict[str, Any]] = {}
+        self.journals: dict[str, list[JournalOp]] = {}
+
+    def load(self) -> list[SavedCursor]:
+        return [SavedCursor(name, json.loads(json.dumps(self.snapshots[name])), list(self.journals.get(name, [])))
+                for name in sorted(self.snapshots)]  # fmt: skip
+
+    def append_journal(self, name: str, ops: list[JournalOp]) -> None:
+        self.journals.setdefault(name, []).extend(ops)  # the subscription hands over fresh lists
+
+    def save_snapshot(self, name: str, snapshot: dict[str, Any]) -> None:
+        self.snapshots[name] = json.loads(json.dumps(snapshot))  # a copy, as a file would hold
+        self.journals.pop(name, None)
+
+    def remove(self, name: str) -> None:
+        self.snapshots.pop(name, None)
+        self.journals.pop(name, None)
+
+
+# ---------------------------------------------------------------------------- topic metadata
+@dataclass
+class TopicMeta:
+    """What a topic keeps besides its log and cursors: producers' sequence-id high-water marks
+    whose entries were trimmed, and the topic epoch of exclusive producers."""
+
+    dedup: dict[str, int] = field(default_factory=dict)
+    topic_epoch: int = 0
+
+
+class TopicMetaStore(Protocol):
+    def load(self) -> TopicMeta:
+        ...
+
+    def save_dedup(self, dedup: dict[str, int]) -> None:
+        ...
+
+    def save_epoch(self, topic_epoch: int) -> None:
+        ...
+
+
+class FileTopicMetaStore:
+    """`dedup.json` and `topic.json` in the topic's directory, each written atomically."""
+
+    def __init__(self, topic_dir: Path) -> None:
+        self.directory = topic_dir
+
+    def load(self) -> TopicMeta:
+        meta = TopicMeta()
+        saved = read_json(self.directory / "dedup.json", {})
+        if isinstance(saved, dict):
+            meta.dedup = {str(name): int(seq) for name, seq in saved.items()}
+        topic = read_json(self.directory / "topic.json", {})
+        if isinstance(topic, dict):
+            meta.topic_epoch = int(topic.get("topic_epoch", 0))
+        return meta
+
+    def save_dedup(self, dedup: dict[str, int]) -> None:
+        write_json_atomic(self.directory / "dedup.json", dedup)
+
+    def save_epoch(self, topic_epoch: int) -> None:
+        write_json_atomic(self.directory / "topic.json", {"topic_epoch": topic_epoch})
+
+
+class MemoryTopicMetaStore:
+    def __init__(self) -> None:
+        self.saved = TopicMeta()
+
+    def load(self) -> TopicMeta:
+        return TopicMeta(dict(self.saved.dedup), self.saved.topic_epoch)
+
+    def save_dedup(self, dedup: dict[str, int]) -> None:
+        self.saved.dedup = dict(dedup)
+
+    def save_epoch(self, topic_epoch: int) -> None:
+        self.saved.topic_epoch = topic_epoch
+
+
+@dataclass(frozen=True)
+class TopicStores:
+    """Everything a topic reads and writes outside memory, made for it by open_topic_stores()."""
+
+    log: TopicLog
+    cursors: CursorStore
+    meta: TopicMetaStore
+
+
+def open_topic_stores(directory: Path | None, ledger_ids: LedgerIds | None, ledger_max_bytes: int = DEFAULT_LEDGER_MAX_BYTES,
+                      cache: EntryCache | None = None) -> TopicStores:  # fmt: skip
+    """File stores under `directory`, or in-memory ones when it is None (no data dir, non-persistent)."""
+    log = TopicLog(directory, ledger_ids, ledger_max_bytes, cache)
+    if directory is None:
+        return TopicStores(log, MemoryCursorStore(), MemoryTopicMetaStore())
+    return TopicStores(log, FileCursorStore(directory), FileTopicMetaStore(directory))

@@ -13,27 +13,21 @@ blocks are kept. Retention by time uses each ledger's last publish time (storage
 from __future__ import annotations
 
 import base64
-import json
 import logging
-import os
 import time
-import urllib.parse
 from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import mmh3
 
 from broker import non_persistent
 from broker.names import TopicName
-from broker.paths import inside
 from broker.proto import pulsar_wire_pb2 as pb
-from broker.storage import LedgerIds, TopicLog, read_json, write_json_atomic
+from broker.storage import TopicStores
 from broker.subscription import HASH_RANGE, Consumer, Subscription
 from broker.wire import parse_entry_metadata
-from schemas.names import file_name
 
 log = logging.getLogger("wtpulsar.broker.topic")
 
@@ -135,17 +129,13 @@ class Producer:
     bytes_in: int = 0
 
 
-def cursor_file(cursors: Path, sub_name: str) -> Path:
-    """Where a durable subscription's cursor lives: one percent-encoded file name, proven inside."""
-    return inside(cursors, file_name(sub_name) + ".json")
-
-
 class Topic:
-    def __init__(self, service: Any, name: TopicName, directory: Path | None, ledger_ids: LedgerIds | None) -> None:
+    def __init__(self, service: Any, name: TopicName, stores: TopicStores) -> None:
         self.service = service
         self.name = name
-        self.directory = directory
-        self.log = TopicLog(directory, ledger_ids, service.config.ledger_max_bytes, service.entry_cache)
+        self.log = stores.log
+        self.cursor_store = stores.cursors
+        self.meta_store = stores.meta
         self._metas = EntryIndex(self.log.start_offset)  # warm part: from the slowest cursor to the end
         self._cold: OrderedDict[int, EntryIndex] = OrderedDict()  # block number -> facts read back
         self._ticks = 0
@@ -166,12 +156,10 @@ class Topic:
         self.drop_rates: dict[str, float] = {}  # non-persistent: per subscription, set by the admin server
         self.created = time.time()
         self.last_active = time.monotonic()  # non-persistent: last seen with a producer or subscription
-        if directory is not None:
-            self._load()
+        self._load()
 
     # ------------------------------------------------------------------ load
     def _load(self) -> None:
-        assert self.directory is not None
         self._load_cursors()
         # Every entry is read for the producers' sequence ids and the ledgers' last publish
         # times, but only the warm part (from the slowest cursor on) is indexed.
@@ -183,29 +171,19 @@ class Topic:
             self.log.stamp(offset, metadata.publish_time)
             self._remember_sequence(metadata)
         self.durable_end = self.log.end_offset
-        saved = read_json(self.directory / "dedup.json", {})
-        if isinstance(saved, dict):
-            for name, seq in saved.items():
-                self.dedup[name] = max(self.dedup.get(name, -1), int(seq))
-        meta = read_json(self.directory / "topic.json", {})
-        if isinstance(meta, dict):
-            self.topic_epoch = int(meta.get("topic_epoch", 0))
+        saved = self.meta_store.load()
+        for name, seq in saved.dedup.items():
+            self.dedup[name] = max(self.dedup.get(name, -1), seq)
+        self.topic_epoch = saved.topic_epoch
 
     def _load_cursors(self) -> None:
-        assert self.directory is not None
-        cursors = self.directory / "cursors"
-        if cursors.is_dir():
-            for path in sorted(cursors.glob("*.json")):
-                data = read_json(path, None)
-                if not isinstance(data, dict):
-                    continue
-                name = urllib.parse.unquote(path.stem)
-                sub = Subscription(self, name, int(data.get("type", 0)), True, self.log.start_offset - 1)
-                sub.load_json(data)
-                sub.replay_journal(self._read_journal(path.with_suffix(".journal")))
-                if sub.mark_delete < self.log.start_offset - 1:
-                    sub.skip_to(self.log.start_offset)
-                self.subscriptions[name] = sub
+        for saved in self.cursor_store.load():
+            sub = Subscription(self, saved.name, int(saved.snapshot.get("type", 0)), True, self.log.start_offset - 1)
+            sub.load_json(saved.snapshot)
+            sub.replay_journal(saved.journal)
+            if sub.mark_delete < self.log.start_offset - 1:
+                sub.skip_to(self.log.start_offset)
+            self.subscriptions[saved.name] = sub
 
     def _remember_sequence(self, metadata: pb.MessageMetadata) -> None:
         name = metadata.producer_name
@@ -408,57 +386,22 @@ class Topic:
 
     def remove_subscription(self, name: str) -> None:
         sub = self.subscriptions.pop(name, None)
-        if sub is not None and sub.durable and self.directory is not None:
-            path = self._cursor_path(name)
-            path.unlink(missing_ok=True)
-            path.with_suffix(".journal").unlink(missing_ok=True)
-
-    def _cursor_path(self, sub_name: str) -> Path:
-        assert self.directory is not None
-        cursors = self.directory / "cursors"
-        cursors.mkdir(exist_ok=True)
-        return cursor_file(cursors, sub_name)
-
-    @staticmethod
-    def _read_journal(path: Path) -> list[list[Any]]:
-        ops: list[list[Any]] = []
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            return ops
-        for line in lines:
-            try:
-                ops.extend(json.loads(line))
-            except ValueError:
-                break  # a torn last line from a crash: the acks in it were never confirmed
-        return ops
+        if sub is not None and sub.durable:
+            self.cursor_store.remove(name)
 
     def journal_acks(self, sub: Subscription) -> None:
-        """Append the acks just applied to the subscription's journal (one write per ACK command).
-
-        A plain write reaches the page cache, so a killed broker process loses none of them;
-        the snapshot in save_cursor() folds the journal in and empties it.
-        """
+        """Hand the acks just applied to the cursor store's journal (one write per ACK command);
+        the snapshot in save_cursor() folds the journal in and empties it."""
         if not sub.journal_ops:
             return
         ops, sub.journal_ops = sub.journal_ops, []
-        if not sub.durable or self.directory is None or not self.name.persistent:
-            return
-        line = (json.dumps(ops, separators=(",", ":")) + "\n").encode()
-        fd = os.open(self._cursor_path(sub.name).with_suffix(".journal"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
+        if sub.durable and self.name.persistent:
+            self.cursor_store.append_journal(sub.name, ops)
 
     def save_cursor(self, sub: Subscription) -> None:
         sub.journal_ops.clear()
-        if not sub.durable or self.directory is None or not self.name.persistent:
-            sub.dirty = False
-            return
-        path = self._cursor_path(sub.name)
-        write_json_atomic(path, sub.to_json())
-        path.with_suffix(".journal").unlink(missing_ok=True)
+        if sub.durable and self.name.persistent:
+            self.cursor_store.save_snapshot(sub.name, sub.to_json())
         sub.dirty = False
 
     def consumers(self) -> list[tuple[Subscription, Consumer]]:
@@ -530,24 +473,21 @@ class Topic:
         return cut
 
     def _save_dedup(self) -> None:
-        """Producer high-water marks are rebuilt from the log at load; the file keeps the ones
+        """Producer high-water marks are rebuilt from the log at load; the store keeps the ones
         whose entries were trimmed."""
-        if self.directory is not None:
-            write_json_atomic(self.directory / "dedup.json", self.dedup)
+        self.meta_store.save_dedup(self.dedup)
         self._dedup_dirty = False
 
     def close(self) -> None:
         for sub in self.subscriptions.values():
             if sub.dirty:
                 self.save_cursor(sub)
-        if self.directory is not None:
-            self._save_dedup()
-            write_json_atomic(self.directory / "topic.json", {"topic_epoch": self.topic_epoch})
+        self._save_dedup()
+        self.save_meta()
         self.log.close()
 
     def save_meta(self) -> None:
-        if self.directory is not None:
-            write_json_atomic(self.directory / "topic.json", {"topic_epoch": self.topic_epoch})
+        self.meta_store.save_epoch(self.topic_epoch)
 
     def is_idle(self) -> bool:
         return self.log_end == self.log.start_offset and not self.producers and not any(s.consumers for s in self.subscriptions.values())

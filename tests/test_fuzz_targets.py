@@ -244,7 +244,7 @@ def names_target(data: bytes) -> bool:
     from broker.config import BrokerConfig
     from broker.names import TopicName
     from broker.service import BrokerService
-    from broker.topic import cursor_file
+    from broker.storage import cursor_file
     from schemas.names import InvalidName, check_id, check_part, check_subscription
 
     if _names_service is None:
