@@ -1,7 +1,9 @@
 """One client connection: decodes commands, answers them, and carries deliveries back.
 
 Sans-I/O: bytes come in through `data_received`, bytes leave through the `send` callable given
-at construction, and `close` asks the shell to drop the connection. Errors go where the client
+at construction, and `close` asks the shell to drop the connection. The time comes in too: each
+entry point takes the caller's `now_ms` (wall clock, ms; delayed delivery compares it with
+`deliver_at`), or the service's clock when the caller has none (tests driving a connection by hand). Errors go where the client
 expects them (docs/pulsar-wire-protocol.md §2, §14): inside LOOKUP/PARTITIONED_METADATA/schema/stats
 responses, as ERROR for requests that have one, never as SEND_ERROR except for checksums.
 """
@@ -10,16 +12,16 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from broker import auth
 from broker.names import InvalidTopicName, TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.schemas import IncompatibleSchema
-from broker.service import BrokerService, NamespaceNotFound, now_ms
+from broker.service import BrokerService, NamespaceNotFound
 from broker.subscription import (
     EXCLUSIVE,
     FAILOVER,
@@ -27,9 +29,10 @@ from broker.subscription import (
     SHARED,
     SUB_TYPE_NAMES,
     Consumer,
+    Delivery,
     Subscription,
 )
-from broker.topic import EntryMeta, Producer, Topic
+from broker.topic import Producer, Topic
 from broker.wire import (
     Frame,
     FrameDecoder,
@@ -63,7 +66,9 @@ def busy_reason(sub: Subscription | None, sub_name: str, sub_type: int) -> str |
 
 
 class ServerConnection:
-    def __init__(self, service: BrokerService, send: Callable[[bytes], None], close: Callable[[], None], peer: str = "", now: float | None = None) -> None:
+    def __init__(self, service: BrokerService, send: Callable[[bytes], None], close: Callable[[], None], peer: str = "",
+                 now: float | None = None, now_ms: int | None = None) -> None:  # fmt: skip
+        """`now`: the service's monotonic clock (s), for the handshake timeout; `now_ms`: wall clock (ms)."""
         self.service = service
         self._send = send
         self._close = close
@@ -72,7 +77,8 @@ class ServerConnection:
         self.id = service.next_connection_id
         # Until CONNECT, a frame (and everything buffered) is bounded by the small pre-CONNECT limit.
         self.decoder = FrameDecoder(service.config.max_pre_connect_bytes)
-        self.opened_at = time.monotonic() if now is None else now
+        self.opened_at = service.monotonic() if now is None else now
+        self._now_ms = service.wall_ms() if now_ms is None else now_ms  # of the frames being handled
         service.pending.add(self)
         self.connected = False
         self.closed = False
@@ -82,12 +88,13 @@ class ServerConnection:
         self.producers: dict[int, Producer] = {}
         self.consumers: dict[int, tuple[Consumer, Subscription, Topic]] = {}
         self.n_sends = self.n_receipts = self.n_bytes = 0
-        self.connected_since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.connected_since = datetime.fromtimestamp(self._now_ms // 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     # ------------------------------------------------------------------ I/O edges
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes, now_ms: int | None = None) -> None:
         if self.closed:
             return
+        self._now_ms = self.service.wall_ms() if now_ms is None else now_ms
         self.n_bytes += len(data)
         if not self.connected and self.n_bytes > self.service.config.max_pre_connect_bytes:
             log.warning("closing connection from %s: %d bytes before CONNECT (limit %d)", self.peer, self.n_bytes, self.service.config.max_pre_connect_bytes)
@@ -113,15 +120,16 @@ class ServerConnection:
         if not self.closed:
             self._send(encode_command(cmd))
 
-    def abort(self) -> None:
+    def abort(self, now_ms: int | None = None) -> None:
         if not self.closed:
             self._close()
-            self.connection_lost()
+            self.connection_lost(now_ms)
 
-    def connection_lost(self) -> None:
+    def connection_lost(self, now_ms: int | None = None) -> None:
         """Drop every producer and consumer of this connection at once (docs/pulsar-wire-protocol.md §15)."""
         if self.closed:
             return
+        self._now_ms = self.service.wall_ms() if now_ms is None else now_ms
         log.debug("connection %s lost: %d sends, %d receipts, %d bytes in", self.peer, self.n_sends, self.n_receipts, self.n_bytes)
         self.closed = True
         self.service.connections.discard(self)
@@ -129,7 +137,7 @@ class ServerConnection:
         for producer in list(self.producers.values()):
             self._remove_producer(producer)
         for consumer_id in list(self.consumers):
-            self._remove_consumer(consumer_id)
+            self._remove_consumer(consumer_id, self._now_ms)
 
     def handshake_expired(self, now: float) -> bool:
         """True once a connection that has not completed CONNECT is older than the handshake timeout."""
@@ -368,8 +376,11 @@ class ServerConnection:
             waiting.ready = True
             topic.topic_epoch += 1
             topic.save_meta()
-            waiting.connection._register_producer(waiting)
-            waiting.connection._producer_success(waiting, waiting.request_id)
+            waiting.connection.grant_exclusive(waiting)
+
+    def grant_exclusive(self, producer: Producer) -> None:
+        self._register_producer(producer)
+        self._producer_success(producer, producer.request_id)
 
     def _on_close_producer(self, body: pb.CommandCloseProducer) -> None:
         producer = self.producers.get(body.producer_id)
@@ -518,7 +529,7 @@ class ServerConnection:
         self.success(request_id)
         sub.add_consumer(consumer)
 
-    def _remove_consumer(self, consumer_id: int) -> None:
+    def _remove_consumer(self, consumer_id: int, now_ms: int) -> None:
         entry = self.consumers.pop(consumer_id, None)
         if entry is None:
             return
@@ -528,31 +539,32 @@ class ServerConnection:
             topic.subscriptions.pop(sub.name, None)
         elif sub.durable and sub.dirty:
             topic.save_cursor(sub)
-        topic.dispatch(now_ms())
+        topic.dispatch(now_ms)
 
-    def close_consumer_by_broker(self, consumer: Consumer) -> None:
-        self._remove_consumer(consumer.consumer_id)
+    def close_consumer_by_broker(self, consumer: Consumer, now_ms: int) -> None:
+        self._remove_consumer(consumer.consumer_id, now_ms)
         self.write(command(T.CLOSE_CONSUMER, consumer_id=consumer.consumer_id, request_id=NO_REQUEST))
 
-    def _deliver(self, consumer: Consumer, offset: int, meta: EntryMeta, entry: bytes, redelivery_count: int, ack_set: list[int] | None) -> None:
+    def _deliver(self, delivery: Delivery) -> None:
+        """A MESSAGE frame for one delivery of a subscription's dispatch."""
         if self.closed:
             return
-        entry_info = self.consumers.get(consumer.consumer_id)
-        topic = entry_info[2] if entry_info else None
-        if topic is None:
+        entry_info = self.consumers.get(delivery.consumer_id)
+        if entry_info is None:
             return
+        consumer, _, topic = entry_info
         msg = command(
             T.MESSAGE,
-            consumer_id=consumer.consumer_id,
-            message_id=topic.message_id(offset),
-            redelivery_count=redelivery_count or None,
-            ack_set=ack_set,
+            consumer_id=delivery.consumer_id,
+            message_id=topic.message_id(delivery.offset),
+            redelivery_count=delivery.redelivery_count or None,
+            ack_set=None if delivery.ack_set is None else list(delivery.ack_set),
         )
-        topic.msg_out += meta.num_messages
-        topic.bytes_out += len(entry)
+        topic.msg_out += delivery.meta.num_messages
+        topic.bytes_out += len(delivery.entry)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("MESSAGE offset %d (%d msgs) to %s redelivery %d", offset, meta.num_messages, consumer.name, redelivery_count)
-        self._send(encode_payload_command(msg, entry))
+            log.debug("MESSAGE offset %d (%d msgs) to %s redelivery %d", delivery.offset, delivery.meta.num_messages, consumer.name, delivery.redelivery_count)
+        self._send(encode_payload_command(msg, delivery.entry))
 
     def _notify_active(self, consumer: Consumer, active: bool) -> None:
         self.write(command(T.ACTIVE_CONSUMER_CHANGE, consumer_id=consumer.consumer_id, is_active=active))
@@ -567,7 +579,7 @@ class ServerConnection:
         consumer, sub, topic = found
         sub.flow(consumer, body.messagePermits)
         log.debug("FLOW %d -> permits %d read_pos %d durable_end %d pending %d", body.messagePermits, consumer.permits, sub.read_pos, topic.durable_end, len(sub.pending))
-        sub.dispatch(now_ms())
+        sub.dispatch(self._now_ms)
 
     def _offset(self, topic: Topic, message_id: pb.MessageIdData) -> int:
         return topic.log.offset_of(message_id.ledgerId, message_id.entryId)
@@ -597,7 +609,7 @@ class ServerConnection:
         if body.HasField("request_id"):
             self.write(command(T.ACK_RESPONSE, consumer_id=body.consumer_id, request_id=body.request_id))
         if sub.sub_type == KEY_SHARED:
-            sub.dispatch(now_ms())  # released key slots may unblock parked entries
+            sub.dispatch(self._now_ms)  # released key slots may unblock parked entries
 
     def _on_redeliver(self, body: pb.CommandRedeliverUnacknowledgedMessages) -> None:
         found = self._lookup_consumer(body.consumer_id)
@@ -608,7 +620,7 @@ class ServerConnection:
             return
         ids = [self._offset(topic, m) for m in body.message_ids] if body.message_ids else None
         sub.redeliver(consumer, ids)
-        sub.dispatch(now_ms())
+        sub.dispatch(self._now_ms)
 
     def _on_unsubscribe(self, body: pb.CommandUnsubscribe) -> None:
         found = self._lookup_consumer(body.consumer_id)
@@ -621,14 +633,15 @@ class ServerConnection:
             self.error(body.request_id, pb.MetadataError, f"Subscription {sub.name} has other connected consumers")
             return
         for other in others:
-            other.connection.close_consumer_by_broker(other)
+            if other.connection is not None:
+                other.connection.close_consumer_by_broker(other, self._now_ms)
         self.consumers.pop(body.consumer_id, None)
         sub.remove_consumer(consumer)
         topic.remove_subscription(sub.name)
         self.success(body.request_id)
 
     def _on_close_consumer(self, body: pb.CommandCloseConsumer) -> None:
-        self._remove_consumer(body.consumer_id)
+        self._remove_consumer(body.consumer_id, self._now_ms)
         self.success(body.request_id)
 
     def _on_seek(self, body: pb.CommandSeek) -> None:
@@ -660,7 +673,8 @@ class ServerConnection:
             return
         # Real-broker order (docs/pulsar-wire-protocol.md §10): disconnect the subscription's consumers, reset, then answer.
         for other in list(sub.consumers):
-            other.connection.close_consumer_by_broker(other)
+            if other.connection is not None:
+                other.connection.close_consumer_by_broker(other, self._now_ms)
         sub.reset_to(target)
         if not sub.durable:
             topic.subscriptions[sub.name] = sub

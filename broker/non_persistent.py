@@ -14,13 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from broker.entries import EntryMeta
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.subscription import EXCLUSIVE, FAILOVER, Consumer, Subscription
-
-if TYPE_CHECKING:
-    from broker.topic import EntryMeta
 
 # Pulsar gives every non-persistent message, in its send receipt and on delivery, the id 0:0: no
 # ledger holds it. Our offsets for such messages are never looked up, only passed along.

@@ -54,15 +54,17 @@ class _Protocol(asyncio.Protocol):
             import socket
 
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.connection = ServerConnection(self.service, self._send, self._close, f"{peer[0]}:{peer[1]}" if peer else "?")
+        # The shell reads the clock; the connection and the dispatch under it take the time from here.
+        self.connection = ServerConnection(self.service, self._send, self._close, f"{peer[0]}:{peer[1]}" if peer else "?",
+                                           self.service.monotonic(), self.service.wall_ms())  # fmt: skip
 
     def data_received(self, data: bytes) -> None:
         if self.connection is not None:
-            self.connection.data_received(data)
+            self.connection.data_received(data, self.service.wall_ms())
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.connection is not None:
-            self.connection.connection_lost()
+            self.connection.connection_lost(self.service.wall_ms())
 
 
 class BrokerServer:

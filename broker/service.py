@@ -83,6 +83,17 @@ class BrokerService:
             self.ledger_ids = None
         self._load_metadata()
 
+    # ------------------------------------------------------------------ the clock
+    # The broker core (topic.py, subscription.py, connection.py) reads no clock: the asyncio shell
+    # passes the time in, and these are what it (and a caller without a time of its own) reads.
+    @staticmethod
+    def wall_ms() -> int:
+        return now_ms()
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
     # ------------------------------------------------------------------ metadata
     def _meta_path(self, name: str) -> Path | None:
         return self.data_dir / name if self.data_dir is not None else None
@@ -218,7 +229,7 @@ class BrokerService:
             return None
         self.check_namespace(name)
         stores = open_topic_stores(self.topic_dir(name), self.ledger_ids, self.config.ledger_max_bytes, self.entry_cache)
-        topic = Topic(self, name, stores)
+        topic = Topic(self, name, stores, self.monotonic())
         self.topics[key] = topic
         return topic
 
@@ -228,9 +239,11 @@ class BrokerService:
             return False
         if not force and (topic.producers or any(s.consumers for s in topic.subscriptions.values())):
             raise RuntimeError(f"topic {name} has active producers or consumers")
+        now = now_ms()
         for sub in list(topic.subscriptions.values()):
             for consumer in list(sub.consumers):
-                consumer.connection.close_consumer_by_broker(consumer)
+                if consumer.connection is not None:
+                    consumer.connection.close_consumer_by_broker(consumer, now)
         for producer in list(topic.producers.values()):
             producer.connection.close_producer_by_broker(producer)
         self.topics.pop(str(name), None)

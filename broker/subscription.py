@@ -1,7 +1,11 @@
 """Subscriptions: the cursor (what is acknowledged) and dispatch (who gets what next).
 
-Sans-I/O: a Subscription never touches a socket. It asks its topic for entry bytes and hands
-deliveries to `Consumer.deliver`, which the connection turns into MESSAGE frames.
+Sans-I/O: a Subscription never touches a socket, a file or the clock. It reads entries through
+the small `EntrySource` its topic implements, takes `now_ms` from its caller, and hands each
+`Delivery` to `Consumer.deliver`, which the connection turns into a MESSAGE frame
+(tests/test_broker_subscription.py drives it in memory).
+Everything about Key_Shared lives here: the key's hash slot (`sticky_slot`), which consumer a
+slot maps to (`_slot_consumer`: sticky ranges, else auto-split), and the ordering rule below.
 Rules follow docs/pulsar-wire-protocol.md §7–§10:
 * Exclusive/Failover: one active consumer reads in log order from `read_pos`; an id-less
   redelivery or a change of active consumer rewinds to the first unacknowledged entry.
@@ -14,17 +18,18 @@ Rules follow docs/pulsar-wire-protocol.md §7–§10:
 
 from __future__ import annotations
 
+import base64
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+import mmh3
 from sortedcontainers import SortedSet
 
+from broker.entries import EntryMeta
+from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
-
-if TYPE_CHECKING:
-    from broker.topic import EntryMeta
 
 EXCLUSIVE = pb.CommandSubscribe.Exclusive
 SHARED = pb.CommandSubscribe.Shared
@@ -33,6 +38,65 @@ KEY_SHARED = pb.CommandSubscribe.Key_Shared
 SUB_TYPE_NAMES = {EXCLUSIVE: "Exclusive", SHARED: "Shared", FAILOVER: "Failover", KEY_SHARED: "Key_Shared"}
 HASH_RANGE = 65536  # Key_Shared slots (docs/pulsar-wire-protocol.md §8)
 MAX_REPLAY_LOOKAHEAD = 10_000  # Key_Shared entries parked for busy consumers before reading stops
+NONE_KEY = b"NONE_KEY"
+
+
+def sticky_slot(metadata: pb.MessageMetadata) -> int:
+    """Key_Shared hash slot of an entry (docs/pulsar-wire-protocol.md §8): ordering key, else partition key, else NONE_KEY."""
+    if metadata.HasField("ordering_key"):
+        key = bytes(metadata.ordering_key)
+    elif metadata.HasField("partition_key"):
+        key = metadata.partition_key.encode("utf-8")
+        if metadata.partition_key_b64_encoded:
+            try:
+                key = base64.b64decode(key)
+            except ValueError:
+                pass
+    else:
+        key = NONE_KEY
+    return (mmh3.hash(key, 0, signed=False) & 0x7FFFFFFF) % HASH_RANGE
+
+
+class EntrySource(Protocol):
+    """What a subscription reads from its topic (broker/topic.py's Topic is one)."""
+
+    @property
+    def name(self) -> TopicName: ...
+
+    @property
+    def log_end(self) -> int:
+        """One past the last entry appended."""
+        ...
+
+    @property
+    def durable_end(self) -> int:
+        """One past the last entry that may be dispatched (synced)."""
+        ...
+
+    def entry_meta(self, offset: int) -> EntryMeta: ...
+
+    def read_entry(self, offset: int) -> bytes: ...
+
+
+class ConsumerConnection(Protocol):
+    """What the broker asks of the connection that holds a consumer (broker/connection.py)."""
+
+    @property
+    def client_version(self) -> str: ...
+
+    def close_consumer_by_broker(self, consumer: Consumer, now_ms: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One entry handed to a consumer: what the connection turns into a MESSAGE frame."""
+
+    consumer_id: int
+    offset: int
+    meta: EntryMeta
+    entry: bytes
+    redelivery_count: int = 0
+    ack_set: tuple[int, ...] | None = None  # batch indexes still unacknowledged (bit set), if some are
 
 
 @dataclass(eq=False)
@@ -41,9 +105,9 @@ class Consumer:
     name: str
     sub_type: int
     priority: int
-    deliver: Callable[[Consumer, int, EntryMeta, bytes, int, list[int] | None], None]
+    deliver: Callable[[Delivery], None]
     notify_active: Callable[[Consumer, bool], None] | None = None
-    connection: Any = None
+    connection: ConsumerConnection | None = None
     permits: int = 0
     sticky_ranges: list[tuple[int, int]] | None = None  # Key_Shared STICKY (inclusive)
     pending: set[int] = field(default_factory=set)
@@ -54,7 +118,7 @@ class Consumer:
 
 
 class Subscription:
-    def __init__(self, topic: Any, name: str, sub_type: int, durable: bool, mark_delete: int) -> None:
+    def __init__(self, topic: EntrySource, name: str, sub_type: int, durable: bool, mark_delete: int) -> None:
         self.topic = topic
         self.name = name
         self.sub_type = sub_type
@@ -305,7 +369,8 @@ class Subscription:
         consumer.bytes_out += len(entry)
         self.msg_out_counter += cost
         self.bytes_out_counter += len(entry)
-        consumer.deliver(consumer, offset, meta, entry, self.redelivery_counts.get(offset, 0), ack_set)
+        consumer.deliver(Delivery(consumer.consumer_id, offset, meta, entry, self.redelivery_counts.get(offset, 0),
+                                  None if ack_set is None else tuple(ack_set)))  # fmt: skip
 
     def _release_pending(self, offset: int) -> None:
         consumer = self.pending.pop(offset, None)

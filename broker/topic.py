@@ -8,91 +8,32 @@ without bound, where Apache Pulsar's broker keeps nothing per retained entry. A 
 facts are read back from its ledger a block at a time when something asks for them (a
 subscription or reader starting at Earliest, a seek or reset below the warm part); a few such
 blocks are kept. Retention by time uses each ledger's last publish time (storage.Ledger).
+
+Sans-I/O: every file the topic keeps is written by the stores it is given (broker/storage.py:
+the entry log, a CursorStore, a TopicMetaStore), times come from the caller (`now_ms`), and the
+service and connections it talks back to are the small Protocols below.
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import time
-from array import array
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
-
-import mmh3
+from typing import Protocol
 
 from broker import non_persistent
+from broker.entries import EntryIndex, EntryMeta
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.storage import TopicStores
-from broker.subscription import HASH_RANGE, Consumer, Subscription
+from broker.subscription import Consumer, Delivery, Subscription, sticky_slot
 from broker.wire import parse_entry_metadata
 
 log = logging.getLogger("wtpulsar.broker.topic")
 
-NONE_KEY = b"NONE_KEY"
 COLD_BLOCK = 1024  # entries whose facts are read back from disk together
 COLD_BLOCKS_KEPT = 4  # such blocks kept per topic (a replay reads them in order)
 COOL_MIN = 1024  # entries dropped from the warm index at once, at least (bounds the array shifting)
-
-
-def sticky_slot(metadata: pb.MessageMetadata) -> int:
-    """Key_Shared hash slot of an entry (docs/pulsar-wire-protocol.md §8): ordering key, else partition key, else NONE_KEY."""
-    if metadata.HasField("ordering_key"):
-        key = bytes(metadata.ordering_key)
-    elif metadata.HasField("partition_key"):
-        key = metadata.partition_key.encode("utf-8")
-        if metadata.partition_key_b64_encoded:
-            try:
-                key = base64.b64decode(key)
-            except ValueError:
-                pass
-    else:
-        key = NONE_KEY
-    return (mmh3.hash(key, 0, signed=False) & 0x7FFFFFFF) % HASH_RANGE
-
-
-@dataclass(slots=True)
-class EntryMeta:
-    publish_time: int
-    num_messages: int
-    slot: int
-    deliver_at: int
-    size: int
-
-
-class EntryIndex:
-    """Per-entry facts in flat int64 columns: no Python object per stored entry, so the garbage
-    collector's full passes stay short however long the backlog grows."""
-
-    def __init__(self, base: int) -> None:
-        self.base = base
-        self._cols = [array("q") for _ in range(5)]  # publish_time, num_messages, slot, deliver_at, size
-
-    def __len__(self) -> int:
-        return len(self._cols[0])
-
-    def append(self, meta: EntryMeta) -> None:
-        for col, value in zip(self._cols, (meta.publish_time, meta.num_messages, meta.slot, meta.deliver_at, meta.size), strict=True):
-            col.append(value)
-
-    def __getitem__(self, offset: int) -> EntryMeta:
-        i = offset - self.base
-        if i < 0:
-            raise IndexError(offset)
-        c = self._cols
-        return EntryMeta(c[0][i], c[1][i], c[2][i], c[3][i], c[4][i])
-
-    def covers(self, offset: int) -> bool:
-        return self.base <= offset < self.base + len(self)
-
-    def drop_before(self, offset: int) -> None:
-        count = offset - self.base
-        if count > 0:
-            for col in self._cols:
-                del col[:count]
-            self.base = offset
 
 
 def entry_meta_of(metadata: pb.MessageMetadata, size: int) -> EntryMeta:
@@ -103,6 +44,31 @@ def entry_meta_of(metadata: pb.MessageMetadata, size: int) -> EntryMeta:
         deliver_at=metadata.deliver_at_time if metadata.HasField("deliver_at_time") else 0,
         size=size,
     )
+
+
+class TopicHost(Protocol):
+    """What a topic asks of the broker that holds it (broker/service.py's BrokerService)."""
+
+    def deduplication_enabled(self, name: TopicName) -> bool: ...
+
+    def mark_dirty(self, topic: Topic) -> None:
+        """Entries were appended or receipts queued: sync soon, then call on_synced()."""
+        ...
+
+
+class ProducerConnection(Protocol):
+    """What a topic and its neighbours ask of the connection a producer came on (broker/connection.py)."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send_receipt(self, producer: Producer, sequence_id: int, highest: int, message_id: pb.MessageIdData) -> None: ...
+
+    def close_producer_by_broker(self, producer: Producer) -> None: ...
+
+    def grant_exclusive(self, producer: Producer) -> None:
+        """A producer waiting for exclusive access has it now: register it and tell the client."""
+        ...
 
 
 @dataclass(eq=False)
@@ -118,7 +84,7 @@ class Producer:
     producer_id: int
     name: str
     topic: Topic
-    connection: Any
+    connection: ProducerConnection
     access_mode: int
     epoch: int = 0
     receipts: deque[Receipt] = field(default_factory=deque)
@@ -130,7 +96,8 @@ class Producer:
 
 
 class Topic:
-    def __init__(self, service: Any, name: TopicName, stores: TopicStores) -> None:
+    def __init__(self, service: TopicHost, name: TopicName, stores: TopicStores, now: float) -> None:
+        """`now`: the service's monotonic clock (s), the start of a non-persistent topic's idle time."""
         self.service = service
         self.name = name
         self.log = stores.log
@@ -154,8 +121,7 @@ class Topic:
         self.bytes_out = 0
         self.msg_dropped = 0  # non-persistent: messages some subscription could not hand over
         self.drop_rates: dict[str, float] = {}  # non-persistent: per subscription, set by the admin server
-        self.created = time.time()
-        self.last_active = time.monotonic()  # non-persistent: last seen with a producer or subscription
+        self.last_active = now  # non-persistent: last seen with a producer or subscription (monotonic s)
         self._load()
 
     # ------------------------------------------------------------------ load
@@ -253,7 +219,7 @@ class Topic:
     # ------------------------------------------------------------------ publishing
     @property
     def dedup_enabled(self) -> bool:
-        return bool(self.service.deduplication_enabled(self.name))
+        return self.service.deduplication_enabled(self.name)
 
     def publish(self, producer: Producer, send: pb.CommandSend, entry: bytes, metadata: pb.MessageMetadata) -> None:
         """Append (or recognise a duplicate) and queue the receipt; receipts leave after sync()."""
@@ -312,7 +278,7 @@ class Topic:
             consumer.bytes_out += len(entry)
             sub.msg_out_counter += count
             sub.bytes_out_counter += len(entry)
-            consumer.deliver(consumer, non_persistent.NO_OFFSET, meta, entry, 0, None)
+            consumer.deliver(Delivery(consumer.consumer_id, non_persistent.NO_OFFSET, meta, entry))
         self.msg_in += send.num_messages or 1
         self.bytes_in += len(entry)
         producer.messages_in += send.num_messages or 1

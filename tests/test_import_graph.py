@@ -3,7 +3,8 @@ functions and under ``if TYPE_CHECKING:``, where a circle hides), form a graph w
 
 A circle hidden by a function-level import still ties the modules together: neither can be read,
 moved or tested without the other. ``ingress/`` once had one (its shared state lived with the servers
-that start it). ``broker/`` is left out until its topic and subscription stop referring to each other.
+that start it); ``broker/`` had one between its topic and subscription (and non-persistent routing),
+until they met through ``broker/entries.py`` and small Protocols.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "realpulsar", "bench")
+PACKAGES = ("broker", "ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "realpulsar", "bench")
 
 
 def imported_modules(source: str, packages: tuple[str, ...]) -> set[str]:
