@@ -13,7 +13,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from broker.config import BrokerConfig
 from broker.names import InvalidTopicName, TopicName
@@ -32,6 +32,17 @@ def now_ms() -> int:
 
 class NamespaceNotFound(LookupError):
     pass
+
+
+class ClientConnection(Protocol):
+    """What the service asks of a client connection it counts (broker/connection.py's ServerConnection)."""
+
+    @property
+    def peer(self) -> str: ...
+
+    def handshake_expired(self, now: float) -> bool: ...
+
+    def abort(self, now_ms: int | None = None) -> None: ...
 
 
 @dataclass
@@ -71,8 +82,8 @@ class BrokerService:
         self._dirty: set[Topic] = set()
         self.schedule_sync: Callable[[], None] = lambda: None
         self._schemas: dict[str, SchemaRegistry] = {}
-        self.connections: set[Any] = set()  # connected (CONNECT done)
-        self.pending: set[Any] = set()  # accepted, CONNECT not yet done
+        self.connections: set[ClientConnection] = set()  # connected (CONNECT done)
+        self.pending: set[ClientConnection] = set()  # accepted, CONNECT not yet done
         self.next_connection_id = 0
         self.started = time.time()
         self.entry_cache = EntryCache(config.cache_bytes)
