@@ -14,7 +14,7 @@ import pytest
 from broker.entries import EntryMeta
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
-from broker.storage import FileCursorStore, MemoryCursorStore
+from broker.storage import FileCursorStore, MemoryCursorStore, TopicMeta, open_topic_stores
 from broker.subscription import (
     EXCLUSIVE,
     FAILOVER,
@@ -26,6 +26,8 @@ from broker.subscription import (
     Subscription,
     sticky_slot,
 )
+from broker.topic import Producer, Topic
+from broker.wire import build_entry
 
 LOW, HIGH = 100, HASH_RANGE - 100  # slots of the lower and the upper half of the hash range
 
@@ -367,3 +369,65 @@ def test_file_cursor_store_drops_a_torn_journal_line_and_forgets_removed_cursors
     assert [c.journal for c in store.load()] == [[]]  # a snapshot folds the journal in
     store.remove("s")
     assert store.load() == [] and not list((tmp_path / "cursors").iterdir())
+
+
+# ------------------------------------------------------------------ a whole topic over in-memory stores
+
+
+class Host:
+    """The service as a topic sees it (TopicHost)."""
+
+    def __init__(self) -> None:
+        self.dirty: list[Topic] = []
+
+    def deduplication_enabled(self, name: TopicName) -> bool:
+        return False
+
+    def mark_dirty(self, topic: Topic) -> None:
+        self.dirty.append(topic)
+
+
+class ProducerSide:
+    """A producer's connection as a topic sees it (ProducerConnection): receipts are recorded."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.receipts: list[tuple[int, int]] = []
+
+    def send_receipt(self, producer: Producer, sequence_id: int, highest: int, message_id: pb.MessageIdData) -> None:
+        self.receipts.append((sequence_id, message_id.entryId))
+
+    def close_producer_by_broker(self, producer: Producer) -> None:
+        raise AssertionError("not expected")
+
+    def grant_exclusive(self, producer: Producer) -> None:
+        raise AssertionError("not expected")
+
+
+def test_topic_over_memory_stores_dispatches_after_sync_and_journals_acks() -> None:
+    stores = open_topic_stores(None, None)
+    assert isinstance(stores.cursors, MemoryCursorStore)
+    host, side = Host(), ProducerSide()
+    topic = Topic(host, TopicName.parse("persistent://public/default/t"), stores, now=0.0)
+    sub = topic.create_subscription("s", SHARED, True, initial_earliest=True)
+    assert stores.cursors.snapshots["s"]["mark_delete"] == -1
+    out: list[Delivery] = []
+    consumer = Consumer(1, "c", SHARED, 0, deliver=out.append, permits=10)
+    sub.add_consumer(consumer)
+    producer = Producer(1, "p", topic, side, pb.Shared)
+    for seq in range(2):
+        meta = pb.MessageMetadata(producer_name="p", sequence_id=seq, publish_time=1_000 + seq, partition_key=f"k{seq}")
+        topic.publish(producer, pb.CommandSend(producer_id=1, sequence_id=seq, num_messages=1), build_entry(meta, b"m%d" % seq), meta)
+    assert out == [] and side.receipts == [] and host.dirty == [topic, topic]  # nothing leaves before the sync
+    topic.on_synced(now_ms=2_000)
+    assert side.receipts == [(0, 0), (1, 1)]
+    assert [(d.consumer_id, d.offset, d.redelivery_count, d.ack_set) for d in out] == [(1, 0, 0, None), (1, 1, 0, None)]
+    assert [d.meta.slot for d in out] == [sticky_slot(pb.MessageMetadata(partition_key=k)) for k in ("k0", "k1")]
+    sub.ack_individual(1)
+    topic.journal_acks(sub)
+    assert stores.cursors.journals == {"s": [["i", 1]]} and sub.backlog() == 1
+    topic.save_cursor(sub)
+    assert stores.cursors.journals == {} and stores.cursors.snapshots["s"]["acked"] == [[1, 1]]
+    topic.close()
+    assert stores.meta.load() == TopicMeta({"p": 1}, 0)
