@@ -507,12 +507,10 @@ class ServerConnection:
         sticky: list[tuple[int, int]] | None = None
         if sub_type == KEY_SHARED and body.HasField("keySharedMeta") and body.keySharedMeta.keySharedMode == pb.STICKY:
             sticky = [(r.start, r.end) for r in body.keySharedMeta.hashRanges]
-            for other in sub.consumers:
-                for start, end in other.sticky_ranges or ():
-                    for s2, e2 in sticky:
-                        if s2 <= end and start <= e2:
-                            self.error(request_id, pb.ConsumerAssignError, f"Range conflict with consumer {other.name}: [{start}, {end}] overlaps [{s2}, {e2}]")
-                            return
+            conflict = sub.sticky_conflict(sticky)
+            if conflict is not None:
+                self.error(request_id, pb.ConsumerAssignError, conflict)
+                return
         consumer = Consumer(
             consumer_id=body.consumer_id,
             name=body.consumer_name or f"consumer-{self.id}-{body.consumer_id}",

@@ -339,6 +339,16 @@ class Subscription:
             return self._choose(-1, meta)
         return self._slot_consumer(meta.slot)
 
+    def sticky_conflict(self, ranges: list[tuple[int, int]]) -> str | None:
+        """Why a Key_Shared STICKY consumer declaring `ranges` cannot join (a slot range overlaps one
+        a consumer already holds: ConsumerAssignError, docs/pulsar-wire-protocol.md §8), or None."""
+        for other in self.consumers:
+            for start, end in other.sticky_ranges or ():
+                for s2, e2 in ranges:
+                    if s2 <= end and start <= e2:
+                        return f"Range conflict with consumer {other.name}: [{start}, {end}] overlaps [{s2}, {e2}]"
+        return None
+
     def _slot_consumer(self, slot: int) -> Consumer | None:
         sticky = [c for c in self.consumers if c.sticky_ranges]
         if sticky:

@@ -2,7 +2,9 @@
 Delivery events out, for every subscription type (docs/pulsar-wire-protocol.md §7-§10).
 
 A `Log` stands in for the topic (the subscription's EntrySource), consumers collect what they are
-handed in one list, and the time is whatever the test says. No socket, no file, no sleep.
+handed in one list, and the time is whatever the test says. No socket and no sleep; files only where
+the file cursor store is compared with the in-memory one. At the end, a whole topic over in-memory
+stores, and the sticky-range check as a connection answers it.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from broker.config import BrokerConfig
+from broker.connection import ServerConnection
 from broker.entries import EntryMeta
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
+from broker.service import BrokerService
 from broker.storage import FileCursorStore, MemoryCursorStore, TopicMeta, open_topic_stores
 from broker.subscription import (
     EXCLUSIVE,
@@ -27,7 +32,7 @@ from broker.subscription import (
     sticky_slot,
 )
 from broker.topic import Producer, Topic
-from broker.wire import build_entry
+from broker.wire import FrameDecoder, T, build_entry, command, encode_command
 
 LOW, HIGH = 100, HASH_RANGE - 100  # slots of the lower and the upper half of the hash range
 
@@ -275,6 +280,13 @@ def test_key_shared_sticky_ranges_decide_and_uncovered_slots_wait() -> None:
     assert s.dispatch() == [s.log.delivery(middle, outside)]
 
 
+def test_key_shared_sticky_ranges_must_not_overlap() -> None:
+    s = Sub(KEY_SHARED)
+    s.join("low", sticky=[(0, 999), (5_000, 5_999)])
+    assert s.sub.sticky_conflict([(1_000, 4_999), (6_000, 6_000)]) is None
+    assert s.sub.sticky_conflict([(6_000, 7_000), (5_999, 5_999)]) == "Range conflict with consumer low: [5000, 5999] overlaps [5999, 5999]"
+
+
 def test_key_shared_nack_redelivers_to_the_same_consumer_with_a_count() -> None:
     s = Sub(KEY_SHARED)
     a, b = s.join("a", permits=10), s.join("b", permits=10)
@@ -431,3 +443,22 @@ def test_topic_over_memory_stores_dispatches_after_sync_and_journals_acks() -> N
     assert stores.cursors.journals == {} and stores.cursors.snapshots["s"]["acked"] == [[1, 1]]
     topic.close()
     assert stores.meta.load() == TopicMeta({"p": 1}, 0)
+
+
+def test_overlapping_sticky_ranges_are_refused_on_the_wire() -> None:
+    service = BrokerService(BrokerConfig(data_dir=None))
+    decoder, frames = FrameDecoder(1 << 30), []
+    conn = ServerConnection(service, lambda data: frames.extend(decoder.feed(data)), lambda: None, "test", now=0.0, now_ms=1_000)
+    conn.data_received(encode_command(command(T.CONNECT, client_version="t", protocol_version=20)), now_ms=1_000)
+
+    def subscribe(consumer_id: int, start: int, end: int) -> pb.BaseCommand:
+        meta = pb.KeySharedMeta(keySharedMode=pb.STICKY, hashRanges=[pb.IntRange(start=start, end=end)])
+        conn.data_received(encode_command(command(T.SUBSCRIBE, topic="persistent://public/default/sticky", subscription="s",
+                                                  subType=KEY_SHARED, consumer_id=consumer_id, request_id=consumer_id,
+                                                  consumer_name=f"c{consumer_id}", keySharedMeta=meta)), now_ms=1_000)  # fmt: skip
+        return frames.pop().command
+
+    assert subscribe(1, 0, 999).type == T.SUCCESS
+    refused = subscribe(2, 900, 2_000)
+    assert (refused.type, refused.error.error, refused.error.message) == (T.ERROR, pb.ConsumerAssignError, "Range conflict with consumer c1: [0, 999] overlaps [900, 2000]")
+    assert subscribe(3, 1_000, 2_000).type == T.SUCCESS
