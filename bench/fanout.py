@@ -153,7 +153,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)  # ms, t_route -> parsed by the viewer
 
     def got(self, viewer: ViewerCount, record: Any) -> None:
-        from schemas.framing import Delivery, Kind
+        from schemas.framing_codec import Delivery, Kind
 
         if not isinstance(record, Delivery):
             return
@@ -207,7 +207,7 @@ async def wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio
 async def ws_viewer(http: Any, url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool]) -> None:
     import aiohttp
 
-    from schemas.framing import FramingError, parse
+    from schemas.framing_codec import FramingError, parse
 
     try:
         async with http.ws_connect(url, max_msg_size=0, compress=0) as ws:

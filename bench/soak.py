@@ -40,7 +40,7 @@ for extra in (str(ROOT), str(ROOT / "functions")):
     if extra not in sys.path:
         sys.path.insert(0, extra)
 
-from schemas.framing import Kind  # noqa: E402
+from schemas.framing_codec import Kind  # noqa: E402
 from tests.test_faults_harness import RENDITION, Pipeline, rss_kib  # noqa: E402
 from tests.test_faults_publisher import WsPublisher, synthetic_frames  # noqa: E402
 from wtpulsar.audit import collect_room  # noqa: E402

@@ -21,7 +21,7 @@ from typing import IO, Any
 from ingress.fmp4_timeline import TimelineRebase
 from ingress.names import room_topic, room_topic_url
 from ingress.viewer import DeliveryDedup, Item, JoinPoint
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 
 READ_TIMEOUT_MS = 200

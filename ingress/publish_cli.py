@@ -146,7 +146,7 @@ async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None
     from ingress import publish_source as src
     from ingress.publish_clock import measure_offset
     from ingress.wt_client import ResendingPublisher
-    from schemas.framing import Codec, Frame, Kind
+    from schemas.framing_codec import Codec, Frame, Kind
 
     stop = stop or asyncio.Event()
     offset_ms, result_replies = await measure_offset(url)  # capture times go out on the ingress's clock

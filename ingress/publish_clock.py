@@ -13,7 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from schemas.framing import Clock, serialize_clock
+from schemas.framing_codec import Clock, serialize_clock
 
 REQUESTS = 6
 SPACING_S = 0.05

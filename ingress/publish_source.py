@@ -21,7 +21,7 @@ import av
 import numpy as np
 
 from ingress import capture_stamp
-from schemas.framing import Codec, Frame, Kind
+from schemas.framing_codec import Codec, Frame, Kind
 
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # samples: 20 ms, what a WebCodecs AudioEncoder emits for Opus

@@ -23,7 +23,7 @@ from ingress.publishing import PublishingShell
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
 from ingress.viewer import ViewerSink, ViewerTracks
-from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
+from schemas.framing_codec import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 if TYPE_CHECKING:
     # checked against aioquic's protocol; at run time the base is the chosen stack's (protocol_class)

@@ -1,5 +1,5 @@
 """The page's JavaScript speaks the same wire format as the Python side: records built by its framing
-module (ingress/static/framing.js) parse with schemas/framing.py and vice versa (schemas/FRAMING.md), and
+module (ingress/static/framing.js) parse with schemas/framing_codec.py and vice versa (schemas/FRAMING.md), and
 its fMP4 reader (fmp4.js) understands what functions/media_fmp4.py writes; chat deliveries render as
 moderation decided, as text. Runs the page's own modules in Chromium, the page served by an in-process
 ingress (no broker, no token: the page only shows a banner)."""
@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from functions.media_fmp4 import Sample, avc1_entry, init_segment, media_segment
-from schemas.framing import (
+from schemas.framing_codec import (
     Ack,
     AckStatus,
     Codec,
@@ -225,7 +225,7 @@ def test_mask_and_flag_verdicts_tell_the_sender_why_even_after_the_message_was_d
 
 
 def test_page_clock_request_parses_in_python_and_replies_set_the_offset(page: Any) -> None:
-    from schemas.framing import Clock, serialize_clock
+    from schemas.framing_codec import Clock, serialize_clock
 
     request = parse(bytes(page.evaluate("() => Array.from(mods.framing.clockRequest(mods.clock.now()))")))
     assert isinstance(request, Clock) and request.is_request

@@ -19,8 +19,8 @@ from ingress.egress import RoomFeed
 from ingress.names import room_topic_url
 from ingress.viewer import Item, ViewerSink, ViewerTracks
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind
 from tests.ingress_support import ingress
 
 NS = room_topic_url("public", "wtpulsar", "")  # route writes room topics into the rooms namespace

@@ -13,7 +13,7 @@ import urllib.request
 import uuid
 
 from ingress.viewer import DeliveryDedup
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 
 def fragment(stream: str, first: int, last: int, rendition: str = "360p") -> dict[str, str]:
@@ -78,7 +78,7 @@ def test_consume_shows_each_chat_message_once(broker: object) -> None:
     import pulsar
 
     from ingress.consume import consume
-    from schemas.framing import Kind
+    from schemas.framing_codec import Kind
 
     namespace, room = _room_topic_with_duplicates(broker, "chat")
     client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
@@ -93,7 +93,7 @@ def test_consume_shows_each_chat_message_once(broker: object) -> None:
 
 def test_egress_offers_each_fragment_once() -> None:
     from ingress.viewer import Item, ViewerSink, ViewerTracks
-    from schemas.framing import Kind
+    from schemas.framing_codec import Kind
 
     class Sink(ViewerSink):
         def __init__(self) -> None:

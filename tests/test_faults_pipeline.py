@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from tests.test_faults_harness import RENDITION, Pipeline
 from tests.test_faults_publisher import WsPublisher, synthetic_frames
 from wtpulsar.audit import collect_room

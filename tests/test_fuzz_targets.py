@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import framing
+from schemas import framing_codec as framing
 
 CORPUS_ROOT = Path(__file__).parent / "fuzz_corpus"
 # Bugs the fuzzer found in code this suite does not own, reported to its owners and pinned by strict
@@ -35,7 +35,7 @@ atexit.register(shutil.rmtree, _TMP, True)  # forked bench workers leave by os._
 (_TMP / "fn.py").write_text("def process(input, context):\n    return input\n")
 
 
-# ---- framing (schemas/framing.py, FRAMING.md "Records") ---------------------------------------
+# ---- framing (schemas/framing_codec.py, FRAMING.md "Records") ---------------------------------
 def framing_target(data: bytes) -> bool:
     """One record via parse(), the same bytes via RecordReader in two pieces; a parsed record must
     serialise back to something that parses to the same record."""

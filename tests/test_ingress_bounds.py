@@ -13,8 +13,8 @@ import pytest
 from ingress import cli, tokens
 from ingress.session import RECORD_OVERHEAD, CloseSession, CloseStream, Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
-from schemas import framing as f
-from schemas.framing import CloseCode, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import CloseCode, Codec, Frame, Kind
 from wtpulsar.cli import build_parser
 
 T0 = 1_800_000_000.0

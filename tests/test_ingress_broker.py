@@ -15,8 +15,8 @@ import pytest
 from ingress import consume
 from ingress.viewer import Item
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import chat, ingress, video
 
 NS = "persistent://public/wtpulsar/"

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from schemas import framing as f
+from schemas import framing_codec as f
 from tests.ingress_support import FakePublisher, ingress
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

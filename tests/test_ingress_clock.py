@@ -16,8 +16,8 @@ from ingress import clock
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
 from ingress.wt_client import DATAGRAM, open_webtransport
-from schemas import framing as f
-from schemas.framing import Clock, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Clock, Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, ingress
 
 

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from ingress.viewer import DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
-from schemas import framing as f
-from schemas.framing import Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind
 
 
 class FakeSink(ViewerSink):

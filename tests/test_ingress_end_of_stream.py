@@ -14,8 +14,8 @@ import pytest
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, chat, ingress, video
 
 CLAIMS = Claims(room="room1", user="alice", role=Role.PUBLISHER, expires_at=2e9)

@@ -13,7 +13,7 @@ import pytest
 from ingress.consume import MediaFile
 from ingress.fmp4_timeline import TimelineRebase, boxes
 from ingress.viewer import Item
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from tests.fake_context import FakeContext, Published
 from tests.test_functions_media_support import ENCODED, feed, frame_props, load_function_module, media_synth
 

@@ -11,8 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ingress.session import Limits
-from schemas import framing as f
-from schemas.framing import CloseCode
+from schemas import framing_codec as f
+from schemas.framing_codec import CloseCode
 from tests.ingress_support import FakePublisher, ingress, video
 
 

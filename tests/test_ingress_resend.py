@@ -14,8 +14,8 @@ import pytest
 
 from ingress.viewer import Item, ViewerSink, ViewerTracks
 from ingress.wt_client import BufferFull, ResendBuffer, ResendingPublisher
-from schemas import framing as f
-from schemas.framing import Ack, AckStatus, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Ack, AckStatus, Codec, Frame, Kind
 
 
 def vid(seq: int, key: bool = False, stream: str = "cam", size: int = 10) -> Frame:

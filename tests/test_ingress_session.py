@@ -18,8 +18,8 @@ from ingress.session import (
     format_ms,
 )
 from ingress.tokens import Claims, Role
-from schemas import framing as f
-from schemas.framing import AckStatus, CloseCode, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import AckStatus, CloseCode, Codec, Frame, Kind
 
 CLAIMS = Claims(room="room1", user="alice", role=Role.PUBLISHER, expires_at=2e9)
 T0 = 1_800_000_000.0

@@ -9,7 +9,7 @@ import pytest
 from ingress import tokens
 from ingress.names import BadName
 from ingress.tokens import Role, TokenError
-from schemas.framing import CloseCode
+from schemas.framing_codec import CloseCode
 
 SECRET = b"k" * 64
 NOW = 1_800_000_000.0

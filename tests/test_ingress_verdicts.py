@@ -20,8 +20,8 @@ from ingress.tokens import Claims, Role
 from ingress.verdicts import VerdictWatch, verdict_topic
 from ingress.viewer import Item
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Kind, Verdict, VerdictAction
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind, Verdict, VerdictAction
 from tests.ingress_support import chat, ingress
 
 NS = "persistent://public/wtpulsar/"

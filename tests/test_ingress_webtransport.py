@@ -9,8 +9,8 @@ import pytest
 from ingress import flow_gate, tokens
 from ingress.session import Limits
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import AckStatus, CloseCode
+from schemas import framing_codec as f
+from schemas.framing_codec import AckStatus, CloseCode
 from tests.ingress_support import FakePublisher, chat, ingress, video
 
 

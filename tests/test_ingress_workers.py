@@ -19,7 +19,7 @@ import pulsar
 from ingress import tokens
 from ingress.names import room_topic_url
 from ingress.wt_client import open_webtransport
-from schemas import framing as f
+from schemas import framing_codec as f
 
 NS = room_topic_url("public", "wtpulsar", "")  # route writes room topics into the rooms namespace
 REPO = Path(__file__).resolve().parent.parent

@@ -130,7 +130,7 @@ def test_bad_arguments_get_a_sentence(capsys: Any, tmp_path: Path) -> None:
 
 def test_the_clock_offset_is_the_sample_with_the_smallest_round_trip() -> None:
     from ingress.publish_clock import Sample, best_offset, sample
-    from schemas.framing import Clock
+    from schemas.framing_codec import Clock
 
     # ingress 1000 ms ahead; 10 ms each way, 1 ms in the ingress
     assert sample(Clock(0.0, 1010.0, 1011.0), 21.0) == Sample(1000.0, 20.0)

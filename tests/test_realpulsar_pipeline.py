@@ -31,8 +31,8 @@ from ingress import tokens
 from ingress.wt_client import ResendingPublisher, open_webtransport
 from realpulsar.distribution import cache_root
 from realpulsar.standalone import Standalone
-from schemas import framing
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as framing
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.broker_process import free_port
 from tests.realpulsar_support import (
     FUNCTIONS,

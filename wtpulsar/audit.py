@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 from schemas.topics import INPUT_TOPIC
 from wtpulsar.audit_core import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text

@@ -1,4 +1,4 @@
-"""schemas/framing.py: round-trips and every refusal path, with fixed bytes and hypothesis."""
+"""schemas/framing_codec.py: round-trips and every refusal path, with fixed bytes and hypothesis."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import framing as f
-from schemas.framing import (
+from schemas import framing_codec as f
+from schemas.framing_codec import (
     Ack,
     AckStatus,
     Codec,
