@@ -235,8 +235,8 @@ def default_admin_url(service_url: str) -> str:
 def run(args: Any) -> int:
     import pulsar
 
+    from audit.cli import list_topics
     from ingress.broker_auth import ENV, client_kwargs, resolve
-    from wtpulsar.audit import list_topics
 
     kind = Kind[args.kind.upper()]
     token = resolve(getattr(args, "broker_token", None))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wtpulsar.audit import output_topics
+from audit.cli import output_topics
 from wtpulsar.cli import main
 
 pulsar = pytest.importorskip("pulsar")

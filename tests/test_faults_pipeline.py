@@ -3,7 +3,7 @@
 Four synthetic publishers (two JPEG cameras, one Opus microphone, one chat) stream through the
 ingress's WebSocket fallback with resend-until-acked (test_faults_publisher.py). In turn the broker,
 each function's instance and the ingress are SIGKILLed and restarted. Afterwards the audit
-(wtpulsar/audit_core.py) must show:
+(audit/room_audit.py) must show:
   * every frame the ingress acknowledged to a publisher is on the room's output (at-least-once end to
     end, FRAMING.md "Ack": OK means broker-acknowledged);
   * every publisher got every frame acknowledged in the end (nothing stuck);
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from audit.cli import collect_room
+from audit.room_audit import RoomAudit, resume_delay
 from schemas.framing_codec import Kind
 from tests.test_faults_harness import RENDITION, Pipeline
 from tests.test_faults_publisher import WsPublisher, synthetic_frames
-from wtpulsar.audit import collect_room
-from wtpulsar.audit_core import RoomAudit, resume_delay
 
 FUNCTIONS_DIR = str(Path(__file__).resolve().parents[1] / "functions")
 if FUNCTIONS_DIR not in sys.path:

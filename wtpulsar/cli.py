@@ -21,7 +21,7 @@ SUBCOMMAND_MODULES: list[str] = [
     "wtpulsar.up",       # wtpulsar up
     "deploy.cli",        # wtpulsar deploy, undeploy
     "realpulsar.cli",    # wtpulsar pulsar (Apache Pulsar standalone)
-    "wtpulsar.audit",    # wtpulsar audit
+    "audit.cli",         # wtpulsar audit
 ]
 
 

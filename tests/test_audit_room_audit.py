@@ -1,10 +1,10 @@
-"""wtpulsar/audit_core.py: counting, gaps, duplicates, reorderings, hop latency, bad input."""
+"""audit/room_audit.py: counting, gaps, duplicates, reorderings, hop latency, bad input."""
 
 from __future__ import annotations
 
 import pytest
 
-from wtpulsar.audit_core import (
+from audit.room_audit import (
     HOPS,
     BadMessage,
     RoomAudit,

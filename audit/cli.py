@@ -1,5 +1,5 @@
 """`wtpulsar audit ROOM`: read a room's input and output topics from the start and report, per stream
-and rendition, frames in/out, gaps, duplicates, reorderings and per-hop latency (audit_core.py).
+and rendition, frames in/out, gaps, duplicates, reorderings and per-hop latency (room_audit.py).
 
 The raw input topics are shared by every room, so input messages are kept when their `room`
 property names ROOM (ENVELOPE.md "Properties"). Readers start at `MessageId.earliest` and stop once
@@ -21,10 +21,10 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from audit.room_audit import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
 from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 from schemas.topics import INPUT_TOPIC
-from wtpulsar.audit_core import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
 # --kinds name -> input topic, for the kinds the audit follows (files are not frames of a track).
