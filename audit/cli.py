@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from audit.room_audit import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
+from clients.admin_topics import list_topics
 from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 from schemas.topics import INPUT_TOPIC
@@ -81,14 +82,6 @@ def output_topics(room: str, kinds: list[str], renditions: list[str], listed: li
         else:
             wanted.append(prefix)
     return wanted
-
-
-def list_topics(admin_url: str, tenant: str, namespace: str) -> list[str]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{admin_url.rstrip('/')}/admin/v2/persistent/{tenant}/{namespace}", timeout=10) as r:
-        names = json.loads(r.read().decode("utf-8"))
-    return [n.rsplit("/", 1)[-1] for n in names]
 
 
 def read_all(client: Any, topic: str) -> Iterator[Any]:

@@ -178,7 +178,7 @@ class Tally:
 
 
 class _CountingRecords(list):  # type: ignore[type-arg]  # stands in for the client's list of any records
-    """Replaces a wt_client's record list: each record is counted as it is parsed, none is kept."""
+    """Replaces a WebTransport client's record list: each record is counted as it is parsed, none is kept."""
 
     def __init__(self, tally: Tally, viewer: ViewerCount) -> None:
         super().__init__()
@@ -189,7 +189,7 @@ class _CountingRecords(list):  # type: ignore[type-arg]  # stands in for the cli
 
 
 async def wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool]) -> None:
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
 
     try:
         async with open_webtransport(url, timeout=60, idle_timeout=60) as client:

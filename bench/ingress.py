@@ -130,7 +130,7 @@ class AckTracker:
         self.next[stream] = max(self.next[stream], seq + 1)
 
     def update(self, records: list[Any]) -> int:
-        """Read new records of a wt_client (its record list only grows); returns the lowest stream mark."""
+        """Read new records of a WebTransport client (its record list only grows); returns the lowest stream mark."""
         from schemas.framing_codec import Ack, AckStatus
 
         now = time.monotonic()
@@ -154,7 +154,7 @@ async def pace(start: float, seq: int, fps: float, counter: Counter) -> None:
 
 async def wt_publisher(url: str, streams: list[str], start: float, spec: Spec, counter: Counter) -> None:
     """One session carrying several streams: one frame per stream per tick, one transmit per tick."""
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
 
     async with open_webtransport(url, timeout=30, max_datagram_size=CHROMIUM_DATAGRAM) as client:
         quic = client._quic

@@ -15,10 +15,10 @@ from typing import Any
 import aiohttp
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress.egress import RoomFeed
 from ingress.names import room_topic_url
 from ingress.viewer import Item, ViewerSink, ViewerTracks
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Kind
 from tests.ingress_support import ingress

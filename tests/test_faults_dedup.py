@@ -1,7 +1,7 @@
 """Duplicates from at-least-once delivery must be removed by (stream, seq) before a viewer sees them.
 
 `DeliveryDedup` (ingress/viewer.py) is the one filter: the egress and `wtpulsar consume`
-(ingress/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
+(clients/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
 the others show the two readers keep only one copy of what a room topic holds twice.
 """
 
@@ -77,7 +77,7 @@ def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
 def test_consume_shows_each_chat_message_once(broker: object) -> None:
     import pulsar
 
-    from ingress.consume import consume
+    from clients.consume import consume
     from schemas.framing_codec import Kind
 
     namespace, room = _room_topic_with_duplicates(broker, "chat")

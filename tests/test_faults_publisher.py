@@ -1,6 +1,6 @@
 """A synthetic publisher that resends what the ingress did not acknowledge, and its unit tests.
 
-Neither schemas/framing_codec.py nor ingress/wt_client.py keeps sent frames for a resend: the Ack record
+Neither schemas/framing_codec.py nor clients/webtransport.py keeps sent frames for a resend: the Ack record
 says what is stored (FRAMING.md "Ack": OK = broker-acknowledged; media acks cumulative per stream id,
 chat acks exactly one seq; REJECTED names one frame that was not published), and keeping the rest
 is the client's job. `ResendLedger` is that job, sans-I/O; `WsPublisher` drives it over the

@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "audit", "realpulsar", "bench")
+PACKAGES = ("ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "audit", "clients", "realpulsar", "bench")
 
 
 def imported_modules(source: str, packages: tuple[str, ...]) -> set[str]:

@@ -12,9 +12,9 @@ import aiohttp
 import pulsar
 import pytest
 
-from ingress import consume
+from clients import consume
+from clients.webtransport import open_webtransport
 from ingress.viewer import Item
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import chat, ingress, video

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ingress.wt_client import open_webtransport
+from clients.webtransport import open_webtransport
 from schemas import framing_codec as f
 from tests.ingress_support import FakePublisher, chat, ingress, video
 from tests.test_functions_chat_support import chat_signature

@@ -136,7 +136,7 @@ def test_consume_parser_defaults() -> None:
 def test_ingress_log_carries_no_per_connection_quic_info_lines(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import asyncio
 
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
     from tests.browser_support import start_ingress_process
 
     ingress = start_ingress_process(broker.service_url, tmp_path / "ingress")

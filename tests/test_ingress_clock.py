@@ -12,10 +12,10 @@ import time
 import aiohttp
 import pytest
 
+from clients.webtransport import DATAGRAM, open_webtransport
 from ingress import clock
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
-from ingress.wt_client import DATAGRAM, open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Clock, Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, ingress

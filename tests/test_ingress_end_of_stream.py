@@ -11,9 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clients.webtransport import open_webtransport
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, chat, ingress, video

@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from ingress.consume import MediaFile
+from clients.consume import MediaFile
 from ingress.fmp4_timeline import TimelineRebase, boxes
 from ingress.viewer import Item
 from schemas.framing_codec import Kind

@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress.egress import VerdictFeed
 from ingress.session import CONTROL, MAX_AWAITED_VERDICTS, Limits, Publish, PublisherSession, Rejected, Send
 from ingress.tokens import Claims, Role
 from ingress.verdicts import VerdictWatch, verdict_topic
 from ingress.viewer import Item
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Kind, Verdict, VerdictAction
 from tests.ingress_support import chat, ingress

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from clients.webtransport import open_webtransport
 from ingress import flow_gate, tokens
 from ingress.session import Limits
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import AckStatus, CloseCode
 from tests.ingress_support import FakePublisher, chat, ingress, video

@@ -16,9 +16,9 @@ from typing import Any
 import aiohttp
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress import tokens
 from ingress.names import room_topic_url
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 
 NS = room_topic_url("public", "wtpulsar", "")  # route writes room topics into the rooms namespace

@@ -9,10 +9,10 @@ from typing import Any
 
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress.join_from_end import JoinFinder
 from ingress.names import room_topic_url
 from ingress.viewer import DeliveryDedup, Item, JoinPoint
-from ingress.wt_client import open_webtransport
 from schemas import framing_codec as f
 from schemas.framing_codec import Kind
 from tests.ingress_support import ingress

@@ -27,8 +27,8 @@ import av
 import pytest
 import yaml
 
+from clients.webtransport import ResendingPublisher, open_webtransport
 from ingress import tokens
-from ingress.wt_client import ResendingPublisher, open_webtransport
 from realpulsar.distribution import cache_root
 from realpulsar.standalone import Standalone
 from schemas import framing_codec as framing

@@ -25,7 +25,7 @@ DOC_PATH = re.compile(r"[\w./-]+\.md\b")
 PUBLIC_SPEC = re.compile(r"RFC \d+|ISO/IEC [\d-]+|H\.264|VP9 spec|draft-[\w-]+|\"Encapsulation of Opus in ISO BMFF\"")
 TYPE_IGNORE = re.compile(r"# type: ignore(\[[^\]]*\])?(.*)$")
 MYPY_PACKAGES = ("broker/", "ingress/", "schemas/", "functions/", "localrun/", "deploy/", "wtpulsar/",
-                 "audit/", "realpulsar/", "bench/")
+                 "audit/", "clients/", "realpulsar/", "bench/")
 
 
 def _repo_files() -> list[str]:

@@ -15,9 +15,10 @@ import sys
 SUBCOMMAND_MODULES: list[str] = [
     "broker.cli",        # wtpulsar broker
     "localrun.cli",      # wtpulsar functions localrun|status
-    "ingress.cli",       # wtpulsar ingress, consume, token
-    "ingress.publish_cli",  # wtpulsar publish
-    "ingress.record",    # wtpulsar record
+    "ingress.cli",       # wtpulsar ingress, token
+    "clients.consume_cli",  # wtpulsar consume
+    "clients.publish_cli",  # wtpulsar publish
+    "clients.record",    # wtpulsar record
     "wtpulsar.up",       # wtpulsar up
     "deploy.cli",        # wtpulsar deploy, undeploy
     "realpulsar.cli",    # wtpulsar pulsar (Apache Pulsar standalone)

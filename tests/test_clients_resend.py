@@ -1,4 +1,4 @@
-"""Publisher side of at-least-once: ingress/wt_client.py keeps frames until acked, resends
+"""Publisher side of at-least-once: clients/webtransport.py keeps frames until acked, resends
 them on a new session after a drop, and drops media (never chat) only at a keyframe boundary."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from clients.webtransport import BufferFull, ResendBuffer, ResendingPublisher
 from ingress.viewer import Item, ViewerSink, ViewerTracks
-from ingress.wt_client import BufferFull, ResendBuffer, ResendingPublisher
 from schemas import framing_codec as f
 from schemas.framing_codec import Ack, AckStatus, Codec, Frame, Kind
 

@@ -2,7 +2,7 @@
 
 Video/screen/audio: written to ``--out`` as one fragmented MP4 (init segment + fragments, which is a
 playable file), starting at the latest init segment and keyframe fragment like a viewer does, with
-the timeline moved to start at 0 (fmp4_timeline.py); the file is created with its first bytes, and
+the timeline moved to start at 0 (ingress/fmp4_timeline.py); the file is created with its first bytes, and
 consume finishes when the stream ends (ENVELOPE.md "End of stream"). A video rendition the room does
 not have is refused with the ones it has. Chat: printed as it arrives. At exit, the latency (receive
 time - capture_ts) of the messages that arrived live is summarised, or why there is none.
@@ -235,7 +235,7 @@ def default_admin_url(service_url: str) -> str:
 def run(args: Any) -> int:
     import pulsar
 
-    from audit.cli import list_topics
+    from clients.admin_topics import list_topics
     from ingress.broker_auth import ENV, client_kwargs, resolve
 
     kind = Kind[args.kind.upper()]
