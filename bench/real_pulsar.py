@@ -10,7 +10,7 @@
 2. Pipeline: transcode, chunk and route from the shipped deploy/functions/*.yaml, under our localrun
    on our broker, then under Pulsar's functions worker on Pulsar (created with Pulsar's own
    bin/pulsar-admin from `python -m deploy.packaging` archives, as the real-Pulsar test tier does).
-   H.264 640x480 frames made with functions/media_synth.py go straight onto `raw-video` from a
+   H.264 640x480 frames made with tests/media_synth.py go straight onto `raw-video` from a
    pulsar-client producer (no ingress): first at a fixed modest rate (latency), then a backlog of
    frames published unpaced and drained (maximum frames/s). The shipped rendition ladder is used
    unchanged; transcode never upscales, so a 640x480 source yields the 360p rung only.
@@ -170,7 +170,7 @@ def make_source() -> list[SourceFrame]:
     functions = str(ROOT / "functions")
     if functions not in sys.path:
         sys.path.insert(0, functions)
-    import media_synth
+    from tests import media_synth
 
     chunks = media_synth.encode_chunks(media_synth.pattern_frames(SOURCE_FRAMES, WIDTH, HEIGHT), "h264", keyint=KEYINT)
     return [SourceFrame(c.data, c.keyframe) for c in chunks]

@@ -61,14 +61,14 @@ def synthetic_frames(kind: Kind, stream: str, room: str, user: str, codec: str =
     """Frame factory by seq: tiny video (JPEG: every frame a keyframe; h264: a keyframe every 30),
     Opus audio, or chat JSON."""
     if kind == Kind.VIDEO:
-        from media_synth import encode_chunks, pattern_frames
+        from tests.media_synth import encode_chunks, pattern_frames
 
         chunks = encode_chunks(pattern_frames(30, 160, 120), codec, keyint=30)
         wire = Codec.JPEG if codec == "jpeg" else Codec[codec.upper()]
         return lambda seq: Frame(Kind.VIDEO, wire, stream, seq, seq * 100_000, time.time() * 1000.0,
                                  chunks[seq % len(chunks)].data, chunks[seq % len(chunks)].keyframe, 160, 120)
     if kind == Kind.AUDIO:
-        from media_synth import opus_packets
+        from tests.media_synth import opus_packets
 
         packets = opus_packets(1.0)
         return lambda seq: Frame(Kind.AUDIO, Codec.OPUS, stream, seq, seq * 20_000, time.time() * 1000.0,

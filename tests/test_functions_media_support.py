@@ -24,8 +24,8 @@ if str(FUNCTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS_DIR))
 
 import av  # noqa: E402
-import media_synth  # noqa: E402
 
+from tests import media_synth  # noqa: E402
 from tests.fake_context import FakeContext, Published  # noqa: E402
 
 NS = "persistent://public/wtpulsar/"

@@ -132,7 +132,7 @@ class Ingress:
 
 def video_frames(count: int, stream: str = "cam") -> list[Frame]:
     sys.path.insert(0, str(REPO / "functions"))
-    from media_synth import encode_chunks, pattern_frames
+    from tests.media_synth import encode_chunks, pattern_frames
 
     chunks = encode_chunks(pattern_frames(count, 1280, 720), "jpeg")
     return [Frame(Kind.VIDEO, Codec.JPEG, stream, seq, seq * 1_000_000 // VIDEO_FPS, 0.0, chunk.data, True, 1280, 720)
@@ -141,7 +141,7 @@ def video_frames(count: int, stream: str = "cam") -> list[Frame]:
 
 def audio_frames(count: int) -> list[Frame]:
     sys.path.insert(0, str(REPO / "functions"))
-    from media_synth import opus_packets
+    from tests.media_synth import opus_packets
 
     packets = opus_packets(count * 0.02 + 0.1)
     return [Frame(Kind.AUDIO, Codec.OPUS, "mic", seq, seq * 20_000, 0.0, packets[seq], True) for seq in range(count)]
