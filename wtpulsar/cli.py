@@ -2,7 +2,8 @@
 
 A subcommand module exposes ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` (taking the parsed args, returning an exit code). Modules are listed here so that the
-data flow stays visible: broker and runtime underneath, ingress in front, deploy for clusters.
+data flow stays visible: broker and runtime underneath, ingress in front, the clients and the audit
+talking to it from outside, deploy for clusters.
 """
 
 from __future__ import annotations
