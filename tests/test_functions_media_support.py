@@ -24,7 +24,7 @@ if str(FUNCTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS_DIR))
 
 import av  # noqa: E402
-import media_fmp4 as media_fmp4  # noqa: E402  # for tests/test_browser_framing.py
+import media_fmp4 as media_fmp4  # noqa: E402  # re-exported, typed, for the tests that build fMP4
 import media_synth  # noqa: E402
 
 from tests.fake_context import FakeContext, Published  # noqa: E402
