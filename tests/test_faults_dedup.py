@@ -49,15 +49,15 @@ def test_messages_without_seq_are_delivered_not_lost() -> None:
     assert dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"}) and dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"})
 
 
-def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
+def _room_topic_with_duplicates(broker, kind: str) -> tuple[str, str]:
     import pulsar
 
     namespace = f"dedup{uuid.uuid4().hex[:8]}"
-    admin = broker.admin_url  # type: ignore[attr-defined]
+    admin = broker.admin_url
     for ns in (namespace, f"{namespace}-rooms"):  # the room topics live in the pipeline's rooms namespace
         urllib.request.urlopen(urllib.request.Request(f"{admin}/admin/v2/namespaces/public/{ns}",
                                                       method="PUT"), timeout=10).close()
-    client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
+    client = pulsar.Client(broker.service_url)
     try:
         if kind == "chat":
             producer = client.create_producer(f"persistent://public/{namespace}-rooms/room-r1-chat")
@@ -74,14 +74,14 @@ def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
     return namespace, "r1"
 
 
-def test_consume_shows_each_chat_message_once(broker: object) -> None:
+def test_consume_shows_each_chat_message_once(broker) -> None:
     import pulsar
 
     from clients.consume import consume
     from schemas.framing_codec import Kind
 
     namespace, room = _room_topic_with_duplicates(broker, "chat")
-    client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
+    client = pulsar.Client(broker.service_url)
     out = io.StringIO()
     try:
         consume(client, "public", namespace, room, Kind.CHAT, None, None, out, duration=0.5, from_start=True)

@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,7 +76,7 @@ async def stream_through(pipeline: Pipeline, faults: list[str], warmup_s: float,
     return publishers, events
 
 
-def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -> tuple[RoomAudit, dict]:
+def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -> tuple[RoomAudit, dict[tuple[str, str], list[tuple[int, int]]]]:
     """Re-audit until every confirmed frame is on the output (the pipeline drains redeliveries)."""
     import pulsar
 
@@ -93,7 +94,7 @@ def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -
 
 
 def run_fault_drill(root: Path, faults: list[str], warmup_s: float = 3.0, gap_s: float = 5.0,
-                    video_codec: str = "jpeg") -> dict:
+                    video_codec: str = "jpeg") -> dict[str, Any]:
     pipeline = Pipeline(root)
     try:
         pipeline.start()
@@ -119,7 +120,7 @@ def run_fault_drill(root: Path, faults: list[str], warmup_s: float = 3.0, gap_s:
         pipeline.stop()
 
 
-def _check(result: dict) -> None:
+def _check(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=1))  # the measured recovery, for the log
     for stream, fig in result["publishers"].items():
         assert fig["confirmed"] > 0, f"{stream}: nothing was ever acknowledged"

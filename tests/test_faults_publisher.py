@@ -17,10 +17,14 @@ import asyncio
 import contextlib
 import json
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from schemas.framing_codec import Ack, AckStatus, Codec, Frame, FramingError, Kind, parse, serialize
+
+if typing.TYPE_CHECKING:  # aiohttp is imported where it is used
+    import aiohttp
 
 RECONNECT_DELAY_S = 0.2
 
@@ -133,18 +137,18 @@ class WsPublisher:
             seq += 1
             await asyncio.sleep(self.interval_s)
 
-    async def _session(self, ws: object, stop: asyncio.Event, deadline: float | None) -> None:
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event, deadline: float | None) -> None:
         import aiohttp
 
         sent_upto = -1
         for record in self.ledger.to_resend():
-            await ws.send_bytes(record)  # type: ignore[attr-defined]
+            await ws.send_bytes(record)
         if self.ledger.unacked:
             sent_upto = max(self.ledger.unacked)
         renew = asyncio.Event()
 
         async def reader() -> None:
-            async for msg in ws:  # type: ignore[attr-defined]
+            async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
                 try:
@@ -163,7 +167,7 @@ class WsPublisher:
                     return
                 fresh = [s for s in self.ledger.unacked if s > sent_upto]
                 for seq in fresh:
-                    await ws.send_bytes(self.ledger.unacked[seq])  # type: ignore[attr-defined]
+                    await ws.send_bytes(self.ledger.unacked[seq])
                     self.sent += 1
                     sent_upto = seq
                 self._wake.clear()
@@ -174,7 +178,7 @@ class WsPublisher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read_task
             with contextlib.suppress(Exception):
-                await ws.close()  # type: ignore[attr-defined]
+                await ws.close()
 
 
 # ---- unit tests of the ledger -------------------------------------------------------------------

@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -233,7 +234,10 @@ _BROKER_CONNECT = (CORPUS_ROOT / "broker" / "connect.bin").read_bytes()
 
 
 # ---- names (schemas/names.py, broker/names.py, broker/paths.py; docs/names.md) ----------------
-_names_service: object | None = None
+if TYPE_CHECKING:  # imported in names_target, where it is used
+    from broker.service import BrokerService
+
+_names_service: BrokerService | None = None
 
 
 def names_target(data: bytes) -> bool:
@@ -249,7 +253,7 @@ def names_target(data: bytes) -> bool:
 
     if _names_service is None:
         _names_service = BrokerService(BrokerConfig(data_dir=_TMP / "names-broker"))
-    service: BrokerService = _names_service  # type: ignore[assignment]
+    service = _names_service
     root = (_TMP / "names-broker").resolve()
     text = data.decode("utf-8", errors="replace")
     accepted = False

@@ -110,7 +110,7 @@ def test_cli_flag_sets_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
         parser.parse_args(["ingress", "--quic-stack", "quiche"])
 
 
-def test_backpressure_and_datagrams_on_qh3(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_backpressure_and_datagrams_on_qh3(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The normal suite runs on aioquic; these run the held-packet gate and datagram numbering on qh3 too
     (the whole WebTransport suite runs on qh3 with WTPULSAR_QUIC_STACK=qh3)."""
     from tests import test_ingress_webtransport as wt

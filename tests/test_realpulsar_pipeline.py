@@ -201,7 +201,7 @@ async def publish_and_view(ingress: Ingress, room: str) -> tuple[ResendingPublis
 
 
 def decode(data: bytes) -> list[av.VideoFrame]:
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
         return list(container.decode(video=0))
 
 
