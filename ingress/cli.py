@@ -21,6 +21,18 @@ TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def datagram_size(text: str) -> int:
+    """--max-datagram-size: a QUIC UDP payload size, 1200 to 65527 bytes (RFC 9000 §14, §18.2; docs/fanout.md §6.2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of bytes from 1200 to 65527") from None
+    if not 1200 <= value <= 65527:
+        raise argparse.ArgumentTypeError(f"{value}: QUIC needs at least 1200 bytes per datagram and a UDP payload "
+                                         "holds at most 65527")
+    return value
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -159,6 +171,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                         "limits and /metrics are per worker (default 1)")
     p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
                    help="QUIC stack of the WebTransport side (default aioquic, or $WTPULSAR_QUIC_STACK)")
+    p.add_argument("--max-datagram-size", type=datagram_size, default=None, metavar="BYTES",
+                   help="UDP payload per QUIC packet sent, 1200-65527 (default: the stack's, 1200 on aioquic); "
+                        "raise it only where every path to the viewers carries it (docs/fanout.md §6.2)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
     p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--hls-window", default="600", metavar="SECONDS|event",
@@ -251,6 +266,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
         reuse_port=args.reuse_port, worker=args.worker_id,
+        max_datagram_size=getattr(args, "max_datagram_size", None),
     )
 
 

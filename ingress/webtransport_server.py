@@ -22,6 +22,7 @@ from ingress.datagram_hold import DatagramHold
 from ingress.publishing import PublishingShell
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
+from ingress.udp_batch import BatchSender
 from ingress.viewer import ViewerSink, ViewerTracks
 from schemas.framing_codec import CloseCode, Kind, Notice, is_clock, serialize_notice
 
@@ -134,6 +135,7 @@ class IngressProtocol(_ProtocolBase):
     QuicConnectionProtocol."""
 
     stack: quic_stack.QuicStack  # set by protocol_class()
+    batch: BatchSender | None = None  # set by start_webtransport() when the socket takes UDP GSO (udp_batch.py)
 
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -218,11 +220,28 @@ class IngressProtocol(_ProtocolBase):
     def transmit(self) -> None:
         self._transmit_due = False
         try:
-            super().transmit()
+            if self.batch is None:
+                super().transmit()
+            else:
+                self._batched_transmit(self.batch)
         except Exception as exc:
             # e.g. qh3 2.1.0's "packet builder capacity exhausted" (quic_stack.QuicStack.retry): one
             # connection's failure must not escape into the event loop
             log.warning("transmit: %s", exc)
+
+    def _batched_transmit(self, batch: BatchSender) -> None:
+        """The stack's transmit(), except that the datagrams go out in runs, one sendmsg each (udp_batch.py):
+        a frame of n packets to a viewer is one system call instead of n. The timer is re-armed as the
+        stack's own transmit() does (aioquic 1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``, same fields)."""
+        self._transmit_task = None
+        batch.send(self._quic.datagrams_to_send(now=self._loop.time()))
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
 
     def schedule_transmit(self) -> None:
         """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
@@ -485,6 +504,8 @@ def quic_configuration(app: IngressApp, stack: quic_stack.QuicStack) -> Any:
                                   max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=app.config.session_timeout)
     cfg.max_data = app.config.connection_window
     cfg.max_stream_data = app.config.stream_window
+    if app.config.max_datagram_size is not None:  # docs/fanout.md §6.2: only where the paths carry it
+        cfg.max_datagram_size = app.config.max_datagram_size
     assert app.cert is not None
     cfg.load_cert_chain(str(app.cert.cert_path), str(app.cert.key_path))
     return cfg
@@ -521,6 +542,11 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
             pass
     bound_host, bound_port = sock.getsockname()[:2]
     _read_in_batches(server, app)
+    raw = getattr(server._transport, "_sock", None)  # asyncio's selector transport (qh3's own has a GSO path)
+    if app.config.udp_gso and raw is not None and hasattr(server._transport, "get_write_buffer_size"):
+        batch = BatchSender(raw, server._transport)
+        if batch.gso:
+            protocol.batch = batch  # every connection of this server shares the socket
 
     def close() -> None:
         for proto in list(protocols):
