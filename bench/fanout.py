@@ -24,6 +24,17 @@ largest passing N is its viewers per core. The load generator's CPU is printed a
 its whole core the limit found may be the generator's, and the report says so.
 The last line: ``fanout: N viewers per core (webtransport), M (websocket)``.
 
+``--viewer-stack qh3`` runs the WebTransport viewers on qh3 clients (bench/_qh3_viewer.py) instead of
+aioquic ones (ingress/wt_client.py): the same records, read the same way, for a fraction of the load
+generator's CPU. ``--workers 1,2`` (a list) runs every transport once per worker count, the first count
+being the baseline whose rows keep their names (others are labelled ``<transport>@<N>w``), measures
+each count's WebTransport publish rate with ``bench.ingress``'s max-webtransport phase, and prints a
+``workers:`` table of both side by side before the last line, which keeps reporting the baseline. With a
+list the viewers default to qh3, worker i is pinned to CPU i (mod the cores) and the load stays on CPU 1.
+``BENCH_PROFILE=FILE`` profiles the (one-worker) ingress by its event loop thread's CPU time
+(bench/_cpu_profile.py); ``BENCH_UDP_GSO=0`` and ``BENCH_MAX_DATAGRAM=N`` set the ingress's
+``udp_gso`` and ``max_datagram_size`` for before/after comparisons (docs/fanout.md §6).
+
 ``--quic-stack`` (repeatable; default aioquic) runs the WebTransport part once per QUIC stack of the
 ingress (ingress/quic_stack.py), each on a fresh ingress, so one run shows aioquic and qh3 side by side
 with WebSocket as the baseline. Rows of a stack other than aioquic are labelled ``webtransport:<stack>``
@@ -416,7 +427,7 @@ class Child:
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
         profile = os.environ.get("BENCH_PROFILE")  # a cProfile output path for the ingress process
         if profile and "--serve" in args:
-            prefix += [sys.executable, "-m", "cProfile", "-o", profile]
+            prefix += [sys.executable, "-m", "bench._cpu_profile", profile]  # CPU time of the loop thread
         else:
             prefix += [sys.executable]
         self.command = [*prefix, "-m", module, *args]
@@ -610,7 +621,7 @@ def compare_workers(results: dict[str, list[Step]], args: argparse.Namespace, pi
     print(f"\nworkers: {' -> '.join(map(str, args.worker_counts))} on {os.cpu_count()} cores, same run; viewers on "
           f"{args.viewer_stack} clients; " + ("worker i pinned to CPU i mod cores, broker + publisher + viewers to CPU 1"
                                              if pin else "nothing pinned"))
-    print("{:<10} {:>7} {:>16} {:>9} {:>10} {:>9} {:>14} {:>14} {:>12}".format(
+    print("{:<16} {:>7} {:>16} {:>9} {:>10} {:>9} {:>14} {:>14} {:>12}".format(
         "transport", "workers", "viewers (passed)", "frames/s", "ingr cores", "us/frame", "viewers' cores",
         "publish fr/s", "pub us/frame"))
     transports = [t for t in ("webtransport", "websocket") if t in results]
@@ -626,7 +637,7 @@ def compare_workers(results: dict[str, list[Step]], args: argparse.Namespace, pi
             gain = "" if n == base_n or not base_rows else f"  ({per_core(rows)} vs {per_core(base_rows)} viewers"
             if gain and pub and args.publish.get(base_n):
                 gain += f"; publish {pub['frames_per_s'] / max(1.0, args.publish[base_n]['frames_per_s']):.2f}x"
-            print(f"{transport:<10} {n:>7} {per_core(rows):>16} {top.frames_per_s:>9.0f} {top.ingress_cores:>10.2f} "
+            print(f"{transport:<16} {n:>7} {per_core(rows):>16} {top.frames_per_s:>9.0f} {top.ingress_cores:>10.2f} "
                   f"{top.cpu_us_per_frame:>9.1f} {top.load_cores:>14.2f} "
                   f"{(pub or {}).get('frames_per_s', float('nan')):>14.0f} {(pub or {}).get('cpu_us', float('nan')):>12.0f}"
                   + (gain + ")" if gain else ""))
