@@ -15,7 +15,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ingress import clock, flow_gate, quic_stack
+from ingress import clock, flow_gate, peer_datagram_size, quic_stack
 from ingress.app import IngressApp, SessionRefused
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
 from ingress.datagram_hold import DatagramHold
@@ -152,6 +152,8 @@ class IngressProtocol(_ProtocolBase):
         # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
         # (aioquic only: qh3 fixes its ACK delay in its core)
         self.stack.set_ack_delay(self._quic, app.config.ack_delay)
+        if self.stack.name == "aioquic" and (app.config.max_datagram_size or 0) > peer_datagram_size.SMALLEST:
+            peer_datagram_size.limit_to_peer(self._quic)  # never larger than the peer takes (docs/fanout.md §6.2)
         self.gate = flow_gate.CreditGate(app.config.stream_window)
         # qh3: no hook into read credit, so a backlogged publisher's connection has its packets held
         # instead (ingress/datagram_hold.py); aioquic: the credit gate above, installed per connection
