@@ -1,10 +1,10 @@
 """A WebTransport viewer on qh3 for the fan-out load generator (bench/fanout.py ``--viewer-stack qh3``).
 
 qh3 keeps its QUIC transport in compiled code (docs/fanout.md §5.2), so one of these viewers costs the
-load generator's core much less than an aioquic client (ingress/wt_client.py) does, leaving more of the
+load generator's core much less than an aioquic client (clients/webtransport.py) does, leaving more of the
 machine to the ingress being measured. It does what a viewer of the page does and nothing else: one
 session (CONNECT to /wt with the token, as FRAMING.md and docs/media-and-webtransport.md §2 describe),
-then every record on the server's uni streams parsed with schemas.framing, stream by stream.
+then every record on the server's uni streams parsed with schemas.framing_codec, stream by stream.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from schemas.framing import FramingError, Record, RecordReader
+from schemas.framing_codec import FramingError, Record, RecordReader
 
 OnRecord = Callable[[Record], None]
 

@@ -25,7 +25,7 @@ its whole core the limit found may be the generator's, and the report says so.
 The last line: ``fanout: N viewers per core (webtransport), M (websocket)``.
 
 ``--viewer-stack qh3`` runs the WebTransport viewers on qh3 clients (bench/_qh3_viewer.py) instead of
-aioquic ones (ingress/wt_client.py): the same records, read the same way, for a fraction of the load
+aioquic ones (clients/webtransport.py): the same records, read the same way, for a fraction of the load
 generator's CPU. ``--workers 1,2`` (a list) runs every transport once per worker count, the first count
 being the baseline whose rows keep their names (others are labelled ``<transport>@<N>w``), measures
 each count's WebTransport publish rate with ``bench.ingress``'s max-webtransport phase, and prints a

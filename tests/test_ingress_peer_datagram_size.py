@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import StreamDataReceived
 
 from ingress import certificates
 from ingress.peer_datagram_size import limit_to_peer, peer_max_udp_payload
@@ -67,7 +68,7 @@ def _sizes_sent(cert_dir: Path, server_size: int, announce: int | None, limit: b
         move(server, client, SERVER, True)
         move(client, server, CLIENT, False)
         while (event := client.next_event()) is not None:
-            if type(event).__name__ == "StreamDataReceived":
+            if isinstance(event, StreamDataReceived):
                 got += len(event.data)
     return sizes, got
 

@@ -119,7 +119,7 @@ def test_a_full_socket_buffer_leaves_the_run_to_the_transport() -> None:
 
 
 @pytest.mark.parametrize("max_datagram_size", [None, 1452])
-def test_the_ingress_sends_a_viewers_frames_in_gso_runs_and_the_viewer_reads_them(  # type: ignore[no-untyped-def]
+def test_the_ingress_sends_a_viewers_frames_in_gso_runs_and_the_viewer_reads_them(
         broker, tmp_path, max_datagram_size) -> None:
     """Through a real ingress: fragments of several packets each reach a WebTransport viewer whole and in
     order, and the server's sender sent them in runs (it counts them) of packets of the configured size
@@ -128,9 +128,9 @@ def test_the_ingress_sends_a_viewers_frames_in_gso_runs_and_the_viewer_reads_the
         pytest.skip("this kernel has no UDP_SEGMENT: the ingress sends datagram by datagram")
     from unittest import mock
 
+    from clients.webtransport import open_webtransport
     from ingress import webtransport_server
-    from ingress.wt_client import open_webtransport
-    from schemas import framing as f
+    from schemas import framing_codec as f
     from tests.ingress_support import ingress
     from tests.test_fanout import fragment, init, produce
 
@@ -138,17 +138,18 @@ def test_the_ingress_sends_a_viewers_frames_in_gso_runs_and_the_viewer_reads_the
     frames = [init()] + [fragment(n, key=n % 10 == 0) for n in range(30)]
     frames = [type(item)(item.kind, item.properties, item.payload * 1000, item.published_ms) for item in frames]
     expected = [item.payload for item in frames]
-    senders: list[BatchSender] = []
 
-    class Counting(webtransport_server.BatchSender):  # type: ignore[misc, name-defined]  # the class under test, counted
+    class Counting(BatchSender):  # the class under test, counting the packet sizes of its runs
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             senders.append(self)
             self.segments: set[int] = set()
 
-        def _send_run(self, run: Any) -> None:
+        def _send_run(self, run: Run) -> None:
             self.segments.add(run.segment)
             super()._send_run(run)
+
+    senders: list[Counting] = []
 
     async def main() -> None:
         with mock.patch.object(webtransport_server, "BatchSender", Counting):
@@ -179,7 +180,7 @@ def test_the_ingress_sends_a_viewers_frames_in_gso_runs_and_the_viewer_reads_the
         assert largest == (max_datagram_size or 1200)
 
 
-def test_max_datagram_size_flag_reaches_the_config_and_each_worker_and_refuses_bad_sizes(capsys) -> None:  # type: ignore[no-untyped-def]
+def test_max_datagram_size_flag_reaches_the_config_and_each_worker_and_refuses_bad_sizes(capsys) -> None:
     from ingress.cli import config_from_args
     from ingress.workers import worker_argv
     from wtpulsar.cli import build_parser
