@@ -552,6 +552,7 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
           f"renditions and take video+audio+chat; {args.seconds:g} s measured per step")
     print(f"ingress: {args.workers} worker(s); " + ("pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)"
           if pin else "not pinned: the ingress shares every core with the load"))
+    print(f"viewers: WebTransport on {args.viewer_stack} clients, WebSocket on aiohttp, all in one load process")
     head = ("transport", "viewers", "served", "frames/s", "Mbit/s", "us/frame", "ms/s/viewer", "ingr cores",
             "p50 ms", "p99 ms", "skipped", "missing", "RSS MB", "viewers' cores", "pub+broker")
     print("{:<16} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
@@ -753,7 +754,8 @@ def main(argv: list[str] | None = None) -> int:
             args.publish[workers] = publish_rate(workers, args.seconds)
     report(results, args, pin, load_start)
     if args.json:
-        args.json.write_text(json.dumps({"pinned": pin, "p99_limit_ms": P99_LIMIT_MS,
+        args.json.write_text(json.dumps({"pinned": pin, "p99_limit_ms": P99_LIMIT_MS, "viewer_stack": args.viewer_stack,
+                                         "workers": args.worker_counts, "publish": args.publish,
                                          "steps": [dict(asdict(r), passed=r.passed) for rows in results.values()
                                                    for r in rows],
                                          "per_core": {t: per_core(rows) for t, rows in results.items()}}, indent=1))
