@@ -496,8 +496,9 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
     protocol = protocol_class(stack)
     configuration = quic_configuration(app, stack)
 
-    def create_protocol(*args: Any, **kwargs: Any) -> IngressProtocol:
-        proto = protocol(*args, app=app, **kwargs)
+    def create_protocol(connection: Any, *args: Any, **kwargs: Any) -> IngressProtocol:
+        # qh3: a connection that also serves Chromium's zero-length connection id (quic_stack.server_connection)
+        proto = protocol(stack.server_connection(connection), *args, app=app, **kwargs)
         protocols.add(proto)
         return proto
 
