@@ -174,6 +174,8 @@ class IngressProtocol(_ProtocolBase):
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _ping(self) -> None:
+        if self.stack.close_event(self._quic) is not None:
+            return  # closing: nothing to keep alive (and qh3 raises "connection is closed" for a PING then)
         self._quic.send_ping(0)
         self.transmit()
         self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
