@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aioquic.buffer import Buffer
+from aioquic._buffer import Buffer  # where aioquic defines it (aioquic.buffer re-exports it implicitly)
 from aioquic.quic.configuration import QuicConfiguration as AioquicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.crypto import CryptoPair
