@@ -178,6 +178,8 @@ class IngressProtocol(_ProtocolBase):
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _ping(self) -> None:
+        if self.stack.close_event(self._quic) is not None:
+            return  # closing: nothing to keep alive (and qh3 raises "connection is closed" for a PING then)
         self._quic.send_ping(0)
         self.transmit()
         self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
@@ -519,8 +521,9 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
     protocol = protocol_class(stack)
     configuration = quic_configuration(app, stack)
 
-    def create_protocol(*args: Any, **kwargs: Any) -> IngressProtocol:
-        proto = protocol(*args, app=app, **kwargs)
+    def create_protocol(connection: Any, *args: Any, **kwargs: Any) -> IngressProtocol:
+        # qh3: a connection that also serves Chromium's zero-length connection id (quic_stack.server_connection)
+        proto = protocol(stack.server_connection(connection), *args, app=app, **kwargs)
         protocols.add(proto)
         return proto
 
