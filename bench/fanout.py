@@ -24,9 +24,9 @@ largest passing N is its viewers per core. The load generator's CPU is printed a
 its whole core the limit found may be the generator's, and the report says so.
 The last line: ``fanout: N viewers per core (webtransport), M (websocket)``.
 
-``--viewer-stack qh3`` runs the WebTransport viewers on qh3 clients (bench/_qh3_viewer.py) instead of
-aioquic ones (clients/webtransport.py): the same records, read the same way, for a fraction of the load
-generator's CPU. ``--workers 1,2`` (a list) runs every transport once per worker count, the first count
+The WebTransport viewers run on qh3 clients (bench/_qh3_viewer.py); ``--viewer-stack aioquic`` runs
+them on aioquic ones (clients/webtransport.py): the same records, read the same way, for several times
+the load generator's CPU. ``--workers 1,2`` (a list) runs every transport once per worker count, the first count
 being the baseline whose rows keep their names (others are labelled ``<transport>@<N>w``), measures
 each count's WebTransport publish rate with ``bench.ingress``'s max-webtransport phase, and prints a
 ``workers:`` table of both side by side before the last line, which keeps reporting the baseline. With a
@@ -35,10 +35,10 @@ list the viewers default to qh3, worker i is pinned to CPU i (mod the cores) and
 (bench/_cpu_profile.py); ``BENCH_UDP_GSO=0`` and ``BENCH_MAX_DATAGRAM=N`` set the ingress's
 ``udp_gso`` and ``max_datagram_size`` for before/after comparisons (docs/fanout.md §6).
 
-``--quic-stack`` (repeatable; default aioquic) runs the WebTransport part once per QUIC stack of the
+``--quic-stack`` (repeatable; default the ingress's default, qh3) runs the WebTransport part once per QUIC stack of the
 ingress (ingress/quic_stack.py), each on a fresh ingress, so one run shows aioquic and qh3 side by side
-with WebSocket as the baseline. Rows of a stack other than aioquic are labelled ``webtransport:<stack>``
-(aioquic's keep ``webtransport``), and each gets its own ``fanout: N viewers per core (...)`` line
+with WebSocket as the baseline. Rows of a stack other than the default are labelled ``webtransport:<stack>``
+(the default's keep ``webtransport``), and each gets its own ``fanout: N viewers per core (...)`` line
 before the last line.
 """
 
@@ -60,6 +60,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ingress.quic_stack import DEFAULT_STACK
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"f" * 64
@@ -260,7 +262,7 @@ async def ws_viewer(http: Any, url: str, tally: Tally, viewer: ViewerCount, join
         viewer.closed = True
 
 
-async def run_load(transport: str, info: dict[str, str], viewer_stack: str = "aioquic") -> None:
+async def run_load(transport: str, info: dict[str, str], viewer_stack: str = "qh3") -> None:
     """Commands on stdin, one JSON line each: {"add": k}, {"reset": 1}, {"report": 1}; EOF ends."""
     import aiohttp
 
@@ -466,12 +468,12 @@ class Child:
 
 
 def label(transport: str, quic_stack: str) -> str:
-    """A row's transport: ``webtransport`` on aioquic (as before the switch), ``webtransport:qh3`` on qh3."""
-    return transport if transport != "webtransport" or quic_stack == "aioquic" else f"{transport}:{quic_stack}"
+    """A row's transport: ``webtransport`` on the default stack, ``webtransport:<stack>`` on another one."""
+    return transport if transport != "webtransport" or quic_stack == DEFAULT_STACK else f"{transport}:{quic_stack}"
 
 
 def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, workdir: Path, steps: list[int],
-                  seconds: float, pin: bool, workers: int, quic_stack: str = "aioquic", viewer_stack: str = "aioquic",
+                  seconds: float, pin: bool, workers: int, quic_stack: str = DEFAULT_STACK, viewer_stack: str = "qh3",
                   name: str | None = None) -> list[Step]:
     name = name or label(transport, quic_stack)
     if workers > 1:
@@ -586,7 +588,7 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
         both = [(a, b) for a in rows for b in ws if a.viewers == b.viewers and a.passed and b.passed]
         if both:
             a, b = both[-1]
-            stack = name.partition(":")[2] or "aioquic"
+            stack = name.partition(":")[2] or DEFAULT_STACK
             print(f"WebTransport ({stack}) CPU per delivered frame at {a.viewers} viewers: {a.cpu_us_per_frame:.1f} us vs "
                   f"WebSocket {b.cpu_us_per_frame:.1f} us ({a.cpu_us_per_frame / b.cpu_us_per_frame:.2f}x; "
                   "target <= 1.5x)")
@@ -689,10 +691,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the ingress as `wtpulsar ingress --workers N`; a list (e.g. 1,2) runs each count and "
                          "prints them side by side with the first as the baseline, publish included (bench.ingress)")
     ap.add_argument("--viewer-stack", choices=["aioquic", "qh3"], default=None,
-                    help="QUIC stack of the WebTransport viewers (load generator): aioquic (default) or qh3, which "
-                         "costs the load's core far less (default with a --workers list)")
+                    help="QUIC stack of the WebTransport viewers (load generator): qh3 (default), which costs the "
+                         "load's core far less, or aioquic")
     ap.add_argument("--quic-stack", action="append", choices=["aioquic", "qh3"],
-                    help="QUIC stack of the ingress for the WebTransport runs; repeat for both (default aioquic)")
+                    help=f"QUIC stack of the ingress for the WebTransport runs; repeat for both (default {DEFAULT_STACK})")
     ap.add_argument("--no-pin", action="store_true", help="do not pin (to compare 1 worker with N on equal terms)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
@@ -701,16 +703,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.broker, args.state_dir, (args.quic_stack or ["aioquic"])[0]))
+        asyncio.run(serve(args.broker, args.state_dir, (args.quic_stack or [DEFAULT_STACK])[0]))
         return 0
     if args.load:
-        asyncio.run(run_load(args.load, json.loads(args.info), args.viewer_stack or "aioquic"))
+        asyncio.run(run_load(args.load, json.loads(args.info), args.viewer_stack or "qh3"))
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(QUICK_STEPS if args.quick else FULL_STEPS)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
     args.worker_counts, args.workers = args.workers, args.workers[0]
     if args.viewer_stack is None:
-        args.viewer_stack = "qh3" if len(args.worker_counts) > 1 else "aioquic"
+        args.viewer_stack = "qh3"
     # one worker: pinned to CPU 0; several: spread over the CPUs (spread_workers); the load stays on CPU 1
     pin = pinning() and not args.no_pin and (args.workers == 1 or len(args.worker_counts) > 1)
     load_start = os.getloadavg()[0]
@@ -730,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
                 pin_all_threads(broker.proc.pid, LOAD_CPU)
             publisher = SyntheticPublisher(broker.service_url)
             publisher.start()
-            runs = [("webtransport", stack) for stack in dict.fromkeys(args.quic_stack or ["aioquic"])]
-            runs.append(("websocket", "aioquic"))  # WebSocket does not use QUIC: its one run is the baseline
+            runs = [("webtransport", stack) for stack in dict.fromkeys(args.quic_stack or [DEFAULT_STACK])]
+            runs.append(("websocket", DEFAULT_STACK))  # WebSocket does not use QUIC: its one run is the baseline
             for workers in args.worker_counts:
                 for transport, stack in runs:
                     if args.only and transport != args.only:

@@ -170,7 +170,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
                         "limits and /metrics are per worker (default 1)")
     p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
-                   help="QUIC stack of the WebTransport side (default aioquic, or $WTPULSAR_QUIC_STACK)")
+                   help="QUIC stack of the WebTransport side (default qh3, or $WTPULSAR_QUIC_STACK)")
     p.add_argument("--max-datagram-size", type=datagram_size, default=None, metavar="BYTES",
                    help="UDP payload per QUIC packet sent, 1200-65527 (default: the stack's, 1200 on aioquic); "
                         "raise it only where every path to the viewers carries it (docs/fanout.md §6.2)")

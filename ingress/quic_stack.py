@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 STACKS = ("aioquic", "qh3")
-DEFAULT_STACK = "aioquic"
+DEFAULT_STACK = "qh3"  # about half of aioquic's CPU per delivered frame (bench/report.md "fanout"); docs/quic-stack.md
 ENV = "WTPULSAR_QUIC_STACK"  # overrides the default (the test suite runs the WebTransport tests on both)
 
 
 def default_name() -> str:
-    """The stack used when none is given: $WTPULSAR_QUIC_STACK, else aioquic."""
+    """The stack used when none is given: $WTPULSAR_QUIC_STACK, else qh3."""
     return check_name(os.environ.get(ENV) or DEFAULT_STACK, f"${ENV}")
 
 

@@ -1,5 +1,5 @@
-"""Chromium publishes and views over WebTransport with the ingress on qh3 (docs/quic-stack.md): the whole
-pipeline (`wtpulsar up`, $WTPULSAR_QUIC_STACK=qh3), the publisher page sending its fake camera and microphone,
+"""Chromium publishes and views over WebTransport with the ingress on each QUIC stack (docs/quic-stack.md): the
+whole pipeline (`wtpulsar up`, $WTPULSAR_QUIC_STACK=qh3 (the default) or aioquic), the publisher page sending its fake camera and microphone,
 a viewer page playing the routed stream, both on WebTransport, not the WebSocket fallback."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PUBLISH_SECONDS = 6.0
 
 def answers_with_a_retry(port: int) -> bool:
     """Whether the ingress at ``port`` answers a fresh Initial (Chromium's recorded first datagram) with a Retry,
-    as it does on qh3 and not on aioquic (QuicStack.retry): proof of the stack the pipeline runs."""
+    as it does on qh3 and not on aioquic (QuicStack.retry): which stack the pipeline runs."""
     first = next(d.data for d in load() if d.direction == "c2s")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.settimeout(2.0)
@@ -39,14 +39,16 @@ def answers_with_a_retry(port: int) -> bool:
     return bool(reply[0] & 0x80) and (reply[0] >> 4) & 0x03 == 3  # long header, type 3: Retry (RFC 9000 §17.2.5)
 
 
-def test_chromium_publishes_and_views_over_webtransport_on_qh3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stack", quic_stack.STACKS)
+def test_chromium_publishes_and_views_over_webtransport_on_each_stack(stack: str, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
-    monkeypatch.setenv(quic_stack.ENV, "qh3")  # `wtpulsar up` and its ingress inherit it
+    monkeypatch.setenv(quic_stack.ENV, stack)  # `wtpulsar up` and its ingress inherit it
     pipeline = start_pipeline(tmp_path / "state")
     console: list[str] = []
     try:
         wt_port = int(re.search(r"ingress: WebTransport https://[\d.]+:(\d+)/wt", pipeline.log_path.read_text()).group(1))  # type: ignore[union-attr]  # printed before the page URLs start_pipeline waited for
-        on_qh3 = answers_with_a_retry(wt_port)
+        retried = answers_with_a_retry(wt_port)
         with sync_playwright() as pw:
             context = launch_browser(pw, tmp_path / "chromium-profile")
             try:
@@ -72,7 +74,7 @@ def test_chromium_publishes_and_views_over_webtransport_on_qh3(tmp_path: Path, m
         pipeline.stop()
 
     diag = f"console: {console[-20:]}\npipeline: {pipeline.log_tail(30)}"
-    assert on_qh3, f"the ingress did not answer a fresh Initial with a Retry: not on qh3?\n{diag}"
+    assert retried == (stack == "qh3"), f"a fresh Initial answered with a Retry: {retried}, on {stack}?\n{diag}"
     assert pub_stats["transport"] == "webtransport", diag
     assert view_stats["transport"] == "webtransport", diag
     assert pub_stats["pub"]["frames"] >= 60 and pub_stats["pub"]["acked"] >= 30, pub_stats["pub"]
