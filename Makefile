@@ -37,7 +37,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
-# ruff, then mypy over every package ([tool.mypy] in pyproject.toml: strict, with its exceptions named there).
+# ruff, then mypy over every package and tests/ ([tool.mypy] in pyproject.toml: strict, with its exceptions named there).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy

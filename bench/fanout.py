@@ -1,8 +1,8 @@
 """Fan-out benchmark: one synthetic publisher, N viewers on one ingress process, N stepped up.
 
     .venv/bin/python -m bench.fanout [--quick] [--steps 10,25,50,...] [--seconds 5] [--json FILE]
-                                     [--only webtransport|websocket] [--workers 1]
-                                     [--quic-stack aioquic] [--quic-stack qh3]
+                                     [--only webtransport|websocket] [--workers 1 | --workers 1,2]
+                                     [--quic-stack aioquic] [--quic-stack qh3] [--viewer-stack aioquic|qh3]
 
 The publisher stands in for route's output: it writes a room's output topics directly (a 720p and a
 360p rendition of ~1 Mbit/s each, 30 fps fragments with a keyframe fragment every 2 s; 50 audio
@@ -24,10 +24,21 @@ largest passing N is its viewers per core. The load generator's CPU is printed a
 its whole core the limit found may be the generator's, and the report says so.
 The last line: ``fanout: N viewers per core (webtransport), M (websocket)``.
 
-``--quic-stack`` (repeatable; default aioquic) runs the WebTransport part once per QUIC stack of the
+The WebTransport viewers run on qh3 clients (bench/_qh3_viewer.py); ``--viewer-stack aioquic`` runs
+them on aioquic ones (clients/webtransport.py): the same records, read the same way, for several times
+the load generator's CPU. ``--workers 1,2`` (a list) runs every transport once per worker count, the first count
+being the baseline whose rows keep their names (others are labelled ``<transport>@<N>w``), measures
+each count's WebTransport publish rate with ``bench.ingress``'s max-webtransport phase, and prints a
+``workers:`` table of both side by side before the last line, which keeps reporting the baseline. With a
+list the viewers default to qh3, worker i is pinned to CPU i (mod the cores) and the load stays on CPU 1.
+``BENCH_PROFILE=FILE`` profiles the (one-worker) ingress by its event loop thread's CPU time
+(bench/_cpu_profile.py); ``BENCH_UDP_GSO=0`` and ``BENCH_MAX_DATAGRAM=N`` set the ingress's
+``udp_gso`` and ``max_datagram_size`` for before/after comparisons (docs/fanout.md §6).
+
+``--quic-stack`` (repeatable; default the ingress's default, qh3) runs the WebTransport part once per QUIC stack of the
 ingress (ingress/quic_stack.py), each on a fresh ingress, so one run shows aioquic and qh3 side by side
-with WebSocket as the baseline. Rows of a stack other than aioquic are labelled ``webtransport:<stack>``
-(aioquic's keep ``webtransport``), and each gets its own ``fanout: N viewers per core (...)`` line
+with WebSocket as the baseline. Rows of a stack other than the default are labelled ``webtransport:<stack>``
+(the default's keep ``webtransport``), and each gets its own ``fanout: N viewers per core (...)`` line
 before the last line.
 """
 
@@ -49,6 +60,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ingress.quic_stack import DEFAULT_STACK
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = b"f" * 64
@@ -127,7 +140,9 @@ async def serve(broker_url: str, state_dir: Path, quic_stack: str) -> None:
 
     config = IngressConfig(listen="127.0.0.1:0", http="127.0.0.1:0", broker_service_url=broker_url,
                            state_dir=state_dir, secret=SECRET, sessions_per_address=100_000,
-                           max_sessions=100_000, quic_stack=quic_stack)
+                           max_sessions=100_000, quic_stack=quic_stack,
+                           udp_gso=os.environ.get("BENCH_UDP_GSO", "1") != "0",  # A/B of ingress/udp_batch.py
+                           max_datagram_size=int(os.environ.get("BENCH_MAX_DATAGRAM", "0")) or None)
     handle = await start_ingress(config)
     print(json.dumps({"wt_url": handle.wt_url, "http_url": handle.http_url}), flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the parent closes stdin
@@ -153,7 +168,7 @@ class Tally:
     latencies: list[float] = field(default_factory=list)  # ms, t_route -> parsed by the viewer
 
     def got(self, viewer: ViewerCount, record: Any) -> None:
-        from schemas.framing import Delivery, Kind
+        from schemas.framing_codec import Delivery, Kind
 
         if not isinstance(record, Delivery):
             return
@@ -178,7 +193,7 @@ class Tally:
 
 
 class _CountingRecords(list):  # type: ignore[type-arg]  # stands in for the client's list of any records
-    """Replaces a wt_client's record list: each record is counted as it is parsed, none is kept."""
+    """Replaces a WebTransport client's record list: each record is counted as it is parsed, none is kept."""
 
     def __init__(self, tally: Tally, viewer: ViewerCount) -> None:
         super().__init__()
@@ -188,9 +203,13 @@ class _CountingRecords(list):  # type: ignore[type-arg]  # stands in for the cli
         self.tally.got(self.viewer, item[1])
 
 
-async def wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool]) -> None:
-    from ingress.wt_client import open_webtransport
+async def wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool],
+                    stack: str = "aioquic") -> None:
+    from clients.webtransport import open_webtransport
 
+    if stack == "qh3":
+        await _qh3_wt_viewer(url, tally, viewer, joined)
+        return
     try:
         async with open_webtransport(url, timeout=60, idle_timeout=60) as client:
             client.state.records = _CountingRecords(tally, viewer)
@@ -204,10 +223,26 @@ async def wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio
         viewer.closed = True
 
 
+async def _qh3_wt_viewer(url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool]) -> None:
+    """The same viewer on a qh3 client (bench/_qh3_viewer.py): much cheaper for the load generator."""
+    from bench._qh3_viewer import view
+
+    def answered(ok: bool) -> None:
+        if not joined.done():
+            joined.set_result(ok)
+
+    try:
+        await view(url, lambda record: tally.got(viewer, record), answered, timeout=60)
+    except Exception:
+        answered(False)
+    finally:
+        viewer.closed = True
+
+
 async def ws_viewer(http: Any, url: str, tally: Tally, viewer: ViewerCount, joined: asyncio.Future[bool]) -> None:
     import aiohttp
 
-    from schemas.framing import FramingError, parse
+    from schemas.framing_codec import FramingError, parse
 
     try:
         async with http.ws_connect(url, max_msg_size=0, compress=0) as ws:
@@ -227,7 +262,7 @@ async def ws_viewer(http: Any, url: str, tally: Tally, viewer: ViewerCount, join
         viewer.closed = True
 
 
-async def run_load(transport: str, info: dict[str, str]) -> None:
+async def run_load(transport: str, info: dict[str, str], viewer_stack: str = "qh3") -> None:
     """Commands on stdin, one JSON line each: {"add": k}, {"reset": 1}, {"report": 1}; EOF ends."""
     import aiohttp
 
@@ -253,7 +288,8 @@ async def run_load(transport: str, info: dict[str, str]) -> None:
                 joined: asyncio.Future[bool] = loop.create_future()
                 joins.append(joined)
                 if transport == "webtransport":
-                    tasks.append(asyncio.create_task(wt_viewer(f"{info['wt_url']}?{query}", tally, viewer, joined)))
+                    tasks.append(asyncio.create_task(wt_viewer(f"{info['wt_url']}?{query}", tally, viewer, joined,
+                                                                       viewer_stack)))
                 else:
                     tasks.append(asyncio.create_task(ws_viewer(http, f"{info['http_url']}/ws?{query}", tally,
                                                                viewer, joined)))
@@ -393,7 +429,7 @@ class Child:
         prefix = ["taskset", "-c", str(cpu)] if cpu is not None else []
         profile = os.environ.get("BENCH_PROFILE")  # a cProfile output path for the ingress process
         if profile and "--serve" in args:
-            prefix += [sys.executable, "-m", "cProfile", "-o", profile]
+            prefix += [sys.executable, "-m", "bench._cpu_profile", profile]  # CPU time of the loop thread
         else:
             prefix += [sys.executable]
         self.command = [*prefix, "-m", module, *args]
@@ -432,13 +468,14 @@ class Child:
 
 
 def label(transport: str, quic_stack: str) -> str:
-    """A row's transport: ``webtransport`` on aioquic (as before the switch), ``webtransport:qh3`` on qh3."""
-    return transport if transport != "webtransport" or quic_stack == "aioquic" else f"{transport}:{quic_stack}"
+    """A row's transport: ``webtransport`` on the default stack, ``webtransport:<stack>`` on another one."""
+    return transport if transport != "webtransport" or quic_stack == DEFAULT_STACK else f"{transport}:{quic_stack}"
 
 
 def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, workdir: Path, steps: list[int],
-                  seconds: float, pin: bool, workers: int, quic_stack: str = "aioquic") -> list[Step]:
-    name = label(transport, quic_stack)
+                  seconds: float, pin: bool, workers: int, quic_stack: str = DEFAULT_STACK, viewer_stack: str = "qh3",
+                  name: str | None = None) -> list[Step]:
+    name = name or label(transport, quic_stack)
     if workers > 1:
         (workdir / "secret").write_bytes(SECRET)
         ingress = Child(["ingress", "--workers", str(workers), "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0",
@@ -452,7 +489,10 @@ def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, wo
     rows: list[Step] = []
     try:
         info = ingress.ready_line() if workers > 1 else ingress.ask()
-        load = Child(["--load", transport, "--info", json.dumps(info)], LOAD_CPU if pin else None)
+        if workers > 1 and pin:
+            spread_workers(ingress.proc.pid)
+        load = Child(["--load", transport, "--info", json.dumps(info), "--viewer-stack", viewer_stack],
+                     LOAD_CPU if pin else None)
         have = 0
         for n in steps:
             joined = load.ask({"add": n - have})
@@ -490,6 +530,14 @@ def run_transport(transport: str, broker: Any, publisher: SyntheticPublisher, wo
     return rows
 
 
+def spread_workers(supervisor: int) -> None:
+    """Worker i of `wtpulsar ingress --workers N` on CPU i (mod the CPUs): on 2 cores the second worker shares
+    CPU 1 with the broker, the publisher and the viewers; the supervisor only waits."""
+    cpus = os.cpu_count() or 1
+    for i, pid in enumerate(p for p in tree(supervisor) if p != supervisor):
+        pin_all_threads(pid, (MEASURED_CPU + i) % cpus)
+
+
 def _parent_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -506,6 +554,7 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
           f"renditions and take video+audio+chat; {args.seconds:g} s measured per step")
     print(f"ingress: {args.workers} worker(s); " + ("pinned to CPU 0, broker + publisher + viewers to CPU 1 (taskset)"
           if pin else "not pinned: the ingress shares every core with the load"))
+    print(f"viewers: WebTransport on {args.viewer_stack} clients, WebSocket on aiohttp, all in one load process")
     head = ("transport", "viewers", "served", "frames/s", "Mbit/s", "us/frame", "ms/s/viewer", "ingr cores",
             "p50 ms", "p99 ms", "skipped", "missing", "RSS MB", "viewers' cores", "pub+broker")
     print("{:<16} {:>7} {:>6} {:>8} {:>7} {:>8} {:>11} {:>10} {:>7} {:>7} {:>7} {:>7} {:>6} {:>14} {:>10}".format(*head))
@@ -539,17 +588,96 @@ def report(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool, 
         both = [(a, b) for a in rows for b in ws if a.viewers == b.viewers and a.passed and b.passed]
         if both:
             a, b = both[-1]
-            stack = name.partition(":")[2] or "aioquic"
+            stack = name.partition(":")[2] or DEFAULT_STACK
             print(f"WebTransport ({stack}) CPU per delivered frame at {a.viewers} viewers: {a.cpu_us_per_frame:.1f} us vs "
                   f"WebSocket {b.cpu_us_per_frame:.1f} us ({a.cpu_us_per_frame / b.cpu_us_per_frame:.2f}x; "
                   "target <= 1.5x)")
     print(f"load average at the start: {load_start:.2f}, at the end: {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores)")
-    cores = 1 if pin else max(1, min(args.workers, os.cpu_count() or 1))  # one process uses one core at most
+    if len(args.worker_counts) > 1:
+        compare_workers(results, args, pin)
+    cores = ingress_cores(args.workers, pin)
     for name, rows in wt_runs.items():
         if name != "webtransport":
-            print(f"fanout: {per_core(rows) // cores} viewers per core ({name})")
+            print(f"fanout: {per_core(rows) // ingress_cores(_run_workers(name, args.workers), pin)} viewers per core ({name})")
     print(f"fanout: {per_core(wt) // cores} viewers per core (webtransport), {per_core(ws) // cores} (websocket)")
+
+
+def ingress_cores(workers: int, pin: bool) -> int:
+    """Cores the ingress may use: one when one process is pinned (one process uses one core at most)."""
+    return 1 if pin and workers == 1 else max(1, min(workers, os.cpu_count() or 1))
+
+
+def worker_label(name: str, workers: int, baseline: int) -> str:
+    """Rows of a worker count other than the baseline's are labelled ``<transport>@<N>w``."""
+    return name if workers == baseline else f"{name}@{workers}w"
+
+
+def _run_workers(name: str, default: int) -> int:
+    tail = name.rpartition("@")[2]
+    return int(tail[:-1]) if "@" in name and tail.endswith("w") and tail[:-1].isdigit() else default
+
+
+def compare_workers(results: dict[str, list[Step]], args: argparse.Namespace, pin: bool) -> None:
+    """The 1 -> N workers comparison, fan-out and publish, each row beside the baseline (first count) of this run."""
+    base_n = args.worker_counts[0]
+    print(f"\nworkers: {' -> '.join(map(str, args.worker_counts))} on {os.cpu_count()} cores, same run; viewers on "
+          f"{args.viewer_stack} clients; " + ("worker i pinned to CPU i mod cores, broker + publisher + viewers to CPU 1"
+                                             if pin else "nothing pinned"))
+    print("{:<16} {:>7} {:>16} {:>9} {:>10} {:>9} {:>14} {:>14} {:>12}".format(
+        "transport", "workers", "viewers (passed)", "frames/s", "ingr cores", "us/frame", "viewers' cores",
+        "publish fr/s", "pub us/frame"))
+    transports = [t for t in ("webtransport", "websocket") if t in results]
+    for transport in transports:
+        base_rows = results[transport]
+        for n in args.worker_counts:
+            rows = results.get(worker_label(transport, n, base_n), [])
+            ok = [r for r in rows if r.passed]
+            top = ok[-1] if ok else (rows[0] if rows else None)
+            pub = args.publish.get(n) if transport == "webtransport" else None
+            if top is None:
+                continue
+            gain = "" if n == base_n or not base_rows else f"  ({per_core(rows)} vs {per_core(base_rows)} viewers"
+            if gain and pub and args.publish.get(base_n):
+                gain += f"; publish {pub['frames_per_s'] / max(1.0, args.publish[base_n]['frames_per_s']):.2f}x"
+            print(f"{transport:<16} {n:>7} {per_core(rows):>16} {top.frames_per_s:>9.0f} {top.ingress_cores:>10.2f} "
+                  f"{top.cpu_us_per_frame:>9.1f} {top.load_cores:>14.2f} "
+                  f"{(pub or {}).get('frames_per_s', float('nan')):>14.0f} {(pub or {}).get('cpu_us', float('nan')):>12.0f}"
+                  + (gain + ")" if gain else ""))
+    print("viewers (passed): the largest step that passed (all served, p99 < 50 ms, nothing skipped); frames/s, ingr "
+          "cores, us/frame, viewers' cores: at that step; publish: bench.ingress max-webtransport with the same workers "
+          "(broker-acked frames/s, ingress CPU per frame)")
+    cpus = os.cpu_count() or 1
+    if max(args.worker_counts) >= cpus:
+        busy = max((r.load_cores + r.publisher_cores for rows in results.values() for r in rows), default=0.0)
+        print(f"note: {cpus} cores: with {max(args.worker_counts)} workers one worker shares its core with the load "
+              f"generator, broker and publisher (up to {busy:.2f} cores of them in this run), so the second worker "
+              "cannot add a whole core here; a gain needs cores beyond the load's")
+
+
+def worker_counts(text: str) -> list[int]:
+    """--workers: ``2`` or a comma-separated list such as ``1,2`` (each a whole number of at least 1)."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: worker counts, whole numbers of at least 1, e.g. 1,2")
+    return list(dict.fromkeys(counts))
+
+
+def publish_rate(workers: int, seconds: float) -> dict[str, float]:
+    """Max publish rate of `wtpulsar ingress --workers N` over WebTransport: bench.ingress's max-webtransport
+    phase (its own broker; unpinned), read from its table row."""
+    cmd = [sys.executable, "-m", "bench.ingress", "--only", "max-webtransport", "--seconds", f"{max(3.0, seconds):g}",
+           "--workers", str(workers)]
+    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    for line in out.stdout.splitlines():
+        words = line.split()
+        if len(words) >= 16 and words[0] == "webtransport" and words[2].startswith("unpaced"):
+            return {"frames_per_s": float(words[10]), "cpu_us": float(words[12]), "ingress_cores": float(words[13])}
+    raise RuntimeError(f"{shlex.join(cmd)} printed no max-webtransport row (exit {out.returncode}): "
+                       f"{(out.stderr or out.stdout)[-500:]}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -559,10 +687,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, help="measured window per step (default 5, --quick 2)")
     ap.add_argument("--only", choices=["webtransport", "websocket"], help="run one transport")
     ap.add_argument("--json", metavar="FILE", type=Path, help="write the figures as JSON")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="run the ingress as `wtpulsar ingress --workers N` (N > 1 is not pinned: it uses every core)")
+    ap.add_argument("--workers", type=worker_counts, default=[1], metavar="N[,N...]",
+                    help="run the ingress as `wtpulsar ingress --workers N`; a list (e.g. 1,2) runs each count and "
+                         "prints them side by side with the first as the baseline, publish included (bench.ingress)")
+    ap.add_argument("--viewer-stack", choices=["aioquic", "qh3"], default=None,
+                    help="QUIC stack of the WebTransport viewers (load generator): qh3 (default), which costs the "
+                         "load's core far less, or aioquic")
     ap.add_argument("--quic-stack", action="append", choices=["aioquic", "qh3"],
-                    help="QUIC stack of the ingress for the WebTransport runs; repeat for both (default aioquic)")
+                    help=f"QUIC stack of the ingress for the WebTransport runs; repeat for both (default {DEFAULT_STACK})")
     ap.add_argument("--no-pin", action="store_true", help="do not pin (to compare 1 worker with N on equal terms)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--load", help=argparse.SUPPRESS)
@@ -571,14 +703,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state-dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.serve:
-        asyncio.run(serve(args.broker, args.state_dir, (args.quic_stack or ["aioquic"])[0]))
+        asyncio.run(serve(args.broker, args.state_dir, (args.quic_stack or [DEFAULT_STACK])[0]))
         return 0
     if args.load:
-        asyncio.run(run_load(args.load, json.loads(args.info)))
+        asyncio.run(run_load(args.load, json.loads(args.info), args.viewer_stack or "qh3"))
         return 0
     steps = [int(s) for s in args.steps.split(",")] if args.steps else list(QUICK_STEPS if args.quick else FULL_STEPS)
     args.seconds = args.seconds or (2.0 if args.quick else 5.0)
-    pin = pinning() and args.workers == 1 and not args.no_pin
+    args.worker_counts, args.workers = args.workers, args.workers[0]
+    if args.viewer_stack is None:
+        args.viewer_stack = "qh3"
+    # one worker: pinned to CPU 0; several: spread over the CPUs (spread_workers); the load stays on CPU 1
+    pin = pinning() and not args.no_pin and (args.workers == 1 or len(args.worker_counts) > 1)
     load_start = os.getloadavg()[0]
 
     from tests.broker_process import BrokerProcess
@@ -596,22 +732,32 @@ def main(argv: list[str] | None = None) -> int:
                 pin_all_threads(broker.proc.pid, LOAD_CPU)
             publisher = SyntheticPublisher(broker.service_url)
             publisher.start()
-            runs = [("webtransport", stack) for stack in dict.fromkeys(args.quic_stack or ["aioquic"])]
-            runs.append(("websocket", "aioquic"))  # WebSocket does not use QUIC: its one run is the baseline
-            for transport, stack in runs:
-                if args.only and transport != args.only:
-                    continue
-                name = label(transport, stack)
-                print(f"bench: {name} ... (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
-                results[name] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin,
-                                              args.workers, stack)
+            runs = [("webtransport", stack) for stack in dict.fromkeys(args.quic_stack or [DEFAULT_STACK])]
+            runs.append(("websocket", DEFAULT_STACK))  # WebSocket does not use QUIC: its one run is the baseline
+            for workers in args.worker_counts:
+                for transport, stack in runs:
+                    if args.only and transport != args.only:
+                        continue
+                    name = worker_label(label(transport, stack), workers, args.workers)
+                    print(f"bench: {name} ... (load {os.getloadavg()[0]:.2f})", file=sys.stderr, flush=True)
+                    results[name] = run_transport(transport, broker, publisher, workdir, steps, args.seconds, pin,
+                                                  workers, stack, args.viewer_stack, name)
         finally:
             if publisher is not None:
                 publisher.close()
             broker.close()
+    args.publish = {}
+    if len(args.worker_counts) > 1 and args.only != "websocket":
+        if pin:
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))  # bench.ingress places its own processes
+        for workers in args.worker_counts:
+            print(f"bench: publish, {workers} worker(s) (bench.ingress) ... (load {os.getloadavg()[0]:.2f})",
+                  file=sys.stderr, flush=True)
+            args.publish[workers] = publish_rate(workers, args.seconds)
     report(results, args, pin, load_start)
     if args.json:
-        args.json.write_text(json.dumps({"pinned": pin, "p99_limit_ms": P99_LIMIT_MS,
+        args.json.write_text(json.dumps({"pinned": pin, "p99_limit_ms": P99_LIMIT_MS, "viewer_stack": args.viewer_stack,
+                                         "workers": args.worker_counts, "publish": args.publish,
                                          "steps": [dict(asdict(r), passed=r.passed) for rows in results.values()
                                                    for r in rows],
                                          "per_core": {t: per_core(rows) for t, rows in results.items()}}, indent=1))

@@ -77,7 +77,7 @@ def newest_stamp(init: bytes, part: bytes) -> float | None:
 
     import av
 
-    from ingress import capture_stamp
+    from clients import capture_stamp
 
     last = None
     try:

@@ -101,7 +101,7 @@ class Counter:
 
 
 def frame_bytes(seq: int, stream: str, size: int, keyframe: bool) -> bytes:
-    from schemas.framing import Codec, Frame, Kind, serialize
+    from schemas.framing_codec import Codec, Frame, Kind, serialize
 
     payload = os.urandom(16) * ((size * (8 if keyframe else 1)) // 16)
     return serialize(Frame(Kind.VIDEO, Codec.H264, stream, seq, seq * 33_333, time.time() * 1000.0, payload,
@@ -130,8 +130,8 @@ class AckTracker:
         self.next[stream] = max(self.next[stream], seq + 1)
 
     def update(self, records: list[Any]) -> int:
-        """Read new records of a wt_client (its record list only grows); returns the lowest stream mark."""
-        from schemas.framing import Ack, AckStatus
+        """Read new records of a WebTransport client (its record list only grows); returns the lowest stream mark."""
+        from schemas.framing_codec import Ack, AckStatus
 
         now = time.monotonic()
         for _, rec in records[self._seen:]:
@@ -154,7 +154,7 @@ async def pace(start: float, seq: int, fps: float, counter: Counter) -> None:
 
 async def wt_publisher(url: str, streams: list[str], start: float, spec: Spec, counter: Counter) -> None:
     """One session carrying several streams: one frame per stream per tick, one transmit per tick."""
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
 
     async with open_webtransport(url, timeout=30, max_datagram_size=CHROMIUM_DATAGRAM) as client:
         quic = client._quic
@@ -208,7 +208,7 @@ async def wt_publisher(url: str, streams: list[str], start: float, spec: Spec, c
 async def ws_publisher(url: str, streams: list[str], start: float, spec: Spec, counter: Counter) -> None:
     import aiohttp
 
-    from schemas.framing import Ack, AckStatus, parse
+    from schemas.framing_codec import Ack, AckStatus, parse
 
     acks = AckTracker(streams)
     acked = acks.next

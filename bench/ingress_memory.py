@@ -29,8 +29,8 @@ if str(ROOT) not in sys.path:
 
 from ingress.session import CloseSession, Limits, PublisherSession  # noqa: E402
 from ingress.tokens import Claims, Role  # noqa: E402
-from schemas import framing  # noqa: E402
-from schemas.framing import Codec, Frame, Kind  # noqa: E402
+from schemas import framing_codec as framing  # noqa: E402
+from schemas.framing_codec import Codec, Frame, Kind  # noqa: E402
 
 T0 = 1_800_000_000.0
 CLAIMS = Claims(room="bench", user="attacker", role=Role.PUBLISHER, expires_at=T0 + 3600)

@@ -75,8 +75,8 @@ def write_history(client: Any, topic: str, minutes: float, payload: bytes) -> tu
 
 
 async def first_frame(wt_url: str, token: str) -> float:
-    from ingress.wt_client import open_webtransport
-    from schemas.framing import Delivery, Kind
+    from clients.webtransport import open_webtransport
+    from schemas.framing_codec import Delivery, Kind
 
     t0 = time.monotonic()
     async with open_webtransport(f"{wt_url}?token={token}&mode=view&kinds=video", timeout=120) as client:

@@ -47,7 +47,7 @@ def _load(name: str) -> Any:
 
 def make_chunks(codec: str, count: int) -> list[tuple[bytes, bool, int]]:
     _setup_path()
-    import media_synth
+    from tests import media_synth
 
     frames = media_synth.pattern_frames(count)
     return [(c.data, c.keyframe, c.pts) for c in media_synth.encode_chunks(frames, codec, keyint=2 * FPS)]

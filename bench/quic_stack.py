@@ -36,9 +36,11 @@ def stack_modules(name: str) -> tuple[Any, Any]:
     return connection.QuicConnection, configuration.QuicConfiguration
 
 
-def pair(name: str, cert: Path, key: Path) -> tuple[Any, Any]:
+def pair(name: str, cert: Path, key: Path, datagram_size: int | None = None) -> tuple[Any, Any]:
     QuicConnection, QuicConfiguration = stack_modules(name)
     server_cfg = QuicConfiguration(is_client=False, alpn_protocols=["h3"], max_datagram_frame_size=65536)
+    if datagram_size is not None:  # the server's packet size (wtpulsar ingress --max-datagram-size)
+        server_cfg.max_datagram_size = datagram_size
     server_cfg.load_cert_chain(str(cert), str(key))
     server_cfg.max_data = server_cfg.max_stream_data = 1 << 30
     client_cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"], max_datagram_frame_size=65536)
@@ -79,8 +81,9 @@ def exchange(sender: Any, receiver: Any, sender_addr: Any, clock: list[float] | 
     return len(datagrams)
 
 
-def run(name: str, frames: int, size: int, cert: Path, key: Path, direction: str) -> dict[str, float]:
-    client, server = pair(name, cert, key)
+def run(name: str, frames: int, size: int, cert: Path, key: Path, direction: str,
+        datagram_size: int | None = None) -> dict[str, float]:
+    client, server = pair(name, cert, key, datagram_size)
     sender, receiver, sender_addr, receiver_addr = ((server, client, ADDR, CLIENT_ADDR) if direction == "delivery"
                                                      else (client, server, CLIENT_ADDR, ADDR))
     stream = sender.get_next_available_stream_id(is_unidirectional=True)
@@ -116,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stack", action="append", choices=["aioquic", "qh3"], help="default: both (qh3 if installed)")
     ap.add_argument("--quick", action="store_true", help="500 frames")
     ap.add_argument("--json", metavar="FILE", type=Path, help="write the figures as JSON")
+    ap.add_argument("--datagram-sizes", metavar="N,N", default="",
+                    help="also run aioquic delivery with the server's packet size set to each (e.g. 1200,1452), "
+                         "the first being the baseline (docs/fanout.md §6.2)")
     args = ap.parse_args(argv)
     frames = 500 if args.quick else args.frames
     stacks = args.stack or ["aioquic", "qh3"]
@@ -145,6 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"quic stack: qh3 server-side delivery {other['delivery']['sender_us']:.1f} us/frame vs aioquic "
               f"{base['delivery']['sender_us']:.1f} ({other['delivery']['sender_us'] / base['delivery']['sender_us']:.2f}x); "
               f"publish receive {other['publish']['receiver_us']:.1f} vs {base['publish']['receiver_us']:.1f} us/frame")
+    sizes = [int(n) for n in args.datagram_sizes.split(",") if n.strip()]
+    if sizes:
+        with tempfile.TemporaryDirectory(prefix="wtpulsar-quic-") as tmp:
+            cert = certificates.ensure(Path(tmp))
+            by_size = {n: run("aioquic", frames, args.frame_bytes, cert.cert_path, cert.key_path, "delivery", n)
+                       for n in sizes}
+        baseline = by_size[sizes[0]]
+        print(f"\naioquic delivery by the server's packet size ({args.frame_bytes}-byte frames; baseline {sizes[0]})")
+        print(f"{'packet bytes':>12} {'sender us/frame':>16} {'receiver us/frame':>18} {'packets/frame':>14} {'vs baseline':>12}")
+        for n, r in by_size.items():
+            print(f"{n:>12} {r['sender_us']:>16.1f} {r['receiver_us']:>18.1f} {r['packets_per_frame']:>14.2f} "
+                  f"{r['sender_us'] / baseline['sender_us']:>11.2f}x")
+        results["aioquic by packet size"] = {str(n): r for n, r in by_size.items()}
     print(f"load average at the start: {load_start:.2f}, at the end: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

@@ -10,12 +10,12 @@
 2. Pipeline: transcode, chunk and route from the shipped deploy/functions/*.yaml, under our localrun
    on our broker, then under Pulsar's functions worker on Pulsar (created with Pulsar's own
    bin/pulsar-admin from `python -m deploy.packaging` archives, as the real-Pulsar test tier does).
-   H.264 640x480 frames made with functions/media_synth.py go straight onto `raw-video` from a
+   H.264 640x480 frames made with tests/media_synth.py go straight onto `raw-video` from a
    pulsar-client producer (no ingress): first at a fixed modest rate (latency), then a backlog of
    frames published unpaced and drained (maximum frames/s). The shipped rendition ladder is used
    unchanged; transcode never upscales, so a 640x480 source yields the 360p rung only.
 
-Per-hop latency comes from wtpulsar/audit_core.py (RoomAudit) over the frames' capture_ts /
+Per-hop latency comes from audit/room_audit.py (RoomAudit) over the frames' capture_ts /
 t_transcode / t_chunk / t_route stamps and the messages' publish times. The bench stamps capture_ts =
 t_ingress = the moment it hands a frame to the producer, so the "ingress" hop is zero by construction.
 End to end = the moment this process's reader receives the 360p fragment minus capture_ts (one clock).
@@ -43,11 +43,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from audit.room_audit import HOPS, LatencyStats, RoomAudit, input_frame, output_segment  # noqa: E402
 from bench._broker_load import Limits  # noqa: E402
 from bench._broker_report import Figures, machine  # noqa: E402
 from bench._broker_servers import RunningBroker, process_cpu_seconds, run_ours  # noqa: E402
 from bench.broker import SCENARIOS, limits_for, run_scenarios  # noqa: E402
-from wtpulsar.audit_core import HOPS, LatencyStats, RoomAudit, input_frame, output_segment  # noqa: E402
 
 NS = "persistent://public/wtpulsar/"
 ROOMS_NS = "persistent://public/wtpulsar-rooms/"
@@ -97,7 +97,7 @@ class PipelineRun:
     """Frames of the paced phase counted for latency (after the first `skip` of each stream)."""
     paced_lost: int = 0
     hops_ms: dict[str, dict[str, float] | None] = field(default_factory=dict)
-    """audit_core hop -> {count, p50, p95, p99}, plus "to_viewer" (output publish time -> our reader)."""
+    """room_audit hop -> {count, p50, p95, p99}, plus "to_viewer" (output publish time -> our reader)."""
     end_to_end_ms: dict[str, float] | None = None
     backlog_sent: int = 0
     backlog_out: int = 0
@@ -170,7 +170,7 @@ def make_source() -> list[SourceFrame]:
     functions = str(ROOT / "functions")
     if functions not in sys.path:
         sys.path.insert(0, functions)
-    import media_synth
+    from tests import media_synth
 
     chunks = media_synth.encode_chunks(media_synth.pattern_frames(SOURCE_FRAMES, WIDTH, HEIGHT), "h264", keyint=KEYINT)
     return [SourceFrame(c.data, c.keyframe) for c in chunks]

@@ -40,11 +40,11 @@ for extra in (str(ROOT), str(ROOT / "functions")):
     if extra not in sys.path:
         sys.path.insert(0, extra)
 
-from schemas.framing import Kind  # noqa: E402
+from audit.cli import collect_room  # noqa: E402
+from audit.room_audit import LatencyStats, render_text  # noqa: E402
+from schemas.framing_codec import Kind  # noqa: E402
 from tests.test_faults_harness import RENDITION, Pipeline, rss_kib  # noqa: E402
 from tests.test_faults_publisher import WsPublisher, synthetic_frames  # noqa: E402
-from wtpulsar.audit import collect_room  # noqa: E402
-from wtpulsar.audit_core import LatencyStats, render_text  # noqa: E402
 
 ROOM = "soak"
 STREAMS = ([(f"cam{i}", Kind.VIDEO, 0.1) for i in range(4)] + [(f"mic{i}", Kind.AUDIO, 0.02) for i in range(2)]

@@ -12,5 +12,7 @@ How the package is laid out (one app/config object, protocol cores without I/O, 
   ``http_server.py`` serves the page, /health, /metrics, /cert-hash, /hls/ and routes /ws.
 - broker side: ``publisher.py`` (producers), ``egress.py`` (the Pulsar reader threads and their hub).
 
+Its clients (the WebTransport client, `wtpulsar publish`, `consume`, `record`) live in ``clients/``,
+which this package never imports (tests/test_package_layering.py).
 tests/test_import_graph.py keeps the package free of import circles.
 """

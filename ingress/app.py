@@ -20,7 +20,7 @@ from ingress.metrics import IngressMetrics
 from ingress.names import BadName, check_namespace, check_rendition
 from ingress.session import AddressBook, Publish
 from ingress.tokens import Claims, Role, TokenError
-from schemas.framing import CloseCode, Kind
+from schemas.framing_codec import CloseCode, Kind
 
 VIEW_KINDS_DEFAULT = (Kind.VIDEO, Kind.AUDIO, Kind.CHAT)
 

@@ -1,4 +1,4 @@
-"""``wtpulsar ingress``, ``wtpulsar token`` and ``wtpulsar consume``. Heavy imports stay inside handlers."""
+"""``wtpulsar ingress`` and ``wtpulsar token``. Heavy imports stay inside handlers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ DEFAULT_HTTP = "127.0.0.1:8000"
 REPO = Path(__file__).resolve().parent.parent
 TTL_RE = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def datagram_size(text: str) -> int:
+    """--max-datagram-size: a QUIC UDP payload size, 1200 to 65527 bytes (RFC 9000 §14, §18.2; docs/fanout.md §6.2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number of bytes from 1200 to 65527") from None
+    if not 1200 <= value <= 65527:
+        raise argparse.ArgumentTypeError(f"{value}: QUIC needs at least 1200 bytes per datagram and a UDP payload "
+                                         "holds at most 65527")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -158,7 +170,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="ingress processes sharing the UDP and HTTP ports (SO_REUSEPORT), e.g. one per core; "
                         "limits and /metrics are per worker (default 1)")
     p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
-                   help="QUIC stack of the WebTransport side (default aioquic, or $WTPULSAR_QUIC_STACK)")
+                   help="QUIC stack of the WebTransport side (default qh3, or $WTPULSAR_QUIC_STACK)")
+    p.add_argument("--max-datagram-size", type=datagram_size, default=None, metavar="BYTES",
+                   help="UDP payload per QUIC packet sent, 1200-65527 (default: the stack's, 1200 on aioquic); "
+                        "raise it only where every path to the viewers carries it (docs/fanout.md §6.2)")
     p.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)  # set by --workers for each worker
     p.add_argument("--worker-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--hls-window", default="600", metavar="SECONDS|event",
@@ -188,25 +203,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    help="the ingress's state folder holding ingress-secret (for `wtpulsar up --state S`: S/ingress)")
     t.set_defaults(func=run_token_cli)
 
-    c = sub.add_parser(
-        "consume", help="read a room's output: video to .mp4, chat to stdout, latency of what arrived live at exit",
-        description="Read ROOM's output topic from the broker: video/screen/audio into --out as a playable fMP4 "
-                    "that starts at 0 (consume stops when the stream ends), chat to stdout. At exit it prints the "
-                    "latency (now - capture time) of the messages that arrived while it ran, or why there is none.")
-    c.add_argument("room")
-    c.add_argument("--kind", default="video", choices=["video", "audio", "chat", "screen", "file"])
-    c.add_argument("--rendition", default="360p", help="for video/screen (default 360p)")
-    c.add_argument("--out", help="file for video/screen/audio/file payloads (fMP4 for media)")
-    c.add_argument("--broker-service-url", default=DEFAULT_BROKER, help=f"default {DEFAULT_BROKER}")
-    _add_broker_token(c)
-    c.add_argument("--admin-url", help="broker admin REST, to name the renditions a room has when --rendition has "
-                                       "none (default: http://<broker host>:8080)")
-    c.add_argument("--duration", type=float, help="stop after this many seconds")
-    c.add_argument("--count", type=int, help="stop after this many live messages")
-    c.add_argument("--from-start", action="store_true", help="replay the whole topic, not just the join point")
-    _add_namespace(c)
-    c.set_defaults(func=run_consume_cli)
-
 
 def run_token_cli(args: argparse.Namespace) -> int:
     from ingress import tokens
@@ -226,17 +222,6 @@ def run_token_cli(args: argparse.Namespace) -> int:
     print(page_url(args.http, args.room, token, args.role) if args.url else token)
     print(f"wtpulsar token: signed with the secret in {source}", file=sys.stderr)
     return 0
-
-
-def run_consume_cli(args: argparse.Namespace) -> int:
-    from ingress import consume
-    from ingress.names import BadName
-
-    try:
-        return consume.run(args)
-    except (BadName, ValueError) as exc:
-        print(f"wtpulsar consume: {exc}", file=sys.stderr)
-        return 2
 
 
 def hls_settings(args: argparse.Namespace) -> HlsSettings:
@@ -281,6 +266,7 @@ def config_from_args(args: argparse.Namespace) -> IngressConfig:
         secret=_secret(args), state_dir=args.state_dir, limits=replace(Limits(), **overrides),
         sessions_per_address=args.sessions_per_address, max_sessions=args.max_sessions,
         reuse_port=args.reuse_port, worker=args.worker_id,
+        max_datagram_size=getattr(args, "max_datagram_size", None),
     )
 
 

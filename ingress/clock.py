@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.framing import Clock, FramingError, InvalidField, parse, serialize_clock
+from schemas.framing_codec import Clock, FramingError, InvalidField, parse, serialize_clock
 
 
 @dataclass(frozen=True, slots=True)

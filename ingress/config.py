@@ -35,6 +35,10 @@ class IngressConfig:
     stream_window: int = 512 * 1024  # bytes of read credit per stream beyond what was received (flow_gate)
     connection_window: int = 16 * 1024 * 1024  # initial QUIC max_data
     ack_delay: float = 0.005  # s; QUIC ACK coalescing on the ingress side (webtransport_server)
+    # bytes of UDP payload per QUIC packet the ingress sends; None: the stack's own (aioquic 1200, qh3 1280).
+    # Larger means fewer packets per frame but only where the path carries it (docs/fanout.md §6.2)
+    max_datagram_size: int | None = None
+    udp_gso: bool = True  # send a connection's packets in runs, one sendmsg each, where Linux allows (udp_batch)
     viewer_queue_bytes: int = 2 * 1024 * 1024  # unsent media per viewer stream before skipping to a keyframe
     page: Path | None = None  # a file served at / instead of the packaged page (ingress/page.py)
     broker_connect_timeout: float = 30.0

@@ -27,7 +27,7 @@ from ingress.names import room_topic, room_topic_url
 from ingress.reader_client import SharedReaderClient
 from ingress.verdicts import VerdictWatch, verdict_topic
 from ingress.viewer import GROUPED_KINDS, DeliveryDedup, Item, JoinPoint, RoomFanout, ViewerSink, ViewerTracks
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 if TYPE_CHECKING:
     from ingress.config import IngressConfig

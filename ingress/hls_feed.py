@@ -24,7 +24,7 @@ from ingress.hls_playlist import Listing, media_playlist
 from ingress.hls_window import HlsConfig, Segment, TrackWindow
 from ingress.names import room_topic, room_topic_url
 from ingress.reader_client import SharedReaderClient
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 if TYPE_CHECKING:  # egress.RoomFeed hands the viewer classes in
     from ingress.viewer import DeliveryDedup, Item, JoinPoint

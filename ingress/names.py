@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from schemas.framing import NAME_RE, Kind
+from schemas.framing_codec import NAME_RE, Kind
 from schemas.names import InvalidName, check_part, rooms_namespace
 
 # The input topic per frame kind (one list, schemas/topics.py), re-exported for the ingress modules.

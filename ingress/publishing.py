@@ -26,7 +26,7 @@ from ingress.session import (
     Send,
 )
 from ingress.verdicts import VerdictFollower
-from schemas.framing import CloseCode
+from schemas.framing_codec import CloseCode
 
 if TYPE_CHECKING:
     from ingress.app import IngressApp

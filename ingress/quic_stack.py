@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import Any
 
 STACKS = ("aioquic", "qh3")
-DEFAULT_STACK = "aioquic"
+DEFAULT_STACK = "qh3"  # about half of aioquic's CPU per delivered frame (bench/report.md "fanout"); docs/quic-stack.md
 ENV = "WTPULSAR_QUIC_STACK"  # overrides the default (the test suite runs the WebTransport tests on both)
 
 
 def default_name() -> str:
-    """The stack used when none is given: $WTPULSAR_QUIC_STACK, else aioquic."""
+    """The stack used when none is given: $WTPULSAR_QUIC_STACK, else qh3."""
     return check_name(os.environ.get(ENV) or DEFAULT_STACK, f"${ENV}")
 
 
@@ -116,16 +116,23 @@ class QuicStack:
 
         qh3 2.1.0, before the client's address is validated, fails to build its handshake flight
         ("packet builder capacity exhausted") when the client's ClientHello came in one datagram, as
-        Chromium's and aioquic's do: it sends the first packet and then nothing (observed; Chromium gives
-        up after its 4 s handshake timeout). A Retry validates the address (RFC 9000 §8.1), lifting the
-        three-times amplification limit, and the handshake completes. It costs one round trip per
-        connection. aioquic needs none.
+        aioquic's does: it sends the first packet and then nothing until the client retransmits (observed).
+        A Retry validates the address (RFC 9000 §8.1), lifting the three-times amplification limit, and
+        the handshake completes. It costs one round trip per connection. aioquic needs none.
 
-        It does not make qh3 2.1.0 usable from Chromium: Chromium spreads its ClientHello over two
-        Initial datagrams in many small, out-of-order CRYPTO frames, and qh3 never reassembles it (the
-        same datagrams replayed offline complete the handshake on aioquic 1.7.2, not on qh3), so every
-        browser session times out and the page falls back to WebSocket (docs/fanout.md "QUIC stack")."""
+        Chromium's ClientHello spans two datagrams, so it alone would not need one; what kept Chromium off
+        qh3 was its zero-length connection id, which ``server_connection`` handles (docs/quic-stack.md §2, §4)."""
         return self.name == "qh3"
+
+    def server_connection(self, connection: Any) -> Any:
+        """The connection a new server-side protocol drives: aioquic's as its server built it; on qh3 the same
+        connection as a ``ZeroLengthCidConnection`` (ingress/qh3_zero_cid.py), which also serves clients with
+        a zero-length connection id, as Chromium is (docs/quic-stack.md §2)."""
+        if self.name != "qh3":
+            return connection
+        from ingress.qh3_zero_cid import ZeroLengthCidConnection
+
+        return ZeroLengthCidConnection.replacing(connection)
 
     def close_event(self, quic: Any) -> Any:
         """The connection's ConnectionTerminated once it is closing (both keep it in ``_close_event``)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from ingress.names import INPUT_TOPIC
 from ingress.tokens import Claims
-from schemas.framing import (
+from schemas.framing_codec import (
     Ack,
     AckStatus,
     CloseCode,

@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 
 from ingress.names import BadName, check_name
-from schemas.framing import CloseCode
+from schemas.framing_codec import CloseCode
 
 ALGORITHM = "HS256"
 DEFAULT_TTL = 12 * 3600  # s
@@ -36,7 +36,7 @@ class Claims:
 
 
 class TokenError(Exception):
-    """A token was refused; ``code`` is the session close code (schemas/framing.py CloseCode)."""
+    """A token was refused; ``code`` is the session close code (schemas/framing_codec.py CloseCode)."""
 
     def __init__(self, code: CloseCode, reason: str) -> None:
         super().__init__(reason)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingress.ws_frames import binary_frame
-from schemas.framing import Delivery, Kind, serialize_delivery
+from schemas.framing_codec import Delivery, Kind, serialize_delivery
 
 CHAT_BACKLOG = 20  # chat messages replayed to a joining viewer
 GOP_CACHE_BYTES = 16 * 1024 * 1024  # a group bigger than this is not cached (joiners wait for the next)

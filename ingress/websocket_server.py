@@ -23,7 +23,7 @@ from ingress.publishing import PublishingShell
 from ingress.session import PublisherSession
 from ingress.tokens import Role
 from ingress.viewer import Item, ViewerSink
-from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
+from schemas.framing_codec import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 log = logging.getLogger(__name__)
 

@@ -15,15 +15,16 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from ingress import clock, flow_gate, quic_stack
+from ingress import clock, flow_gate, peer_datagram_size, quic_stack
 from ingress.app import IngressApp, SessionRefused
 from ingress.capsules import WT_SESSION_GONE, CapsuleReader, close_capsule, wt_error_code
 from ingress.datagram_hold import DatagramHold
 from ingress.publishing import PublishingShell
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
+from ingress.udp_batch import BatchSender
 from ingress.viewer import ViewerSink, ViewerTracks
-from schemas.framing import CloseCode, Kind, Notice, is_clock, serialize_notice
+from schemas.framing_codec import CloseCode, Kind, Notice, is_clock, serialize_notice
 
 if TYPE_CHECKING:
     # checked against aioquic's protocol; at run time the base is the chosen stack's (protocol_class)
@@ -134,6 +135,7 @@ class IngressProtocol(_ProtocolBase):
     QuicConnectionProtocol."""
 
     stack: quic_stack.QuicStack  # set by protocol_class()
+    batch: BatchSender | None = None  # set by start_webtransport() when the socket takes UDP GSO (udp_batch.py)
 
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -150,6 +152,8 @@ class IngressProtocol(_ProtocolBase):
         # packet back per received packet. Well inside the 25 ms max_ack_delay aioquic advertises.
         # (aioquic only: qh3 fixes its ACK delay in its core)
         self.stack.set_ack_delay(self._quic, app.config.ack_delay)
+        if self.stack.name == "aioquic" and (app.config.max_datagram_size or 0) > peer_datagram_size.SMALLEST:
+            peer_datagram_size.limit_to_peer(self._quic)  # never larger than the peer takes (docs/fanout.md §6.2)
         self.gate = flow_gate.CreditGate(app.config.stream_window)
         # qh3: no hook into read credit, so a backlogged publisher's connection has its packets held
         # instead (ingress/datagram_hold.py); aioquic: the credit gate above, installed per connection
@@ -174,6 +178,8 @@ class IngressProtocol(_ProtocolBase):
         self._ticker = self._loop.call_later(TICK_SECONDS, self._tick)
 
     def _ping(self) -> None:
+        if self.stack.close_event(self._quic) is not None:
+            return  # closing: nothing to keep alive (and qh3 raises "connection is closed" for a PING then)
         self._quic.send_ping(0)
         self.transmit()
         self._keepalive = self._loop.call_later(self._keepalive_every, self._ping)
@@ -218,11 +224,28 @@ class IngressProtocol(_ProtocolBase):
     def transmit(self) -> None:
         self._transmit_due = False
         try:
-            super().transmit()
+            if self.batch is None:
+                super().transmit()
+            else:
+                self._batched_transmit(self.batch)
         except Exception as exc:
             # e.g. qh3 2.1.0's "packet builder capacity exhausted" (quic_stack.QuicStack.retry): one
             # connection's failure must not escape into the event loop
             log.warning("transmit: %s", exc)
+
+    def _batched_transmit(self, batch: BatchSender) -> None:
+        """The stack's transmit(), except that the datagrams go out in runs, one sendmsg each (udp_batch.py):
+        a frame of n packets to a viewer is one system call instead of n. The timer is re-armed as the
+        stack's own transmit() does (aioquic 1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``, same fields)."""
+        self._transmit_task = None
+        batch.send(self._quic.datagrams_to_send(now=self._loop.time()))
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
 
     def schedule_transmit(self) -> None:
         """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
@@ -485,6 +508,8 @@ def quic_configuration(app: IngressApp, stack: quic_stack.QuicStack) -> Any:
                                   max_datagram_frame_size=MAX_DATAGRAM_FRAME, idle_timeout=app.config.session_timeout)
     cfg.max_data = app.config.connection_window
     cfg.max_stream_data = app.config.stream_window
+    if app.config.max_datagram_size is not None:  # docs/fanout.md §6.2: only where the paths carry it
+        cfg.max_datagram_size = app.config.max_datagram_size
     assert app.cert is not None
     cfg.load_cert_chain(str(app.cert.cert_path), str(app.cert.key_path))
     return cfg
@@ -496,8 +521,9 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
     protocol = protocol_class(stack)
     configuration = quic_configuration(app, stack)
 
-    def create_protocol(*args: Any, **kwargs: Any) -> IngressProtocol:
-        proto = protocol(*args, app=app, **kwargs)
+    def create_protocol(connection: Any, *args: Any, **kwargs: Any) -> IngressProtocol:
+        # qh3: a connection that also serves Chromium's zero-length connection id (quic_stack.server_connection)
+        proto = protocol(stack.server_connection(connection), *args, app=app, **kwargs)
         protocols.add(proto)
         return proto
 
@@ -521,6 +547,11 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
             pass
     bound_host, bound_port = sock.getsockname()[:2]
     _read_in_batches(server, app)
+    raw = getattr(server._transport, "_sock", None)  # asyncio's selector transport (qh3's own has a GSO path)
+    if app.config.udp_gso and raw is not None and hasattr(server._transport, "get_write_buffer_size"):
+        batch = BatchSender(raw, server._transport)
+        if batch.gso:
+            protocol.batch = batch  # every connection of this server shares the socket
 
     def close() -> None:
         for proto in list(protocols):

@@ -46,6 +46,8 @@ def worker_argv(args: argparse.Namespace, listen: str, http: str, cert: Path, ke
         argv += ["--broker-token", args.broker_token]
     if getattr(args, "quic_stack", None):
         argv += ["--quic-stack", args.quic_stack]
+    if getattr(args, "max_datagram_size", None):
+        argv += ["--max-datagram-size", str(args.max_datagram_size)]
     if args.secret_file:
         argv += ["--secret-file", str(args.secret_file)]
     for flag, value in (("--max-frame-bytes", args.max_frame_bytes), ("--max-bitrate", args.max_bitrate),

@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -218,7 +219,7 @@ def build_registry(collector: StatsCollector) -> CollectorRegistry:
     return registry
 
 
-def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> tuple[object, int]:
+def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1") -> tuple[WSGIServer, int]:
     """Start the Prometheus HTTP endpoint in a daemon thread; returns (server, bound port)."""
     from prometheus_client import start_http_server
 

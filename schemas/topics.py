@@ -3,7 +3,7 @@ ingress (which writes these topics) and `wtpulsar audit` (which reads them back)
 
 from __future__ import annotations
 
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 INPUT_TOPIC: dict[Kind, str] = {
     Kind.VIDEO: "raw-video",

@@ -22,8 +22,12 @@ class BrokerProcess:
     """`wtpulsar broker` in a child process on free loopback ports, with a data dir that survives restarts."""
 
     def __init__(self, data_dir: str | Path | None = None, extra_args: list[str] | None = None, http: bool = True) -> None:
-        self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="wtpulsar-broker-")
-        self.data_dir = Path(data_dir or self._tmp.name)  # type: ignore[union-attr]  # _tmp is made whenever data_dir is not given
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir:
+            self.data_dir = Path(data_dir)
+        else:
+            self._tmp = tempfile.TemporaryDirectory(prefix="wtpulsar-broker-")
+            self.data_dir = Path(self._tmp.name)
         self.port = free_port()
         self.http_port = free_port() if http else None
         self.extra_args = list(extra_args or [])

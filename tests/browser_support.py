@@ -117,7 +117,9 @@ def start_pipeline(state_dir: Path, room: str = "demo", timeout: float = 60.0,
             if page and viewer:
                 pipeline.publisher_url, pipeline.viewer_url = page.group(1), viewer.group(1)
                 for role, url in (("publisher", page.group(1)), ("viewer", viewer.group(1))):
-                    pipeline.tokens[role] = re.search(r"token=([^&]+)", url).group(1)  # type: ignore[union-attr]
+                    token = re.search(r"token=([^&]+)", url)
+                    assert token is not None, f"no token in the {role} URL that wtpulsar up printed: {url}"
+                    pipeline.tokens[role] = token.group(1)
                 if service_url is None:
                     wait_functions_ready(pipeline, deadline)
                 return pipeline

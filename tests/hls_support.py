@@ -20,6 +20,7 @@ class FakeTrack:
     width: int = 640
     height: int = 360
     frames: int = 0
+    late: float = 0.0  # frame times by which the fragments from now on start late (a packet lost before chunk)
     t0_ms: float = T0_MS
     messages: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
 
@@ -38,9 +39,10 @@ class FakeTrack:
         step = self.timescale / self.fps
         for _ in range(n):
             i = self.frames
-            props = {**self.base(), "segment_type": "media", "decode_time": str(round(i * step)),
+            t = i + self.late
+            props = {**self.base(), "segment_type": "media", "decode_time": str(round(t * step)),
                      "duration": str(round(step)), "keyframe": "1" if i % self.keyint == 0 else "0",
-                     "capture_ts": str(self.t0_ms + i * 1000.0 / self.fps), "first_seq": str(i), "last_seq": str(i)}
+                     "capture_ts": str(self.t0_ms + t * 1000.0 / self.fps), "first_seq": str(i), "last_seq": str(i)}
             self.messages.append((props, b"F%d;" % i, len(self.messages)))
             self.frames += 1
 

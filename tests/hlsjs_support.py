@@ -1,7 +1,7 @@
 """hls.js for the HLS browser test and bench/hls.py: a pinned release from the npm registry, checked against
 the registry's sha512 integrity and cached outside the repo (~/.cache/wtpulsar/npm). Not a dependency of the
 product: only the test page loads it. The page's JavaScript plays a room's multivariant playlist in LL-HLS
-mode and reads the capture time burned into each picture (ingress.capture_stamp) to measure glass to glass."""
+mode and reads the capture time burned into each picture (clients.capture_stamp) to measure glass to glass."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from ingress import capture_stamp
+from clients import capture_stamp
 
 HLSJS_VERSION = "1.6.15"
 HLSJS_TARBALL = f"https://registry.npmjs.org/hls.js/-/hls.js-{HLSJS_VERSION}.tgz"
@@ -43,7 +43,7 @@ def hlsjs_source() -> str:
 
 
 # window.readStamp(video): the capture time burned into the picture a <video> shows (the layout of
-# ingress/capture_stamp.py), or null before it has one.
+# clients/capture_stamp.py), or null before it has one.
 STAMP_JS = f"""
 window.readStamp = (video) => {{
   if (video.readyState < 2 || !video.videoWidth) return null;

@@ -13,7 +13,7 @@ from typing import Any
 from ingress.config import IngressConfig
 from ingress.server import IngressHandle, start_ingress
 from ingress.session import Publish
-from schemas.framing import Codec, Frame, Kind
+from schemas.framing_codec import Codec, Frame, Kind
 
 
 class FakePublisher:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from wtpulsar.audit import output_topics
+from audit.cli import output_topics
 from wtpulsar.cli import main
 
 pulsar = pytest.importorskip("pulsar")
@@ -20,20 +20,20 @@ def _create_namespace(admin_url: str, namespace: str) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-def _publish(client: object, topic: str, messages: list[dict[str, str]], key: str) -> None:
-    producer = client.create_producer(topic)  # type: ignore[attr-defined]
+def _publish(client, topic: str, messages: list[dict[str, str]], key: str) -> None:
+    producer = client.create_producer(topic)
     for props in messages:
         producer.send(b"x", properties=props, partition_key=key)
     producer.close()
 
 
-def test_audit_reports_loss_duplicates_and_exit_status(broker: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_audit_reports_loss_duplicates_and_exit_status(broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     namespace = f"audit{uuid.uuid4().hex[:8]}"
     room = "r1"
     base = f"persistent://public/{namespace}/"
-    _create_namespace(broker.admin_url, namespace)  # type: ignore[attr-defined]
-    _create_namespace(broker.admin_url, f"{namespace}-rooms")  # type: ignore[attr-defined]  # the room topics
-    client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
+    _create_namespace(broker.admin_url, namespace)
+    _create_namespace(broker.admin_url, f"{namespace}-rooms")  # the room topics
+    client = pulsar.Client(broker.service_url)
     try:
         raw = [{"stream": "cam", "seq": str(s), "kind": "video", "room": room, "capture_ts": "1000",
                 "t_ingress": "1005"} for s in range(5)]
@@ -48,8 +48,8 @@ def test_audit_reports_loss_duplicates_and_exit_status(broker: object, tmp_path:
         client.close()
 
     report_path = tmp_path / "audit.json"
-    code = main(["audit", room, "--broker-service-url", broker.service_url,  # type: ignore[attr-defined]
-                 "--admin-url", broker.admin_url, "--namespace", namespace, "--json", str(report_path)])  # type: ignore[attr-defined]
+    code = main(["audit", room, "--broker-service-url", broker.service_url,
+                 "--admin-url", broker.admin_url, "--namespace", namespace, "--json", str(report_path)])
     text = capsys.readouterr().out
     assert code == 1, text  # frames 2 and 4 never reached the output
     data = json.loads(report_path.read_text())

@@ -37,7 +37,8 @@ def kind(value: Any) -> str:
         return "number"
     if value is None:
         return "null"
-    return {str: "string", list: "array", dict: "object"}[type(value)]
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names[type(value)]
 
 
 def flatten(value: Any, path: str = "") -> dict[str, str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pulsar
 
@@ -16,7 +17,7 @@ from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService
 from broker.storage import POSITION_BLOCK, POSITION_BLOCKS_KEPT, LedgerIds, TopicLog
 from broker.topic import COLD_BLOCKS_KEPT, COOL_MIN, Topic
-from broker.wire import FrameDecoder, T, build_entry, command, encode_command, encode_payload_command
+from broker.wire import Frame, FrameDecoder, T, build_entry, command, encode_command, encode_payload_command
 from tests.broker_helpers import client, receive_all, unique_topic
 
 TOPIC = "persistent://public/default/cold"
@@ -28,10 +29,10 @@ KEY_SHARED = pb.CommandSubscribe.Key_Shared
 class DiskCore:
     """A broker core with a data dir and one connection whose output frames are decoded."""
 
-    def __init__(self, data_dir: Path, **config: object) -> None:
-        self.service = BrokerService(BrokerConfig(data_dir=data_dir, **config))  # type: ignore[arg-type]
+    def __init__(self, data_dir: Path, **config: Any) -> None:
+        self.service = BrokerService(BrokerConfig(data_dir=data_dir, **config))
         self.out = FrameDecoder(1 << 30)
-        self.frames: list = []
+        self.frames: list[Frame] = []
         self.conn = ServerConnection(self.service, lambda b: self.frames.extend(self.out.feed(b)), lambda: None, "core")
         self.conn.data_received(encode_command(command(T.CONNECT, client_version="t", protocol_version=20)))
         self.sequence = 0
@@ -41,7 +42,7 @@ class DiskCore:
         self.conn.data_received(encode_payload_command(cmd, entry) if entry is not None else encode_command(cmd))
         self.service.sync()
 
-    def take(self, kind: int) -> list:
+    def take(self, kind: int) -> list[Frame]:
         frames, self.frames = self.frames, []
         return [f for f in frames if f.command.type == kind]
 
@@ -70,6 +71,7 @@ class DiskCore:
         out = []
         for frame in self.take(T.MESSAGE):
             mid = frame.command.message.message_id
+            assert frame.entry is not None
             out.append((mid.ledgerId, mid.entryId, frame.entry[frame.payload_offset :].rstrip(b"\x00")))
         return out
 

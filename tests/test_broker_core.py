@@ -13,6 +13,7 @@ from broker.proto import pulsar_wire_pb2 as pb
 from broker.service import BrokerService
 from broker.storage import LedgerIds, TopicLog
 from broker.wire import (
+    Frame,
     FrameDecoder,
     FrameError,
     T,
@@ -35,6 +36,7 @@ def test_frames_survive_any_segmentation() -> None:
             frames.extend(decoder.feed(stream[start : start + split]))
         assert [f.command.type for f in frames] == [T.PING, T.SEND]
         send = frames[1]
+        assert send.metadata is not None and send.entry is not None
         assert send.checksum_ok and send.metadata.sequence_id == 3
         assert send.entry[send.payload_offset :] == b"body"
 
@@ -49,6 +51,7 @@ def test_checksum_mismatch_is_flagged_not_fatal() -> None:
 def test_entries_without_checksum_are_accepted() -> None:
     entry = build_entry(pb.MessageMetadata(producer_name="p", sequence_id=0, publish_time=1), b"abc", checksum=False)
     frame = FrameDecoder().feed(encode_payload_command(command(T.SEND, producer_id=1, sequence_id=0), entry))[0]
+    assert frame.entry is not None
     assert frame.checksum_ok and frame.entry[frame.payload_offset :] == b"abc"
 
 
@@ -130,7 +133,7 @@ class Core:
     def __init__(self) -> None:
         self.service = BrokerService(BrokerConfig(data_dir=None))
         self.out = FrameDecoder(1 << 30)
-        self.frames: list = []
+        self.frames: list[Frame] = []
         self.conn = ServerConnection(self.service, lambda b: self.frames.extend(self.out.feed(b)), lambda: None, "core")
         self.conn.data_received(encode_command(command(T.CONNECT, client_version="t", protocol_version=20)))
 
@@ -138,7 +141,7 @@ class Core:
         self.conn.data_received(encode_payload_command(cmd, entry) if entry is not None else encode_command(cmd))
         self.service.sync()
 
-    def take(self) -> list:
+    def take(self) -> list[Frame]:
         frames, self.frames = self.frames, []
         return frames
 

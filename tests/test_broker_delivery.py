@@ -36,7 +36,7 @@ def run_case(service_url: str, batching: bool, sub_type: str, when: str, queue: 
         done = threading.Event()
         total: list[int] = []
 
-        def listener_for(idx: int):  # type: ignore[no-untyped-def]
+        def listener_for(idx: int):
             def on_message(consumer: pulsar.Consumer, msg: pulsar.Message) -> None:
                 value = int(msg.data())
                 with lock:

@@ -28,7 +28,7 @@ def test_kill_restart_loses_no_acknowledged_send_and_redelivers_only_unacked(bro
         )
         producer = c.create_producer(topic, batching_enabled=True, batching_max_publish_delay_ms=2, block_if_queue_full=True, send_timeout_millis=0)
 
-        def on_sent(value: int):  # type: ignore[no-untyped-def]
+        def on_sent(value: int):
             def callback(res: pulsar.Result, _msg_id: object) -> None:
                 with lock:
                     (confirmed.add(value) if res == pulsar.Result.Ok else failed.append(f"{value}: {res}"))

@@ -77,7 +77,7 @@ def test_dead_letter_topic_after_max_redeliveries(backend) -> None:
         producer = c.create_producer(topic)
         producer.send(b"poison")
         producer.send(b"fine")
-        seen = []
+        seen: list[bytes] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
@@ -170,7 +170,7 @@ def test_regex_subscription_picks_up_topic_created_later(backend, monkeypatch) -
 
     original = _pulsar.ConsumerConfiguration
 
-    def configured():  # type: ignore[no-untyped-def]
+    def configured():
         conf = original()
         conf.pattern_auto_discovery_period(1)
         return conf

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from typing import Any
 
 import pulsar
 import pytest
@@ -26,7 +27,7 @@ def rest_path(topic: str) -> str:
     return "/admin/v2/" + topic.replace("://", "/")
 
 
-def stats_of(backend, topic: str) -> dict:  # type: ignore[no-untyped-def]
+def stats_of(backend, topic: str) -> dict[str, Any]:
     status, body = admin(backend.admin_url, "GET", rest_path(topic) + "/stats")
     assert status == 200, (status, body)
     return dict(body)
@@ -218,7 +219,7 @@ def test_regex_all_mode_finds_a_non_persistent_topic_created_later(backend, monk
 
     original = _pulsar.ConsumerConfiguration
 
-    def configured():  # type: ignore[no-untyped-def]
+    def configured():
         conf = original()
         conf.pattern_auto_discovery_period(1)
         return conf

@@ -6,11 +6,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from broker.config import BrokerConfig
+from broker.entries import EntryMeta
 from broker.names import TopicName
 from broker.non_persistent import Drop, Handoff, route
 from broker.service import BrokerService
 from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, KEY_SHARED, SHARED, Consumer, Subscription
-from broker.topic import EntryMeta
 
 TOPIC = SimpleNamespace(name=SimpleNamespace(partition_index=-1))
 

@@ -57,7 +57,7 @@ def test_admin_paths_refuse_every_bad_name_and_leave_the_data_dir_alone(broker_f
     ]
     for method, template in templates:
         for name in BAD_NAMES:
-            body = {"POST": True, "PUT": 2}.get(method) if "partitions" in template or "dedup" in template else None
+            body: object = {"POST": True, "PUT": 2}.get(method) if "partitions" in template or "dedup" in template else None
             if "schema" in template and method == "POST":
                 body = {"type": "STRING", "schema": ""}
             if "permissions" in template:

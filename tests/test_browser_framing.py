@@ -1,5 +1,5 @@
 """The page's JavaScript speaks the same wire format as the Python side: records built by its framing
-module (ingress/static/framing.js) parse with schemas/framing.py and vice versa (schemas/FRAMING.md), and
+module (ingress/static/framing.js) parse with schemas/framing_codec.py and vice versa (schemas/FRAMING.md), and
 its fMP4 reader (fmp4.js) understands what functions/media_fmp4.py writes; chat deliveries render as
 moderation decided, as text. Runs the page's own modules in Chromium, the page served by an in-process
 ingress (no broker, no token: the page only shows a banner)."""
@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from functions.media_fmp4 import Sample, avc1_entry, init_segment, media_segment
-from schemas.framing import (
+from schemas.framing_codec import (
     Ack,
     AckStatus,
     Codec,
@@ -32,6 +31,7 @@ from schemas.framing import (
     serialize_verdict,
 )
 from tests.browser_support import CHROMIUM, import_page_modules, ingress_in_thread, launch_browser
+from tests.test_functions_media_support import media_fmp4
 
 pytestmark = [
     pytest.mark.browser,
@@ -130,10 +130,12 @@ def test_page_record_reader_reassembles_records_split_anywhere(page: Any) -> Non
 
 def test_page_reads_the_fmp4_that_chunk_writes(page: Any) -> None:
     avcc = bytes([1, 0x42, 0xC0, 0x1E, 0xFF, 0xE1, 0, 4, 0x67, 0x42, 0xC0, 0x1E, 1, 0, 2, 0x68, 0xCE])
-    init = init_segment(sample_entry=avc1_entry(640, 360, avcc), timescale=90000, width=640, height=360)
-    samples = [Sample(b"\x00\x00\x00\x03key", 3000, True), Sample(b"\x00\x00\x00\x02d1", 3003, False),
-               Sample(b"\x00\x00\x00\x02d2", 2997, False)]
-    fragment = media_segment(sequence_number=5, base_decode_time=900_000, samples=samples)
+    init = media_fmp4.init_segment(sample_entry=media_fmp4.avc1_entry(640, 360, avcc), timescale=90000,
+                                   width=640, height=360)
+    samples = [media_fmp4.Sample(b"\x00\x00\x00\x03key", 3000, True),
+               media_fmp4.Sample(b"\x00\x00\x00\x02d1", 3003, False),
+               media_fmp4.Sample(b"\x00\x00\x00\x02d2", 2997, False)]
+    fragment = media_fmp4.media_segment(sequence_number=5, base_decode_time=900_000, samples=samples)
     description = page.evaluate("([b]) => Array.from(mods.fmp4.avcDescription(new Uint8Array(b)))", [list(init)])
     assert bytes(description) == avcc
     parsed = page.evaluate("""([b]) => mods.fmp4.fragmentSamples(new Uint8Array(b)).map(
@@ -146,7 +148,8 @@ def test_page_reads_the_fmp4_that_chunk_writes(page: Any) -> None:
 
 
 def test_page_ignores_a_truncated_fragment(page: Any) -> None:
-    fragment = media_segment(sequence_number=1, base_decode_time=0, samples=[Sample(b"\x00\x00\x00\x01k", 3000, True)])
+    fragment = media_fmp4.media_segment(sequence_number=1, base_decode_time=0,
+                                        samples=[media_fmp4.Sample(b"\x00\x00\x00\x01k", 3000, True)])
     parsed = page.evaluate("([b]) => mods.fmp4.fragmentSamples(new Uint8Array(b)).length", [list(fragment[:20])])
     assert parsed == 0
 
@@ -225,7 +228,7 @@ def test_mask_and_flag_verdicts_tell_the_sender_why_even_after_the_message_was_d
 
 
 def test_page_clock_request_parses_in_python_and_replies_set_the_offset(page: Any) -> None:
-    from schemas.framing import Clock, serialize_clock
+    from schemas.framing_codec import Clock, serialize_clock
 
     request = parse(bytes(page.evaluate("() => Array.from(mods.framing.clockRequest(mods.clock.now()))")))
     assert isinstance(request, Clock) and request.is_request

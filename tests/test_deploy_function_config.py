@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from deploy.function_config import (
-    FIELDS,
     FunctionConfigError,
     Problem,
     deployable_py_problems,
     load_function_config,
     validate_function_config,
 )
+from schemas.function_config import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_CONFIGS = sorted((ROOT / "deploy" / "functions").glob("*.yaml"))

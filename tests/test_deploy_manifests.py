@@ -124,7 +124,8 @@ def test_dockerfile_base_copies_and_command() -> None:
                 assert (ROOT / source).exists(), source
                 copied.add(source)
     # every package pyproject installs, and what the one-shot deploy reads
-    assert {"pyproject.toml", "wtpulsar", "broker", "localrun", "ingress", "schemas", "deploy", "functions"} <= copied
+    assert {"pyproject.toml", "wtpulsar", "audit", "clients", "broker", "localrun", "ingress", "schemas", "deploy",
+            "functions"} <= copied
     exposed = " ".join(arg for op, arg in instructions if op == "EXPOSE").split()
     assert "4433/udp" in exposed
     entrypoint = yaml.safe_load(next(arg for op, arg in instructions if op == "ENTRYPOINT"))

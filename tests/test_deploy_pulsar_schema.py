@@ -29,6 +29,7 @@ def test_repo_schemas_translate_to_avro_that_accepts_their_payloads(file: str, s
     payload = schema_payload(path)
     assert payload["type"] == "JSON" and payload["properties"] == {"source": file}
     parsed = fastavro.parse_schema(json.loads(payload["schema"]))
+    assert isinstance(parsed, dict), parsed  # a record schema
     record = {field["name"]: sample.get(field["name"]) for field in parsed["fields"]}
     assert fastavro.validation.validate(record, parsed)
 

@@ -19,7 +19,9 @@ def test_hpa_viewer_metric_comes_from_the_adapter_rule_and_the_ingress_gauge() -
     assert float(pods["target"]["averageValue"]) > 0
     rules = yaml.safe_load(yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["data"]["config.yaml"])
     (rule,) = [r for r in rules["rules"] if r["name"]["as"] == pods["metric"]["name"]]
-    series = re.match(r"\^?(\w+)\$?", rule["name"]["matches"]).group(1)  # type: ignore[union-attr]
+    matched = re.match(r"\^?(\w+)\$?", rule["name"]["matches"])
+    assert matched is not None, rule["name"]["matches"]
+    series = matched.group(1)
     metrics = IngressMetrics()
     metrics.sessions.labels("webtransport", "viewer").inc()
     exported = metrics.render().decode()

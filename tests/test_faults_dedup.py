@@ -1,7 +1,7 @@
 """Duplicates from at-least-once delivery must be removed by (stream, seq) before a viewer sees them.
 
 `DeliveryDedup` (ingress/viewer.py) is the one filter: the egress and `wtpulsar consume`
-(ingress/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
+(clients/consume.py) both deliver each copy once through it. The unit tests below pin its rules;
 the others show the two readers keep only one copy of what a room topic holds twice.
 """
 
@@ -13,7 +13,7 @@ import urllib.request
 import uuid
 
 from ingress.viewer import DeliveryDedup
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 
 def fragment(stream: str, first: int, last: int, rendition: str = "360p") -> dict[str, str]:
@@ -49,15 +49,15 @@ def test_messages_without_seq_are_delivered_not_lost() -> None:
     assert dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"}) and dedup.accept(Kind.FILE, {"stream": "x", "kind": "file"})
 
 
-def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
+def _room_topic_with_duplicates(broker, kind: str) -> tuple[str, str]:
     import pulsar
 
     namespace = f"dedup{uuid.uuid4().hex[:8]}"
-    admin = broker.admin_url  # type: ignore[attr-defined]
+    admin = broker.admin_url
     for ns in (namespace, f"{namespace}-rooms"):  # the room topics live in the pipeline's rooms namespace
         urllib.request.urlopen(urllib.request.Request(f"{admin}/admin/v2/namespaces/public/{ns}",
                                                       method="PUT"), timeout=10).close()
-    client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
+    client = pulsar.Client(broker.service_url)
     try:
         if kind == "chat":
             producer = client.create_producer(f"persistent://public/{namespace}-rooms/room-r1-chat")
@@ -74,14 +74,14 @@ def _room_topic_with_duplicates(broker: object, kind: str) -> tuple[str, str]:
     return namespace, "r1"
 
 
-def test_consume_shows_each_chat_message_once(broker: object) -> None:
+def test_consume_shows_each_chat_message_once(broker) -> None:
     import pulsar
 
-    from ingress.consume import consume
-    from schemas.framing import Kind
+    from clients.consume import consume
+    from schemas.framing_codec import Kind
 
     namespace, room = _room_topic_with_duplicates(broker, "chat")
-    client = pulsar.Client(broker.service_url)  # type: ignore[attr-defined]
+    client = pulsar.Client(broker.service_url)
     out = io.StringIO()
     try:
         consume(client, "public", namespace, room, Kind.CHAT, None, None, out, duration=0.5, from_start=True)
@@ -93,7 +93,7 @@ def test_consume_shows_each_chat_message_once(broker: object) -> None:
 
 def test_egress_offers_each_fragment_once() -> None:
     from ingress.viewer import Item, ViewerSink, ViewerTracks
-    from schemas.framing import Kind
+    from schemas.framing_codec import Kind
 
     class Sink(ViewerSink):
         def __init__(self) -> None:

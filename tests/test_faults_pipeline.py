@@ -3,7 +3,7 @@
 Four synthetic publishers (two JPEG cameras, one Opus microphone, one chat) stream through the
 ingress's WebSocket fallback with resend-until-acked (test_faults_publisher.py). In turn the broker,
 each function's instance and the ingress are SIGKILLed and restarted. Afterwards the audit
-(wtpulsar/audit_core.py) must show:
+(audit/room_audit.py) must show:
   * every frame the ingress acknowledged to a publisher is on the room's output (at-least-once end to
     end, FRAMING.md "Ack": OK means broker-acknowledged);
   * every publisher got every frame acknowledged in the end (nothing stuck);
@@ -19,14 +19,15 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from schemas.framing import Kind
+from audit.cli import collect_room
+from audit.room_audit import RoomAudit, resume_delay
+from schemas.framing_codec import Kind
 from tests.test_faults_harness import RENDITION, Pipeline
 from tests.test_faults_publisher import WsPublisher, synthetic_frames
-from wtpulsar.audit import collect_room
-from wtpulsar.audit_core import RoomAudit, resume_delay
 
 FUNCTIONS_DIR = str(Path(__file__).resolve().parents[1] / "functions")
 if FUNCTIONS_DIR not in sys.path:
@@ -75,7 +76,7 @@ async def stream_through(pipeline: Pipeline, faults: list[str], warmup_s: float,
     return publishers, events
 
 
-def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -> tuple[RoomAudit, dict]:
+def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -> tuple[RoomAudit, dict[tuple[str, str], list[tuple[int, int]]]]:
     """Re-audit until every confirmed frame is on the output (the pipeline drains redeliveries)."""
     import pulsar
 
@@ -93,7 +94,7 @@ def settle(pipeline: Pipeline, confirmed: dict[str, set[int]], timeout: float) -
 
 
 def run_fault_drill(root: Path, faults: list[str], warmup_s: float = 3.0, gap_s: float = 5.0,
-                    video_codec: str = "jpeg") -> dict:
+                    video_codec: str = "jpeg") -> dict[str, Any]:
     pipeline = Pipeline(root)
     try:
         pipeline.start()
@@ -119,7 +120,7 @@ def run_fault_drill(root: Path, faults: list[str], warmup_s: float = 3.0, gap_s:
         pipeline.stop()
 
 
-def _check(result: dict) -> None:
+def _check(result: dict[str, Any]) -> None:
     print(json.dumps(result, indent=1))  # the measured recovery, for the log
     for stream, fig in result["publishers"].items():
         assert fig["confirmed"] > 0, f"{stream}: nothing was ever acknowledged"

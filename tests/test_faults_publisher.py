@@ -1,6 +1,6 @@
 """A synthetic publisher that resends what the ingress did not acknowledge, and its unit tests.
 
-Neither schemas/framing.py nor ingress/wt_client.py keeps sent frames for a resend: the Ack record
+Neither schemas/framing_codec.py nor clients/webtransport.py keeps sent frames for a resend: the Ack record
 says what is stored (FRAMING.md "Ack": OK = broker-acknowledged; media acks cumulative per stream id,
 chat acks exactly one seq; REJECTED names one frame that was not published), and keeping the rest
 is the client's job. `ResendLedger` is that job, sans-I/O; `WsPublisher` drives it over the
@@ -17,10 +17,14 @@ import asyncio
 import contextlib
 import json
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from schemas.framing import Ack, AckStatus, Codec, Frame, FramingError, Kind, parse, serialize
+from schemas.framing_codec import Ack, AckStatus, Codec, Frame, FramingError, Kind, parse, serialize
+
+if typing.TYPE_CHECKING:  # aiohttp is imported where it is used
+    import aiohttp
 
 RECONNECT_DELAY_S = 0.2
 
@@ -61,14 +65,14 @@ def synthetic_frames(kind: Kind, stream: str, room: str, user: str, codec: str =
     """Frame factory by seq: tiny video (JPEG: every frame a keyframe; h264: a keyframe every 30),
     Opus audio, or chat JSON."""
     if kind == Kind.VIDEO:
-        from media_synth import encode_chunks, pattern_frames
+        from tests.media_synth import encode_chunks, pattern_frames
 
         chunks = encode_chunks(pattern_frames(30, 160, 120), codec, keyint=30)
         wire = Codec.JPEG if codec == "jpeg" else Codec[codec.upper()]
         return lambda seq: Frame(Kind.VIDEO, wire, stream, seq, seq * 100_000, time.time() * 1000.0,
                                  chunks[seq % len(chunks)].data, chunks[seq % len(chunks)].keyframe, 160, 120)
     if kind == Kind.AUDIO:
-        from media_synth import opus_packets
+        from tests.media_synth import opus_packets
 
         packets = opus_packets(1.0)
         return lambda seq: Frame(Kind.AUDIO, Codec.OPUS, stream, seq, seq * 20_000, time.time() * 1000.0,
@@ -133,18 +137,18 @@ class WsPublisher:
             seq += 1
             await asyncio.sleep(self.interval_s)
 
-    async def _session(self, ws: object, stop: asyncio.Event, deadline: float | None) -> None:
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse, stop: asyncio.Event, deadline: float | None) -> None:
         import aiohttp
 
         sent_upto = -1
         for record in self.ledger.to_resend():
-            await ws.send_bytes(record)  # type: ignore[attr-defined]
+            await ws.send_bytes(record)
         if self.ledger.unacked:
             sent_upto = max(self.ledger.unacked)
         renew = asyncio.Event()
 
         async def reader() -> None:
-            async for msg in ws:  # type: ignore[attr-defined]
+            async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
                     continue
                 try:
@@ -163,7 +167,7 @@ class WsPublisher:
                     return
                 fresh = [s for s in self.ledger.unacked if s > sent_upto]
                 for seq in fresh:
-                    await ws.send_bytes(self.ledger.unacked[seq])  # type: ignore[attr-defined]
+                    await ws.send_bytes(self.ledger.unacked[seq])
                     self.sent += 1
                     sent_upto = seq
                 self._wake.clear()
@@ -174,7 +178,7 @@ class WsPublisher:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await read_task
             with contextlib.suppress(Exception):
-                await ws.close()  # type: ignore[attr-defined]
+                await ws.close()
 
 
 # ---- unit tests of the ledger -------------------------------------------------------------------

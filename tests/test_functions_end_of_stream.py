@@ -75,7 +75,7 @@ def test_transcode_end_waits_for_the_last_publishes_before_acking(vp8_chunks: li
     feed(fn, ctx, RAW_VIDEO, "cam1", end_props("cam1", "video", 11), b"")
     assert ctx.acked == []  # nothing is persisted yet
     for published in list(ctx.published):
-        published.callback("Ok", None)
+        published.complete("Ok", None)
     assert sorted(acked_entries(ctx)) == list(range(1, 14))
 
 

@@ -53,6 +53,12 @@ class ClientContext(FakeContext):
     def get_pulsar_client(self) -> FakeClient | None:
         return self.client
 
+    @property
+    def fake(self) -> FakeClient:
+        """The client the test gave, for its assertions (None only in the fallback test)."""
+        assert self.client is not None
+        return self.client
+
 
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> Any:
@@ -71,7 +77,7 @@ def test_output_batch_uses_an_unbatched_producer_of_the_instance_client() -> Non
     batch.publish(OUT, b"frame", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
     assert ctx.published == []  # not through context.publish
-    producer = ctx.client.producers[OUT]
+    producer = ctx.fake.producers[OUT]
     assert producer.options["batching_enabled"] is False
     assert producer.options["block_if_queue_full"] is True
     assert producer.options["properties"] == {"application": "pulsar-function", "id": "public/wtpulsar/transcode",
@@ -85,7 +91,7 @@ def test_message_conf_is_what_context_publish_would_get() -> None:
     for ctx in (plain, with_client):
         batch = output_ack.OutputBatch(ctx)
         batch.publish(OUT, b"x", "bytes_serde.BytesSerDe", dict(CONF))
-    assert with_client.client.producers[OUT].sent[0][2] == plain.published[0].message_conf
+    assert with_client.fake.producers[OUT].sent[0][2] == plain.published[0].message_conf
 
 
 def test_ack_waits_for_the_send_callback() -> None:
@@ -96,9 +102,9 @@ def test_ack_waits_for_the_send_callback() -> None:
     batch.publish(SEGMENTS, b"b", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
     assert ctx.acked == []
-    ctx.client.producers[OUT].complete(0)
+    ctx.fake.producers[OUT].complete(0)
     assert ctx.acked == []
-    ctx.client.producers[SEGMENTS].complete(0)
+    ctx.fake.producers[SEGMENTS].complete(0)
     assert ctx.acked == [(ctx.current_message_id, ctx.current_topic)]
 
 
@@ -108,7 +114,7 @@ def test_failed_send_leaves_the_input_unacked() -> None:
     batch.add_current_input()
     batch.publish(OUT, b"a", "bytes_serde.BytesSerDe", dict(CONF))
     batch.seal()
-    ctx.client.producers[OUT].complete(0, "Timeout")
+    ctx.fake.producers[OUT].complete(0, "Timeout")
     assert ctx.acked == []
     assert ctx.metrics[output_ack.METRIC_PUBLISH_FAILED] == [1]
 
@@ -117,8 +123,8 @@ def test_one_producer_per_topic_in_send_order() -> None:
     ctx = ClientContext()
     for i in range(5):
         immediate_publish.publish(ctx, OUT, bytes([i]), "bytes_serde.BytesSerDe", lambda *_: None, {})
-    assert ctx.client.creations == 1
-    assert [c for c, _, _ in ctx.client.producers[OUT].sent] == [bytes([i]) for i in range(5)]
+    assert ctx.fake.creations == 1
+    assert [c for c, _, _ in ctx.fake.producers[OUT].sent] == [bytes([i]) for i in range(5)]
 
 
 @pytest.mark.parametrize("ctx", [FakeContext(), ClientContext(client=None)], ids=["no getter", "client None"])
@@ -135,7 +141,7 @@ def test_a_topic_whose_producer_fails_stays_on_context_publish() -> None:
     ctx = ClientContext(client=FakeClient(fail_topics={OUT}))
     for i in range(3):  # never a second producer for the topic: order would be at risk
         assert immediate_publish.publish(ctx, OUT, bytes([i]), "bytes_serde.BytesSerDe", lambda *_: None, {}) is False
-    assert ctx.client.creations == 1
+    assert ctx.fake.creations == 1
     assert [p.payload for p in ctx.published] == [b"\x00", b"\x01", b"\x02"]
     assert ctx.metrics[immediate_publish.METRIC_FALLBACK] == [1]
     assert immediate_publish.publish(ctx, SEGMENTS, b"s", "bytes_serde.BytesSerDe", lambda *_: None, {}) is True
@@ -145,14 +151,14 @@ def test_a_topic_whose_producer_fails_stays_on_context_publish() -> None:
 def test_user_config_off_keeps_context_publish(value: Any) -> None:
     ctx = ClientContext(user_config={"immediate_publish": value})
     assert immediate_publish.publish(ctx, OUT, b"a", "bytes_serde.BytesSerDe", lambda *_: None, {}) is False
-    assert ctx.client.producers == {} and len(ctx.published) == 1
+    assert ctx.fake.producers == {} and len(ctx.published) == 1
 
 
 def test_dead_letter_goes_out_unbatched_and_acks_after_the_callback() -> None:
     ctx = ClientContext()
     ctx.set_message(key="cam", properties={"stream": "cam"}, event_time=5)
     output_ack.publish_dead_letter(ctx, DEAD_LETTER, "transcode", b"junk", "bad frame", "bytes_serde.BytesSerDe")
-    producer = ctx.client.producers[DEAD_LETTER]
+    producer = ctx.fake.producers[DEAD_LETTER]
     assert producer.sent[0][2]["properties"]["reason"] == "bad frame"
     assert producer.sent[0][2]["partition_key"] == "cam" and producer.sent[0][2]["event_timestamp"] == 5
     assert ctx.acked == []
@@ -168,7 +174,7 @@ def test_route_fanout_goes_out_unbatched_and_acks_after_every_send() -> None:
     ctx.set_message(topic=f"{ns}/segments", key="cam", properties=props, event_time=7)
     fn.process(b"\x00moof", ctx)
     assert ctx.published == []
-    sends = [(p, i) for p in ctx.client.producers.values() for i in range(len(p.sent))]
+    sends = [(p, i) for p in ctx.fake.producers.values() for i in range(len(p.sent))]
     assert sends and all(p.options["batching_enabled"] is False for p, _ in sends)
     for producer, index in sends:
         assert ctx.acked == []
@@ -181,7 +187,7 @@ def test_publish_all_failure_leaves_input_unacked() -> None:
     ctx = ClientContext()
     outs = [output_ack.Output(OUT, b"a", {"k": "v"}, key="cam"), output_ack.Output(SEGMENTS, b"b", {})]
     output_ack.publish_all(ctx, outs, "route")
-    ctx.client.producers[OUT].complete(0)
-    ctx.client.producers[SEGMENTS].complete(0, "ProducerQueueIsFull")
+    ctx.fake.producers[OUT].complete(0)
+    ctx.fake.producers[SEGMENTS].complete(0, "ProducerQueueIsFull")
     assert ctx.acked == []
     assert ctx.metrics["route_publish_failed"] == [1]

@@ -72,14 +72,14 @@ def test_transcode_aac_acks_each_input_once_after_its_samples_are_out() -> None:
         feed(fn, ctx, RAW_AUDIO, "mic1", frame_props("mic1", "opus", i, None, kind="audio", pts=i * 20_000), p)
     assert ctx.acked == []  # nothing acked before a publish completes
     for out in list(ctx.published):
-        out.callback("Ok", None)
+        out.complete("Ok", None)
     acked = sorted(m.entry for m, _ in ctx.acked)
     assert acked == list(range(1, len(acked) + 1)) and len(acked) < len(packets)  # the tail is still buffered
     before = len(ctx.published)
     fn.flush_audio(fn._streams[("room1", "alice", "mic1")], "mic1", ctx)  # what idle eviction does at the end of a stream
     assert len(ctx.published) > before
     for out in ctx.published[before:]:
-        out.callback("Ok", None)
+        out.complete("Ok", None)
     assert sorted(m.entry for m, _ in ctx.acked) == list(range(1, len(packets) + 1))
     outs = ctx.published_to("/encoded")
     assert {o.properties["codec"] for o in outs} == {"aac"} and outs[0].properties["room"] == "room1"

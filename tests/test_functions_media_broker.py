@@ -40,20 +40,25 @@ class ConsumerLoopContext:
         self.acked = 0
         self.metrics: dict[str, int] = {}
 
+    def current(self) -> pulsar.Message:
+        """The message being processed (the getters are only called from inside process())."""
+        assert self.message is not None, "a Context getter was called outside process()"
+        return self.message
+
     def get_message_id(self) -> Any:
-        return self.message.message_id()
+        return self.current().message_id()
 
     def get_message_key(self) -> str:
-        return self.message.partition_key()
+        return self.current().partition_key()
 
     def get_message_eventtime(self) -> int:
-        return self.message.event_timestamp()
+        return self.current().event_timestamp()
 
     def get_message_properties(self) -> dict[str, str]:
-        return self.message.properties()
+        return self.current().properties()
 
     def get_current_message_topic_name(self) -> str:
-        return self.message.topic_name()
+        return self.current().topic_name()
 
     def get_user_config_map(self) -> dict[str, Any]:
         return self._user_config
@@ -132,11 +137,11 @@ def test_vp8_frames_through_broker_become_playable_fmp4(broker: Any) -> None:
         release_idle(tfn, tctx)
         assert tctx.wait_acked(N_FRAMES) == N_FRAMES
 
-    props = [m.properties() for m in got]
-    assert [p["segment_type"] for p in props] == ["init"] + ["media"] * N_FRAMES
+    out_props = [m.properties() for m in got]
+    assert [p["segment_type"] for p in out_props] == ["init"] + ["media"] * N_FRAMES
     assert {m.partition_key() for m in got} == {"cam1"}
     assert got[1].event_timestamp() == int(float(frame_props("cam1", "vp8", 0, chunks[0])["capture_ts"]))
-    assert [p.get("first_seq") for p in props[1:]] == [str(i) for i in range(N_FRAMES)]
+    assert [p.get("first_seq") for p in out_props[1:]] == [str(i) for i in range(N_FRAMES)]
     frames = decode_fmp4(b"".join(m.data() for m in got))
     assert [media_synth.marker_of(f) for f in frames] == list(range(N_FRAMES))
     assert (frames[0].width, frames[0].height) == (320, 240)

@@ -7,8 +7,8 @@ import struct
 import pytest
 
 from tests.test_functions_media_support import decode_fmp4, function_module, media_synth
+from tests.test_functions_media_support import media_fmp4 as fmp4
 
-fmp4 = function_module("media_fmp4")
 h264 = function_module("media_h264")
 
 

@@ -41,7 +41,7 @@ def start_code_heavy(data: bytes) -> bytes:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(MESSAGES)
-def test_functions_never_raise_and_ack_each_input_once(messages: list) -> None:
+def test_functions_never_raise_and_ack_each_input_once(messages: list[tuple[str, str, dict[str, str], bytes]]) -> None:
     for function in (transcode.TranscodeFunction(), chunk.ChunkFunction()):
         # one-frame fragments: nothing legitimately waits in an open fragment, so all must be acked
         ctx = FakeContext(user_config={"renditions": [{"name": "240p", "height": 240, "bitrate": 200_000}],

@@ -24,8 +24,9 @@ if str(FUNCTIONS_DIR) not in sys.path:
     sys.path.insert(0, str(FUNCTIONS_DIR))
 
 import av  # noqa: E402
-import media_synth  # noqa: E402
+import media_fmp4 as media_fmp4  # noqa: E402  # re-exported, typed, for the tests that build fMP4
 
+from tests import media_synth  # noqa: E402
 from tests.fake_context import FakeContext, Published  # noqa: E402
 
 NS = "persistent://public/wtpulsar/"
@@ -81,7 +82,7 @@ def feed_published(function: Any, ctx: FakeContext, outputs: list[Published]) ->
 
 
 def decode_fmp4(data: bytes) -> list[av.VideoFrame]:
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
         return list(container.decode(video=0))
 
 

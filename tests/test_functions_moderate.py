@@ -298,9 +298,9 @@ BAD_INPUTS: list[tuple[str, bytes, str]] = [
      "missing_field:text"),
     ("missing sent_at", json.dumps({"room": "lobby", "user": "alice", "msg_id": "m1", "text": "x"}).encode(),
      "missing_field:sent_at"),
-    ("room not a string", chat(room=7), "wrong_type:room"),  # type: ignore[arg-type]
-    ("text not a string", chat(text=["x"]), "wrong_type:text"),  # type: ignore[arg-type]
-    ("sent_at a string", chat(sent_at="now"), "wrong_type:sent_at"),  # type: ignore[arg-type]
+    ("room not a string", chat(room=7), "wrong_type:room"),  # type: ignore[arg-type]  # wrong JSON type on purpose
+    ("text not a string", chat(text=["x"]), "wrong_type:text"),  # type: ignore[arg-type]  # wrong JSON type on purpose
+    ("sent_at a string", chat(sent_at="now"), "wrong_type:sent_at"),  # type: ignore[arg-type]  # wrong JSON type on purpose
     ("sent_at a bool", chat(sent_at=True), "wrong_type:sent_at"),
     ("sent_at negative", chat(sent_at=-1), "invalid_value:sent_at"),
     ("sent_at enormous", b'{"room":"lobby","user":"alice","msg_id":"m1","text":"x","sent_at":1' + b"0" * 400 + b"}",
@@ -340,7 +340,7 @@ def test_bad_input_goes_to_dead_letter_with_reason(name: str, payload: bytes, re
 
 
 def test_rejected_message_keeps_msg_id_for_the_sender() -> None:
-    out = send(ModerateFunction(), moderate_context(), chat(sent_at="yesterday", msg_id="c-42"))  # type: ignore[arg-type]
+    out = send(ModerateFunction(), moderate_context(), chat(sent_at="yesterday", msg_id="c-42"))  # type: ignore[arg-type]  # wrong JSON type on purpose
     assert verdict_of(out)["msg_id"] == "c-42"
 
 
@@ -359,9 +359,9 @@ def test_ack_only_after_every_callback_succeeded() -> None:
     send(ModerateFunction(), ctx, chat("hello"))
     assert [p.topic for p in ctx.published] == [APPROVED, VERDICTS]
     assert ctx.acked == []
-    ctx.published[1].callback("Ok", None)  # the verdict lands first
+    ctx.published[1].complete("Ok", None)  # the verdict lands first
     assert ctx.acked == []
-    ctx.published[0].callback("Ok", None)
+    ctx.published[0].complete("Ok", None)
     assert ctx.acked == [(ctx.current_message_id, CHAT_IN)]
 
 
@@ -372,15 +372,15 @@ def test_ack_refers_to_the_input_even_after_the_context_moved_on() -> None:
     first_id = ctx.current_message_id
     send(fn, ctx, chat("second", msg_id="b"))
     for p in ctx.published[:2]:
-        p.callback("Ok", None)
+        p.complete("Ok", None)
     assert ctx.acked == [(first_id, CHAT_IN)]
 
 
 def test_failed_publish_leaves_input_unacked() -> None:
     ctx = moderate_context(auto_complete_publish=False)
     send(ModerateFunction(), ctx, chat("hello"))
-    ctx.published[0].callback("Timeout", None)
-    ctx.published[1].callback("Ok", None)
+    ctx.published[0].complete("Timeout", None)
+    ctx.published[1].complete("Ok", None)
     assert ctx.acked == []
     assert ctx.metrics["moderate_publish_failed"] == [1]
 
@@ -389,9 +389,9 @@ def test_dead_letter_ack_waits_for_both_publishes() -> None:
     ctx = moderate_context(auto_complete_publish=False)
     send(ModerateFunction(), ctx, b"not json")
     assert [p.topic for p in ctx.published] == [DEAD_LETTER, VERDICTS]
-    ctx.published[0].callback("Ok", None)
+    ctx.published[0].complete("Ok", None)
     assert ctx.acked == []
-    ctx.published[1].callback("Ok", None)
+    ctx.published[1].complete("Ok", None)
     assert len(ctx.acked) == 1
 
 

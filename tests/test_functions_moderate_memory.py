@@ -16,7 +16,7 @@ RATE_WINDOW_MS = 10_000
 STEP_MS = 250  # each user writes every USERS * STEP_MS ms
 
 
-def run(ctx, fn, messages: int) -> None:  # type: ignore[no-untyped-def]
+def run(ctx, fn, messages: int) -> None:
     for i in range(messages):
         user = f"user{i % USERS}"
         now = NOW_MS + i * STEP_MS

@@ -17,8 +17,8 @@ def test_ack_waits_for_seal_and_all_callbacks() -> None:
     batch.add_current_input()
     batch.publish("t", b"a", "bytes_serde.BytesSerDe", {})
     batch.publish("t", b"b", "bytes_serde.BytesSerDe", {})
-    ctx.published[0].callback("Ok", FakeMessageId())
-    ctx.published[1].callback(pulsar.Result.Ok, FakeMessageId())  # the real instance passes the enum
+    ctx.published[0].complete("Ok", FakeMessageId())
+    ctx.published[1].complete(pulsar.Result.Ok, FakeMessageId())  # the real instance passes the enum
     assert ctx.acked == []  # not sealed yet: more publishes could still join
     batch.seal()
     assert ctx.acked == [(FakeMessageId(entry=11), RAW_VIDEO)]
@@ -34,10 +34,10 @@ def test_callbacks_after_seal_ack_once_at_the_last() -> None:
     for payload in (b"1", b"2", b"3"):
         batch.publish("t", payload, "bytes_serde.BytesSerDe", {})
     batch.seal()
-    ctx.published[2].callback("Ok", None)
-    ctx.published[0].callback("Ok", None)
+    ctx.published[2].complete("Ok", None)
+    ctx.published[0].complete("Ok", None)
     assert ctx.acked == []
-    ctx.published[1].callback("Ok", None)
+    ctx.published[1].complete("Ok", None)
     assert [m.entry for m, _ in ctx.acked] == [1, 2]
 
 
@@ -48,8 +48,8 @@ def test_failed_publish_leaves_inputs_unacked_and_counts() -> None:
     batch.publish("t", b"x", "bytes_serde.BytesSerDe", {})
     batch.publish("t", b"y", "bytes_serde.BytesSerDe", {})
     batch.seal()
-    ctx.published[0].callback(pulsar.Result.Timeout, None)
-    ctx.published[1].callback("Ok", None)
+    ctx.published[0].complete(pulsar.Result.Timeout, None)
+    ctx.published[1].complete("Ok", None)
     assert ctx.acked == []
     assert ctx.metrics[output_ack.METRIC_PUBLISH_FAILED] == [1]
 
@@ -79,9 +79,9 @@ def test_publish_all_acks_after_the_last_output_and_at_once_without_outputs() ->
     outputs = [output_ack.Output("a", b"1", {"k": "v"}, key="cam", event_time=7), output_ack.Output("b", b"2", {})]
     output_ack.publish_all(ctx, outputs, "route")
     assert [(p.topic, p.key, p.event_timestamp) for p in ctx.published] == [("a", "cam", 7), ("b", None, None)]
-    ctx.published[1].callback("Ok", None)
+    ctx.published[1].complete("Ok", None)
     assert ctx.acked == []
-    ctx.published[0].callback(pulsar.Result.Ok, None)
+    ctx.published[0].complete(pulsar.Result.Ok, None)
     assert ctx.acked == [(FakeMessageId(entry=3), RAW_VIDEO)]
     ctx.set_message(topic=RAW_VIDEO, message_id=FakeMessageId(entry=4))
     output_ack.publish_all(ctx, [], "route")
@@ -92,5 +92,5 @@ def test_publish_all_failure_is_counted_under_the_function_label() -> None:
     ctx = FakeContext(auto_complete_publish=False)
     ctx.set_message(topic=RAW_VIDEO, message_id=FakeMessageId(entry=9))
     output_ack.publish_all(ctx, [output_ack.Output("a", b"1", {})], "moderate")
-    ctx.published[0].callback(pulsar.Result.Timeout, None)
+    ctx.published[0].complete(pulsar.Result.Timeout, None)
     assert ctx.acked == [] and ctx.metrics["moderate_publish_failed"] == [1]

@@ -121,12 +121,12 @@ def test_ack_only_after_last_output_callback() -> None:
     ctx = FakeContext(user_config={"renditions": TWO_RUNGS}, auto_complete_publish=False)
     fn, _ = run(media_synth.encode_chunks(FRAMES[:2], "jpeg"), "jpeg", ctx=ctx)  # intra-only: no GOP hold
     assert len(ctx.published) == 4 and ctx.acked == []
-    ctx.published[1].callback("Ok", None)  # second rendition of frame 0 first
+    ctx.published[1].complete("Ok", None)  # second rendition of frame 0 first
     assert ctx.acked == []
-    ctx.published[0].callback("Ok", None)
+    ctx.published[0].complete("Ok", None)
     assert acked_entries(ctx) == [1]
-    ctx.published[3].callback("Ok", None)
-    ctx.published[2].callback("Ok", None)
+    ctx.published[3].complete("Ok", None)
+    ctx.published[2].complete("Ok", None)
     assert acked_entries(ctx) == [1, 2]
     assert all(t == RAW_VIDEO for _, t in ctx.acked)
 
@@ -269,11 +269,11 @@ def test_gop_acks_wait_until_the_next_keyframe_is_published(vp8_chunks: Any) -> 
     run(vp8_chunks[:12], "vp8", ctx=ctx)  # GOP 0..9, keyframe 10 opens the next
     assert len(ctx.published) == 12 and ctx.acked == []
     for out in ctx.published[:10]:
-        out.callback("Ok", None)
+        out.complete("Ok", None)
     assert ctx.acked == []  # GOP complete, but its successor keyframe is not persisted yet
-    ctx.published[11].callback("Ok", None)
+    ctx.published[11].complete("Ok", None)
     assert ctx.acked == []
-    ctx.published[10].callback("Ok", None)  # keyframe 10 persisted: GOP 0..9 is safe to ack
+    ctx.published[10].complete("Ok", None)  # keyframe 10 persisted: GOP 0..9 is safe to ack
     assert acked_entries(ctx) == list(range(1, 11))
 
 
@@ -281,7 +281,7 @@ def test_failed_publish_keeps_its_whole_gop_unacked(vp8_chunks: Any) -> None:
     ctx = FakeContext(user_config={"renditions": TWO_RUNGS[:1]}, auto_complete_publish=False)
     run(vp8_chunks[:21], "vp8", ctx=ctx)  # GOPs 0..9, 10..19, keyframe 20
     for i, out in enumerate(ctx.published):
-        out.callback("ServiceNotReady" if i == 3 else "Ok", None)
+        out.complete("ServiceNotReady" if i == 3 else "Ok", None)
     assert acked_entries(ctx) == list(range(11, 21))  # GOP 0..9 redelivers from its keyframe
 
 
@@ -295,7 +295,7 @@ def test_restart_mid_gop_reproduces_every_frame(codec: str, completed: str, vp8_
     run(chunks[:15], codec, ctx=first)  # killed -9 after input 14, mid-GOP 10..19
     if not auto:  # publishes of 0..12 came back before the kill, 13 and 14 were lost with it
         for out in first.published[:13]:
-            out.callback("Ok", None)
+            out.complete("Ok", None)
     acked = {entry - 1 for entry in acked_entries(first)}
     assert acked == set(range(10))  # only the closed GOP
     # Pulsar redelivers every unacked input, then new ones follow; a new instance starts cold.

@@ -1,4 +1,4 @@
-"""Short fuzz run (hypothesis) of the ingress framing parser: schemas/framing.py.
+"""Short fuzz run (hypothesis) of the ingress framing parser: schemas/framing_codec.py.
 
 The long run (>= 100,000 inputs) is bench/fuzz.py with the same target and corpus.
 """
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import framing
+from schemas import framing_codec as framing
 from tests import test_fuzz_targets
 from tests.test_fuzz_targets import corpus, framing_target, known_bug_input
 

@@ -17,10 +17,11 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from schemas import framing
+from schemas import framing_codec as framing
 
 CORPUS_ROOT = Path(__file__).parent / "fuzz_corpus"
 # Bugs the fuzzer found in code this suite does not own, reported to its owners and pinned by strict
@@ -35,7 +36,7 @@ atexit.register(shutil.rmtree, _TMP, True)  # forked bench workers leave by os._
 (_TMP / "fn.py").write_text("def process(input, context):\n    return input\n")
 
 
-# ---- framing (schemas/framing.py, FRAMING.md "Records") ---------------------------------------
+# ---- framing (schemas/framing_codec.py, FRAMING.md "Records") ---------------------------------
 def framing_target(data: bytes) -> bool:
     """One record via parse(), the same bytes via RecordReader in two pieces; a parsed record must
     serialise back to something that parses to the same record."""
@@ -233,7 +234,10 @@ _BROKER_CONNECT = (CORPUS_ROOT / "broker" / "connect.bin").read_bytes()
 
 
 # ---- names (schemas/names.py, broker/names.py, broker/paths.py; docs/names.md) ----------------
-_names_service: object | None = None
+if TYPE_CHECKING:  # imported in names_target, where it is used
+    from broker.service import BrokerService
+
+_names_service: BrokerService | None = None
 
 
 def names_target(data: bytes) -> bool:
@@ -249,7 +253,7 @@ def names_target(data: bytes) -> bool:
 
     if _names_service is None:
         _names_service = BrokerService(BrokerConfig(data_dir=_TMP / "names-broker"))
-    service: BrokerService = _names_service  # type: ignore[assignment]
+    service = _names_service
     root = (_TMP / "names-broker").resolve()
     text = data.decode("utf-8", errors="replace")
     accepted = False

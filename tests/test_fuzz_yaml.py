@@ -7,6 +7,9 @@ PipelineError) whose message names the file; nothing else may escape.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -75,9 +78,11 @@ def test_non_utf8_file_is_a_clear_error(target: str) -> None:
     from localrun.config import ConfigError
     from localrun.config import load_function_config as load_localrun
 
-    loader, error = {"localrun_config": (load_localrun, ConfigError),
-                     "deploy_function_config": (load_function_config, FunctionConfigError),
-                     "topology": (load_pipeline, PipelineError)}[target]
+    loaders: dict[str, tuple[Callable[[Path], object], type[Exception]]] = {
+        "localrun_config": (load_localrun, ConfigError),
+        "deploy_function_config": (load_function_config, FunctionConfigError),
+        "topology": (load_pipeline, PipelineError)}
+    loader, error = loaders[target]
     with pytest.raises(error, match="not UTF-8 text"):
         loader(_as_file(known_bug_input("yaml_not_utf8.yaml"), "function.yaml"))
 

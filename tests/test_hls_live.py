@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ingress import capture_stamp
+from clients import capture_stamp
 from ingress.hls_playlist import iso_time
 from tests.browser_support import Pipeline, start_pipeline
 from tests.hls_support import check_rules

@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("broker", "ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "realpulsar", "bench")
+PACKAGES = ("broker", "ingress", "schemas", "functions", "localrun", "deploy", "wtpulsar", "audit", "clients", "realpulsar", "bench")
 
 
 def imported_modules(source: str, packages: tuple[str, ...]) -> set[str]:

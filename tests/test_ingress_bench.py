@@ -12,7 +12,7 @@ INFO = {"wt_url": "https://127.0.0.1:1/wt", "http_url": "http://127.0.0.1:2"}
 
 
 def args(**kw: object) -> argparse.Namespace:
-    base = {"load_procs": 2, "aligned": False, "seconds": 1.0, "frame_bytes": 4000}
+    base: dict[str, object] = {"load_procs": 2, "aligned": False, "seconds": 1.0, "frame_bytes": 4000}
     base.update(kw)
     return argparse.Namespace(**base)
 

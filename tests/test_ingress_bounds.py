@@ -11,10 +11,18 @@ import tracemalloc
 import pytest
 
 from ingress import cli, tokens
-from ingress.session import RECORD_OVERHEAD, CloseSession, CloseStream, Limits, Publish, PublisherSession
+from ingress.session import (
+    RECORD_OVERHEAD,
+    Action,
+    CloseSession,
+    CloseStream,
+    Limits,
+    Publish,
+    PublisherSession,
+)
 from ingress.tokens import Claims, Role
-from schemas import framing as f
-from schemas.framing import CloseCode, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import CloseCode, Codec, Frame, Kind
 from wtpulsar.cli import build_parser
 
 T0 = 1_800_000_000.0
@@ -26,7 +34,7 @@ def header(kind: Kind, length: int) -> bytes:
     return struct.pack(">IBB", length, 1, int(kind))
 
 
-def closes(actions: list) -> list:  # type: ignore[type-arg]
+def closes(actions: list[Action]) -> list[CloseSession | CloseStream]:
     return [a for a in actions if isinstance(a, CloseSession | CloseStream)]
 
 
@@ -106,7 +114,7 @@ def test_idle_sessions_are_closed_after_the_configured_time() -> None:
 
 
 def test_secrets_come_from_file_or_environment_and_must_be_long(tmp_path, monkeypatch, capsys) -> None:
-    def config(*extra: str):  # type: ignore[no-untyped-def]
+    def config(*extra: str):
         args = build_parser().parse_args(["ingress", "--state-dir", str(tmp_path / "state"), *extra])
         return cli.config_from_args(args)
 

@@ -12,11 +12,11 @@ import aiohttp
 import pulsar
 import pytest
 
-from ingress import consume
+from clients import consume
+from clients.webtransport import open_webtransport
 from ingress.viewer import Item
-from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import chat, ingress, video
 
 NS = "persistent://public/wtpulsar/"
@@ -60,7 +60,7 @@ def room_name() -> str:
     return "r" + uuid.uuid4().hex[:10]
 
 
-def test_frames_land_on_input_topics_in_order_with_properties(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_frames_land_on_input_topics_in_order_with_properties(broker, tmp_path) -> None:
     room = room_name()
 
     async def main() -> None:
@@ -102,7 +102,7 @@ def test_frames_land_on_input_topics_in_order_with_properties(broker, tmp_path) 
     assert chat_msg.partition_key() == room and b"hello" in chat_msg.data()
 
 
-def test_large_file_uses_chunking(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_large_file_uses_chunking(broker, tmp_path) -> None:
     room = room_name()
     blob = bytes(range(256)) * (24 * 1024)  # 6 MiB, above the 5 MB default message size
 
@@ -129,7 +129,7 @@ def _segments(room: str, first: int, n: int) -> list[tuple[dict[str, str], bytes
     return out
 
 
-def test_viewer_late_join_starts_at_init_and_keyframe(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_viewer_late_join_starts_at_init_and_keyframe(broker, tmp_path) -> None:
     room = room_name()
     topic = f"room-{room}-video-360p"
     init = ({"segment_type": "init", "room": room, "mime": 'video/mp4; codecs="avc1.42c01e"'}, b"ftypmoov")
@@ -161,7 +161,7 @@ def test_viewer_late_join_starts_at_init_and_keyframe(broker, tmp_path) -> None:
     run(main())
 
 
-def test_websocket_fallback_round_trip(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_websocket_fallback_round_trip(broker, tmp_path) -> None:
     room = room_name()
     produce(broker.service_url, f"room-{room}-chat", [({"user": "carol", "room": room}, b'{"text":"welcome"}')])
 
@@ -199,7 +199,7 @@ def test_websocket_fallback_round_trip(broker, tmp_path) -> None:  # type: ignor
     assert end.properties()["end_of_stream"] == "1" and end.partition_key() == "wscam"  # the socket closed
 
 
-def test_fifty_concurrent_publishers(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_fifty_concurrent_publishers(broker, tmp_path) -> None:
     room = room_name()
     sessions, frames = 50, 10
 
@@ -226,7 +226,7 @@ def test_fifty_concurrent_publishers(broker, tmp_path) -> None:  # type: ignore[
     assert all(seqs == list(range(frames)) for seqs in by_stream.values())
 
 
-def test_consume_writes_playable_sequence_and_prints_chat(broker) -> None:  # type: ignore[no-untyped-def]
+def test_consume_writes_playable_sequence_and_prints_chat(broker) -> None:
     room = room_name()
     init = ({"segment_type": "init", "room": room}, b"INIT")
     produce(broker.service_url, f"room-{room}-video-360p", [init] + _segments(room, 0, 4))
@@ -260,7 +260,7 @@ def test_media_file_writer_skips_repeated_init() -> None:
 
 
 @pytest.mark.parametrize("kinds", ["video", "chat"])
-def test_viewer_of_empty_room_gets_nothing_and_closes_cleanly(broker, tmp_path, kinds) -> None:  # type: ignore[no-untyped-def]
+def test_viewer_of_empty_room_gets_nothing_and_closes_cleanly(broker, tmp_path, kinds) -> None:
     room = room_name()
 
     async def main() -> None:
@@ -314,7 +314,7 @@ def _fmp4_segments(frames: int = 40, keyint: int = 10) -> list[tuple[dict[str, s
     return segs
 
 
-def test_consume_output_is_a_playable_mp4(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_consume_output_is_a_playable_mp4(broker, tmp_path) -> None:
     import av
 
     room = room_name()

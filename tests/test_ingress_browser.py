@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from schemas import framing as f
+from schemas import framing_codec as f
 from tests.ingress_support import FakePublisher, ingress
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -38,7 +38,7 @@ async function runTest(url, hashBytes, frame) {
 </script></body></html>"""
 
 
-def test_chromium_publishes_and_sees_close_codes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_chromium_publishes_and_sees_close_codes(tmp_path) -> None:
     playwright = pytest.importorskip("playwright.async_api")
     (tmp_path / "live_client.html").write_text(PAGE)
 

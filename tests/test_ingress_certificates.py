@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ingress import certificates
 
 
-def test_generated_certificate_meets_server_certificate_hashes_rules(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_generated_certificate_meets_server_certificate_hashes_rules(tmp_path) -> None:
     info = certificates.ensure(tmp_path)
     cert = x509.load_pem_x509_certificate(info.cert_path.read_bytes())
     key = cert.public_key()
@@ -26,7 +26,7 @@ def test_generated_certificate_meets_server_certificate_hashes_rules(tmp_path) -
     assert info.generated
 
 
-def test_reused_while_valid_renewed_near_expiry(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_reused_while_valid_renewed_near_expiry(tmp_path) -> None:
     now = dt.datetime.now(dt.UTC)
     first = certificates.ensure(tmp_path, now)
     again = certificates.ensure(tmp_path, now + dt.timedelta(days=5))
@@ -35,7 +35,7 @@ def test_reused_while_valid_renewed_near_expiry(tmp_path) -> None:  # type: igno
     assert late.generated and late.sha256 != first.sha256
 
 
-def test_unusable_stored_certificate_is_replaced(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_unusable_stored_certificate_is_replaced(tmp_path) -> None:
     (tmp_path / certificates.CERT_FILE).write_text("not a certificate")
     (tmp_path / certificates.KEY_FILE).write_text("nor a key")
     info = certificates.ensure(tmp_path)

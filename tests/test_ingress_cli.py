@@ -3,6 +3,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from ingress.tokens import Role
 from wtpulsar.cli import build_parser, main
 
 
-def test_token_command_prints_a_verifiable_token(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_command_prints_a_verifiable_token(tmp_path, capsys) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("z" * 64)
     assert main(["token", "--room", "room1", "--user", "alice", "--role", "viewer", "--ttl", "30m",
@@ -22,13 +23,13 @@ def test_token_command_prints_a_verifiable_token(tmp_path, capsys) -> None:  # t
     assert 1790 < claims.expires_at - time.time() <= 1800
 
 
-def test_token_command_refuses_bad_names(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_command_refuses_bad_names(tmp_path, capsys) -> None:
     assert main(["token", "--room", "../etc", "--user", "a", "--role", "publisher",
                  "--state-dir", str(tmp_path)]) == 2
     assert "room" in capsys.readouterr().err
 
 
-def test_token_with_a_state_dir_without_secret_refuses_and_creates_none(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_with_a_state_dir_without_secret_refuses_and_creates_none(tmp_path, capsys) -> None:
     assert main(["token", "--room", "r", "--user", "u", "--role", "publisher", "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"no secret at {tmp_path / 'ingress-secret'}" in err and "S/ingress" in err
@@ -40,7 +41,7 @@ def _pipeline_secret(root: Path) -> bytes:
     return tokens.load_or_create_secret(root / ".wtpulsar" / "ingress" / "ingress-secret")
 
 
-def test_token_signs_with_the_secret_of_up_run_in_this_folder(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_signs_with_the_secret_of_up_run_in_this_folder(tmp_path, monkeypatch, capsys) -> None:
     secret = _pipeline_secret(tmp_path)
     monkeypatch.chdir(tmp_path)
     assert main(["token", "--room", "demo", "--user", "v", "--role", "viewer"]) == 0
@@ -50,7 +51,7 @@ def test_token_signs_with_the_secret_of_up_run_in_this_folder(tmp_path, monkeypa
     assert not (tmp_path / ".wtpulsar" / "ingress-secret").exists()  # the old second secret is not made
 
 
-def test_token_finds_the_pipeline_secret_from_a_subfolder(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_finds_the_pipeline_secret_from_a_subfolder(tmp_path, monkeypatch, capsys) -> None:
     secret = _pipeline_secret(tmp_path)
     sub = tmp_path / "docs" / "deeper"
     sub.mkdir(parents=True)
@@ -60,7 +61,7 @@ def test_token_finds_the_pipeline_secret_from_a_subfolder(tmp_path, monkeypatch,
     assert not (sub / ".wtpulsar").exists()
 
 
-def test_token_elsewhere_uses_the_checkout_pipeline_secret(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_token_elsewhere_uses_the_checkout_pipeline_secret(tmp_path, monkeypatch) -> None:
     checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
     elsewhere.mkdir()
     secret = _pipeline_secret(checkout)
@@ -70,7 +71,7 @@ def test_token_elsewhere_uses_the_checkout_pipeline_secret(tmp_path, monkeypatch
     assert not (elsewhere / ".wtpulsar").exists()
 
 
-def test_token_without_any_pipeline_secret_refuses_and_says_where(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_token_without_any_pipeline_secret_refuses_and_says_where(tmp_path, monkeypatch) -> None:
     checkout, elsewhere = tmp_path / "checkout", tmp_path / "elsewhere"
     checkout.mkdir()
     elsewhere.mkdir()
@@ -82,7 +83,7 @@ def test_token_without_any_pipeline_secret_refuses_and_says_where(tmp_path, monk
     assert not any(tmp_path.rglob("ingress-secret"))
 
 
-def test_token_url_prints_the_publisher_and_viewer_page_links(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_token_url_prints_the_publisher_and_viewer_page_links(tmp_path, capsys) -> None:
     secret_file = tmp_path / "secret"
     secret_file.write_text("q" * 64)
     assert main(["token", "--room", "demo", "--user", "p", "--role", "publisher", "--url",
@@ -116,7 +117,7 @@ def test_ttl_parsing() -> None:
             cli.parse_ttl(bad)
 
 
-def test_ingress_flags_become_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ingress_flags_become_config(tmp_path) -> None:
     args = build_parser().parse_args([
         "ingress", "--listen", "127.0.0.1:5000", "--http", "127.0.0.1:5001", "--broker-service-url",
         "pulsar://h:1", "--secret", "k" * 40, "--max-frame-bytes", "1000", "--max-streams", "3",
@@ -133,10 +134,10 @@ def test_consume_parser_defaults() -> None:
     assert args.room == "room1" and args.kind == "chat" and args.rendition == "360p" and args.out is None
 
 
-def test_ingress_log_carries_no_per_connection_quic_info_lines(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ingress_log_carries_no_per_connection_quic_info_lines(broker, tmp_path) -> None:
     import asyncio
 
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
     from tests.browser_support import start_ingress_process
 
     ingress = start_ingress_process(broker.service_url, tmp_path / "ingress")
@@ -158,9 +159,9 @@ def test_ingress_log_carries_no_per_connection_quic_info_lines(broker, tmp_path)
     assert noisy == [], noisy[:5]
 
 
-def json_get(url: str) -> dict:  # type: ignore[type-arg]
+def json_get(url: str) -> dict[str, Any]:
     import json
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
+        return json.loads(response.read())

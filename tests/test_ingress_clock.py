@@ -12,16 +12,16 @@ import time
 import aiohttp
 import pytest
 
+from clients.webtransport import DATAGRAM, open_webtransport
 from ingress import clock
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
-from ingress.wt_client import DATAGRAM, open_webtransport
-from schemas import framing as f
-from schemas.framing import Clock, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Clock, Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, ingress
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
@@ -60,7 +60,7 @@ def offset_from(request_ms: float, reply: Clock, arrival_ms: float) -> tuple[flo
 
 
 @pytest.mark.parametrize("mode", ["publish", "view"])
-def test_webtransport_session_answers_clock_datagrams(tmp_path, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_webtransport_session_answers_clock_datagrams(tmp_path, mode: str) -> None:
     async def main() -> None:
         async with ingress(tmp_path, FakePublisher()) as h:
             role = "publisher" if mode == "publish" else "viewer"
@@ -79,7 +79,7 @@ def test_webtransport_session_answers_clock_datagrams(tmp_path, mode: str) -> No
     run(main())
 
 
-def test_websocket_publisher_and_viewer_get_clock_replies_and_a_notice_for_garbage(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_websocket_publisher_and_viewer_get_clock_replies_and_a_notice_for_garbage(tmp_path) -> None:
     async def main() -> None:
         async with ingress(tmp_path, FakePublisher()) as h:
             async with aiohttp.ClientSession() as http:

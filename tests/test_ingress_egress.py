@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from ingress.viewer import DeliveryDedup, Item, JoinPoint, ViewerSink, ViewerTracks
-from schemas import framing as f
-from schemas.framing import Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind
 
 
 class FakeSink(ViewerSink):
@@ -25,7 +25,9 @@ class FakeSink(ViewerSink):
         return self.next_id
 
     def write(self, handle: Any, data: bytes) -> None:
-        self.streams[handle].append(f.parse(data).payload)  # type: ignore[union-attr]
+        record = f.parse(data)
+        assert isinstance(record, f.Delivery), record
+        self.streams[handle].append(record.payload)
 
     def end_group(self, handle: Any) -> None:
         self.ended.append(handle)
@@ -254,7 +256,7 @@ def test_room_feed_primes_a_viewer_who_came_to_an_empty_room_when_a_stream_start
     from ingress.egress import RoomFeed
 
     now_ms = time.time() * 1000
-    feed = RoomFeed(FakeHub(), "room-r-video-360p", Kind.VIDEO)  # type: ignore[arg-type]
+    feed = RoomFeed(FakeHub(), "room-r-video-360p", Kind.VIDEO)  # type: ignore[arg-type]  # EgressHub stand-in
     for item in [sseg("old-i", "cam0", init=True, at=now_ms - 300_000), sseg("old-k", "cam0", key=True,
                                                                             at=now_ms - 300_000)]:
         feed._on_item(item)  # minutes-old history, no end: its publisher died

@@ -11,18 +11,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from clients.webtransport import open_webtransport
 from ingress.session import Limits, Publish, PublisherSession
 from ingress.tokens import Claims, Role
-from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.ingress_support import FakePublisher, chat, ingress, video
 
 CLAIMS = Claims(room="room1", user="alice", role=Role.PUBLISHER, expires_at=2e9)
 T0 = 1_800_000_000.0
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
@@ -78,7 +78,7 @@ def video_frames(n: int, stream: str = "cam") -> bytes:
     return b"".join(f.serialize(video(i, stream)) for i in range(n))
 
 
-def test_leaving_publisher_ends_its_stream_behind_the_last_frame(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_leaving_publisher_ends_its_stream_behind_the_last_frame(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher()
         async with ingress(tmp_path, pub) as h:
@@ -95,7 +95,7 @@ def test_leaving_publisher_ends_its_stream_behind_the_last_frame(tmp_path) -> No
     run(main())
 
 
-def test_publisher_that_vanishes_is_ended_after_the_session_timeout(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_publisher_that_vanishes_is_ended_after_the_session_timeout(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher()
         async with ingress(tmp_path, pub, session_timeout=1.5) as h:
@@ -114,7 +114,7 @@ def test_publisher_that_vanishes_is_ended_after_the_session_timeout(tmp_path) ->
     run(main())
 
 
-def test_no_end_for_a_stream_a_newer_session_has_taken_over(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_no_end_for_a_stream_a_newer_session_has_taken_over(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher()
         async with ingress(tmp_path, pub) as h:
@@ -136,7 +136,7 @@ def test_no_end_for_a_stream_a_newer_session_has_taken_over(tmp_path) -> None:  
     run(main())
 
 
-def test_websocket_publisher_leaving_ends_its_stream(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_websocket_publisher_leaving_ends_its_stream(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher()
         async with ingress(tmp_path, pub) as h:
@@ -152,7 +152,7 @@ def test_websocket_publisher_leaving_ends_its_stream(tmp_path) -> None:  # type:
     run(main())
 
 
-def test_session_the_ingress_closes_ends_its_streams_as_closed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_session_the_ingress_closes_ends_its_streams_as_closed(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher()
         limits = Limits(max_bitrate=80_000, burst_seconds=0.1)  # 1 KB of budget: the third frame is over it

@@ -10,10 +10,10 @@ from pathlib import Path
 import av
 import pytest
 
-from ingress.consume import MediaFile
+from clients.consume import MediaFile
 from ingress.fmp4_timeline import TimelineRebase, boxes
 from ingress.viewer import Item
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from tests.fake_context import FakeContext, Published
 from tests.test_functions_media_support import ENCODED, feed, frame_props, load_function_module, media_synth
 
@@ -44,7 +44,10 @@ def write(items: list[Published], path: Path) -> MediaFile:
 def frame_times(path: Path) -> tuple[list[float], float]:
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        times = [float(f.pts * stream.time_base) for f in container.decode(video=0)]
+        assert stream.time_base is not None, "the mp4 names no time base"
+        frames = list(container.decode(video=0))
+        assert all(f.pts is not None for f in frames), "a frame without a presentation time"
+        times = [float((f.pts or 0) * stream.time_base) for f in frames]
         duration = container.duration / 1_000_000 if container.duration else 0.0
     return times, duration
 

@@ -11,16 +11,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ingress.session import Limits
-from schemas import framing as f
-from schemas.framing import CloseCode
+from schemas import framing_codec as f
+from schemas.framing_codec import CloseCode
 from tests.ingress_support import FakePublisher, ingress, video
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 
-def test_endpoints(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_endpoints(tmp_path) -> None:
     async def main() -> None:
         async with ingress(tmp_path, FakePublisher()) as h, aiohttp.ClientSession() as http:
             async with http.get(h.http_url + "/") as r:
@@ -42,7 +42,7 @@ def test_endpoints(tmp_path) -> None:  # type: ignore[no-untyped-def]
     run(main())
 
 
-def test_ws_refusals_use_close_codes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ws_refusals_use_close_codes(tmp_path) -> None:
     async def main() -> None:
         async with ingress(tmp_path, FakePublisher()) as h, aiohttp.ClientSession() as http:
             for query, code in [("", CloseCode.TOKEN_MISSING), ("?token=x.y.z", CloseCode.TOKEN_INVALID)]:
@@ -54,7 +54,7 @@ def test_ws_refusals_use_close_codes(tmp_path) -> None:  # type: ignore[no-untyp
     run(main())
 
 
-def test_ws_text_message_closes_session_with_reason(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ws_text_message_closes_session_with_reason(tmp_path) -> None:
     async def main() -> None:
         async with ingress(tmp_path, FakePublisher()) as h, aiohttp.ClientSession() as http:
             url = f"{h.http_url}/ws?token={h.issue_token('r', 'u', 'publisher')}"
@@ -62,13 +62,13 @@ def test_ws_text_message_closes_session_with_reason(tmp_path) -> None:  # type: 
                 await ws.send_str("hello")
                 msg = await ws.receive(timeout=5)
                 assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == CloseCode.PROTOCOL_ERROR
-                assert "binary" in msg.extra
+                assert msg.extra is not None and "binary" in msg.extra
             assert 'what="text_message"' in h.app.metrics.render().decode()
 
     run(main())
 
 
-def test_ws_backpressure_stops_reading_then_resumes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_ws_backpressure_stops_reading_then_resumes(tmp_path) -> None:
     async def main() -> None:
         pub = FakePublisher(hold=True)
         async with ingress(tmp_path, pub, limits=Limits(max_inflight=2)) as h, aiohttp.ClientSession() as http:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ingress.names import check_name
-from schemas import framing
+from schemas import framing_codec as framing
 
 
 @pytest.mark.parametrize("value", ["lobby\n", "a/b", "../x", "", "x" * 65, "persistent://evil/ns/t", "röom"])

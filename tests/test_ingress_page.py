@@ -16,7 +16,7 @@ STATIC = Path(__file__).resolve().parent.parent / "ingress" / "static"
 IMPORT = re.compile(r'^import (?:[^"]* from )?"\./([a-z0-9_]+\.js)";$', re.MULTILINE)
 
 
-def run(coro):  # type: ignore[no-untyped-def]
+def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 60))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from ingress import quic_stack
@@ -110,7 +112,7 @@ def test_cli_flag_sets_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
         parser.parse_args(["ingress", "--quic-stack", "quiche"])
 
 
-def test_backpressure_and_datagrams_on_qh3(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_backpressure_and_datagrams_on_qh3(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The normal suite runs on aioquic; these run the held-packet gate and datagram numbering on qh3 too
     (the whole WebTransport suite runs on qh3 with WTPULSAR_QUIC_STACK=qh3)."""
     from tests import test_ingress_webtransport as wt
@@ -118,3 +120,23 @@ def test_backpressure_and_datagrams_on_qh3(tmp_path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(quic_stack.ENV, "qh3")
     wt.test_backpressure_stops_reading_until_broker_acks(tmp_path / "bp")
     wt.test_datagram_audio_is_published(tmp_path / "dg")
+
+
+@pytest.mark.parametrize("name", quic_stack.STACKS)
+def test_keepalive_stops_once_the_connection_is_closing(name: str) -> None:
+    """The keepalive timer can fire after the connection began closing and before ConnectionTerminated arrives:
+    qh3 then refuses a PING ("connection is closed"), which must not escape into the event loop."""
+    from types import SimpleNamespace
+
+    from ingress.webtransport_server import IngressProtocol
+
+    stack = quic_stack.load(name)
+    configuration = stack.QuicConfiguration(is_client=True, alpn_protocols=stack.H3_ALPN)
+    quic = importlib.import_module(f"{name}.quic.connection").QuicConnection(configuration=configuration)
+    quic.connect(A, now=1.0)
+    quic.close()
+    calls: list[str] = []
+    proto = SimpleNamespace(stack=stack, _quic=quic, _keepalive_every=1.0, transmit=lambda: calls.append("transmit"),
+                            _loop=SimpleNamespace(call_later=lambda *args: calls.append("call_later")))
+    IngressProtocol._ping(proto)  # type: ignore[arg-type]  # a stand-in with the attributes _ping reads
+    assert calls == []

@@ -7,6 +7,7 @@ import json
 from ingress.session import (
     CONTROL,
     RECORD_OVERHEAD,
+    Action,
     AddressBook,
     CloseSession,
     CloseStream,
@@ -18,8 +19,8 @@ from ingress.session import (
     format_ms,
 )
 from ingress.tokens import Claims, Role
-from schemas import framing as f
-from schemas.framing import AckStatus, CloseCode, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import AckStatus, CloseCode, Codec, Frame, Kind
 
 CLAIMS = Claims(room="room1", user="alice", role=Role.PUBLISHER, expires_at=2e9)
 T0 = 1_800_000_000.0
@@ -33,12 +34,21 @@ def chat(seq: int, body: bytes = b'{"text":"hi"}') -> Frame:
     return Frame(Kind.CHAT, Codec.JSON, "chat", seq, 0, 1_799_999_999_000.0, body)
 
 
-def publishes(actions: list) -> list[Publish]:  # type: ignore[type-arg]
+def publishes(actions: list[Action]) -> list[Publish]:
     return [a for a in actions if isinstance(a, Publish)]
 
 
-def acks(actions: list) -> list[tuple[int, f.Ack]]:  # type: ignore[type-arg]
+def sent(actions: list[Action]) -> list[tuple[int, f.Record]]:
+    """(channel, record) of each Send, parsed."""
     return [(a.channel, f.parse(a.data)) for a in actions if isinstance(a, Send)]
+
+
+def acks(actions: list[Action]) -> list[tuple[int, f.Ack]]:
+    """Like sent(), for tests where every record sent must be an Ack."""
+    records = sent(actions)
+    only_acks = [(channel, record) for channel, record in records if isinstance(record, f.Ack)]
+    assert only_acks == records, f"not only acks were sent: {records}"
+    return only_acks
 
 
 def test_frame_becomes_publish_with_envelope_properties() -> None:
@@ -187,7 +197,7 @@ def test_message_and_datagram_paths() -> None:
     assert s.datagram(bytes(300), T0) == [Rejected("too_large")]
     out = s.message(b"\x00\x00\x00\x01", T0)
     assert Rejected("truncated") in out
-    (channel, notice) = acks(out)[0]
+    (channel, notice) = sent(out)[0]
     assert channel == CONTROL and isinstance(notice, f.Notice) and notice.code == CloseCode.PROTOCOL_ERROR
     out = s.message(f.serialize(f.Ack("x", 1)), T0)
     assert Rejected("unexpected_record") in out
@@ -211,11 +221,13 @@ def test_close_returns_inflight_and_stops_everything() -> None:
 def test_address_book() -> None:
     book = AddressBook(per_address=2, total=3)
     assert book.admit("1.1.1.1") is None and book.admit("1.1.1.1") is None
-    code, reason = book.admit("1.1.1.1")  # type: ignore[misc]
+    refused = book.admit("1.1.1.1")
+    assert refused is not None
+    code, reason = refused
     assert code == CloseCode.TOO_MANY_SESSIONS and "1.1.1.1" in reason
     assert book.admit("2.2.2.2") is None
-    code, _ = book.admit("3.3.3.3")  # type: ignore[misc]
-    assert code == CloseCode.SERVER_BUSY
+    refused = book.admit("3.3.3.3")
+    assert refused is not None and refused[0] == CloseCode.SERVER_BUSY
     book.release("1.1.1.1")
     assert book.admit("1.1.1.1") is None
 

@@ -9,7 +9,7 @@ import pytest
 from ingress import tokens
 from ingress.names import BadName
 from ingress.tokens import Role, TokenError
-from schemas.framing import CloseCode
+from schemas.framing_codec import CloseCode
 
 SECRET = b"k" * 64
 NOW = 1_800_000_000.0
@@ -35,7 +35,7 @@ def test_issue_and_verify_round_trip() -> None:
     (jwt.encode({"room": "r", "sub": "u", "role": "viewer", "exp": NOW + 9}, SECRET, "HS512"), NOW,
      CloseCode.TOKEN_INVALID, "malformed"),
 ])
-def test_refusals_carry_close_code_and_reason(token, now, code, words) -> None:  # type: ignore[no-untyped-def]
+def test_refusals_carry_close_code_and_reason(token, now, code, words) -> None:
     with pytest.raises(TokenError, match=words) as info:
         tokens.verify(SECRET, token, now)
     assert info.value.code == code
@@ -52,7 +52,7 @@ def test_issue_validates_names_and_ttl() -> None:
         tokens.issue(SECRET, "r", "u", "root", NOW)
 
 
-def test_secret_created_once_private_and_reused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_secret_created_once_private_and_reused(tmp_path) -> None:
     path = tmp_path / "state" / "ingress-secret"
     first = tokens.load_or_create_secret(path)
     assert len(first) == 64

@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 from ingress.session import Action, Limits, PublisherSession, Send
 from ingress.verdicts import VerdictFollower, VerdictWatch
-from schemas import framing as f
-from schemas.framing import Verdict, VerdictAction
+from schemas import framing_codec as f
+from schemas.framing_codec import Verdict, VerdictAction
 from tests.test_ingress_verdicts import ALICE, BIDI, as_verdict, sent_chat, verdict_json
 
 

@@ -14,14 +14,14 @@ from typing import Any
 import aiohttp
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress.egress import VerdictFeed
 from ingress.session import CONTROL, MAX_AWAITED_VERDICTS, Limits, Publish, PublisherSession, Rejected, Send
 from ingress.tokens import Claims, Role
 from ingress.verdicts import VerdictWatch, verdict_topic
 from ingress.viewer import Item
-from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Kind, Verdict, VerdictAction
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind, Verdict, VerdictAction
 from tests.ingress_support import chat, ingress
 
 NS = "persistent://public/wtpulsar/"
@@ -112,11 +112,14 @@ def test_waits_are_bounded_and_cleared_on_close() -> None:
 
 
 def test_verdict_feed_offers_a_verdict_only_to_its_users_watchers() -> None:
-    feed = VerdictFeed(hub=None, room="room1")  # type: ignore[arg-type]
+    feed = VerdictFeed(hub=None, room="room1")  # type: ignore[arg-type]  # no hub: _on_item is called directly
     assert feed.short_name == verdict_topic("room1") == "room-room1-moderation"
     got: dict[str, list[bytes]] = {"alice": [], "bob": []}
-    for user in got:
-        feed.watchers.add(VerdictWatch("room1", user, lambda props, payload, u=user: got[u].append(payload)))
+    for user, received in got.items():
+        def deliver(props: dict[str, str], payload: bytes, received: list[bytes] = received) -> None:
+            received.append(payload)
+
+        feed.watchers.add(VerdictWatch("room1", user, deliver))
     feed._on_item(Item(Kind.CHAT, {"user": "alice", "action": "drop"}, b"for alice"))
     feed._on_item(Item(Kind.CHAT, {"action": "drop"}, b"no user"))
     assert got == {"alice": [b"for alice"], "bob": []}
@@ -151,7 +154,7 @@ def produce(service_url: str, short: str, items: list[tuple[dict[str, str], byte
         client.close()
 
 
-def test_verdict_reaches_only_the_sender_over_webtransport_and_websocket(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_verdict_reaches_only_the_sender_over_webtransport_and_websocket(broker, tmp_path) -> None:
     room = "r" + uuid.uuid4().hex[:10]
     alice_payload, bob_payload = verdict_json("alice", "drop", "a.1"), verdict_json("bob", "mask", "b.1")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ingress.viewer import Item as Msg
 from ingress.viewer import RoomFanout, ViewerSink, ViewerTracks
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 
 T0 = 1_800_000_000_000.0  # ms
 STALE_MS = 10_000.0

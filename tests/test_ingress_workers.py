@@ -16,10 +16,10 @@ from typing import Any
 import aiohttp
 import pulsar
 
+from clients.webtransport import open_webtransport
 from ingress import tokens
 from ingress.names import room_topic_url
-from ingress.wt_client import open_webtransport
-from schemas import framing as f
+from schemas import framing_codec as f
 
 NS = room_topic_url("public", "wtpulsar", "")  # route writes room topics into the rooms namespace
 REPO = Path(__file__).resolve().parent.parent
@@ -49,7 +49,7 @@ def stop(proc: subprocess.Popen[str]) -> int:
     return proc.wait(30)
 
 
-def test_two_workers_share_the_ports_and_serve_one_rooms_viewers(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_two_workers_share_the_ports_and_serve_one_rooms_viewers(broker, tmp_path) -> None:
     room = "r" + uuid.uuid4().hex[:10]
     topic = f"room-{room}-video-360p"
     frames = 40
@@ -122,7 +122,7 @@ def test_workers_must_be_a_positive_number() -> None:
     assert out.returncode == 2 and "--workers: '0': a whole number of at least 1" in out.stderr
 
 
-def test_health_names_the_worker(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_health_names_the_worker(tmp_path) -> None:
     from tests.ingress_support import FakePublisher, ingress
 
     async def main() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pulsar
 
-from ingress.join_from_end import JoinFinder
+from clients.webtransport import open_webtransport
+from ingress.join_from_end import JoinFinder, JoinSearch
 from ingress.names import room_topic_url
 from ingress.viewer import DeliveryDedup, Item, JoinPoint
-from ingress.wt_client import open_webtransport
-from schemas import framing as f
-from schemas.framing import Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Kind
 from tests.ingress_support import ingress
 
 NS = room_topic_url("public", "wtpulsar", "")  # route writes room topics into the rooms namespace
@@ -41,7 +41,7 @@ def stream_part(stream: str, first: int, count: int, gop: int = 20, width: str =
             for n in range(first, first + count)]
 
 
-def test_a_late_joiner_gets_init_and_last_group_without_reading_the_topic(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_late_joiner_gets_init_and_last_group_without_reading_the_topic(broker, tmp_path) -> None:
     room = "r" + uuid.uuid4().hex[:10]
     topic = f"room-{room}-video-360p"
     client = pulsar.Client(broker.service_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
@@ -59,7 +59,7 @@ def test_a_late_joiner_gets_init_and_last_group_without_reading_the_topic(broker
         client.close()
     total = 1 + 150 + 1 + 1 + 300 + 30
 
-    async def main() -> None:
+    async def main() -> JoinSearch:
         async with ingress(tmp_path, broker_service_url=broker.service_url, join_window=20) as h:
             url = f"{h.wt_url}?token={h.issue_token(room, 'late', 'viewer')}&mode=view&kinds=video"
             async with open_webtransport(url) as c:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.localrun_harness import FIXTURES, topic, write_config
 
@@ -47,7 +48,7 @@ def test_localrun_status_and_sigterm(broker, tmp_path: Path) -> None:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 60
-        body: dict = {}
+        body: dict[str, Any] = {}
         while time.monotonic() < deadline:
             code, out = functions_status(run_dir)
             if code == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pulsar
 import pytest
@@ -23,7 +24,7 @@ IN = "persistent://public/default/in"
 
 
 def make_spec(**overrides) -> FunctionSpec:
-    fields = dict(tenant="acme", namespace="media", name="fn", class_name="m.C", py="/x/m.py",
+    fields: dict[str, Any] = dict(tenant="acme", namespace="media", name="fn", class_name="m.C", py="/x/m.py",
                   inputs={IN: InputSpec(), "short-in": InputSpec()}, output="persistent://acme/media/out",
                   output_serde_class_name="serde.PickleSerDe")
     fields.update(overrides)

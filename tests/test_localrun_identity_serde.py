@@ -21,9 +21,9 @@ def same(a: object, b: object) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, float) and math.isnan(a):
-        return math.isnan(b)  # type: ignore[arg-type]
+        return isinstance(b, float) and math.isnan(b)
     if isinstance(a, complex) and cmath.isnan(a):
-        return cmath.isnan(b)  # type: ignore[arg-type]
+        return isinstance(b, complex) and cmath.isnan(b)
     return a == b
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from typing import Any
 
 import pulsar
 import pytest
@@ -14,6 +15,7 @@ from localrun.context import ContextImpl
 from localrun.instance import Instance, LogTopicHandler, StreamToLogger
 from localrun.loader import UserFunction, load_serde
 from localrun.state import NullState
+from schemas.function_config import Guarantee
 from tests.localrun_fakes import Client, Consumer, Msg, MsgId
 
 IN = "persistent://public/default/in"
@@ -33,7 +35,7 @@ class Fn:
         return self.result
 
 
-def make(guarantee: str = "ATLEAST_ONCE", auto_ack: bool = True, output: str = OUT, fn: Fn | None = None,
+def make(guarantee: Guarantee = "ATLEAST_ONCE", auto_ack: bool = True, output: str = OUT, fn: Fn | None = None,
          complete: bool = True, result=pulsar.Result.Ok, serde: str = "", log_topic: str = ""):
     spec = FunctionSpec(tenant="public", namespace="default", name="f", class_name="m.C", py="/m.py",
                         inputs={IN: InputSpec(serde_class_name=serde)}, output=output,
@@ -295,7 +297,7 @@ class RecordingClient(Client):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__()
         self.client_kwargs = kwargs
-        self.subscriptions: list[tuple[object, str, dict]] = []
+        self.subscriptions: list[tuple[object, str, dict[str, Any]]] = []
 
     def subscribe(self, target, subscription, **kwargs):
         self.subscriptions.append((target, subscription, kwargs))
@@ -315,7 +317,7 @@ def start_with(monkeypatch: pytest.MonkeyPatch, tmp_path, **spec_fields) -> Reco
     code = tmp_path / "startfn.py"
     code.write_text("class F:\n    def process(self, input, context):\n        return input\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    fields = dict(tenant="acme", namespace="media", name="f", class_name="startfn.F", py=str(code),
+    fields: dict[str, Any] = dict(tenant="acme", namespace="media", name="f", class_name="startfn.F", py=str(code),
                   inputs={IN: InputSpec()})
     fields.update(spec_fields)
     inst = instance_module.Instance(FunctionSpec(**fields), "1", "pulsar://x", nack_delay_ms=1234, metrics_port=None)

@@ -13,7 +13,7 @@ LABELS = {"tenant": "acme", "namespace": "acme/media", "name": "fn", "instance_i
           "fqfn": "acme/media/fn"}
 
 
-def samples(stats: InstanceStats) -> dict[tuple[str, tuple], float]:
+def samples(stats: InstanceStats) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     registry = build_registry(StatsCollector(stats, "acme", "media", "fn", "1", "local"))
     text = generate_latest(registry).decode()
     out = {}
@@ -23,7 +23,7 @@ def samples(stats: InstanceStats) -> dict[tuple[str, tuple], float]:
     return out
 
 
-def key(name: str, **extra: str) -> tuple[str, tuple]:
+def key(name: str, **extra: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return (name, tuple(sorted({**LABELS, **extra}.items())))
 
 
@@ -72,7 +72,8 @@ def test_exception_gauges_are_limited_per_minute() -> None:
         stats.user_exception(ValueError(f"e{i}"), 1.0)
     assert len(stats.user_exception_gauges) == 5
     assert stats.total.user_exceptions == 8
-    assert len(stats.snapshot()["latestUserExceptions"]) == 8
+    latest = stats.snapshot()["latestUserExceptions"]
+    assert isinstance(latest, list) and len(latest) == 8
 
 
 def test_http_endpoint_and_status_parser() -> None:

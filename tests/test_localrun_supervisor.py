@@ -69,6 +69,7 @@ def test_stop_terminates_instances(tmp_path: Path) -> None:
     sup.functions.append(run)
     sup._spawn(run.instances[0])
     proc = run.instances[0].process
+    assert proc is not None
     started = time.monotonic()
     sup.stop(timeout=5)
     assert proc.returncode == -signal.SIGTERM

@@ -4,6 +4,7 @@ room's output topic must hold playable fragmented MP4 that PyAV decodes frame fo
 
 from __future__ import annotations
 
+import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +35,8 @@ def test_raw_frames_become_playable_fmp4_on_the_room_topic(broker_factory, tmp_p
     broker = broker_factory()
     configs = [REPO / "deploy" / "functions" / f"{name}.yaml" for name in ("transcode", "chunk", "route")]
     # The YAMLs name the deployable archives; run the source, as `wtpulsar up` does (--py).
-    from_source = {config: source_py(config, REPO / "functions") for config in configs}
+    from_source: dict[str | os.PathLike[str], str | os.PathLike[str]] = {
+        config: source_py(config, REPO / "functions") for config in configs}
     supervisor = run_functions(configs, broker.service_url, str(tmp_path / "state"), nack_delay_ms=500,
                                run_dir=str(tmp_path / "run"), py_overrides=from_source)
     try:

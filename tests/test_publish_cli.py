@@ -13,8 +13,8 @@ from typing import Any
 import av
 import numpy as np
 
-from ingress import capture_stamp
-from ingress.publish_cli import publish, run_publish_cli
+from clients import capture_stamp
+from clients.publish_cli import publish, run_publish_cli
 from tests.ingress_support import FakePublisher, ingress
 from wtpulsar.cli import build_parser, main
 
@@ -129,8 +129,8 @@ def test_bad_arguments_get_a_sentence(capsys: Any, tmp_path: Path) -> None:
 
 
 def test_the_clock_offset_is_the_sample_with_the_smallest_round_trip() -> None:
-    from ingress.publish_clock import Sample, best_offset, sample
-    from schemas.framing import Clock
+    from clients.publish_clock import Sample, best_offset, sample
+    from schemas.framing_codec import Clock
 
     # ingress 1000 ms ahead; 10 ms each way, 1 ms in the ingress
     assert sample(Clock(0.0, 1010.0, 1011.0), 21.0) == Sample(1000.0, 20.0)
@@ -141,8 +141,8 @@ def test_the_clock_offset_is_the_sample_with_the_smallest_round_trip() -> None:
 def test_without_token_it_signs_a_publisher_token_with_the_pipelines_secret(tmp_path: Path, capsys: Any) -> None:
     import time
 
+    from clients.publish_cli import _token
     from ingress import tokens
-    from ingress.publish_cli import _token
 
     secret = tmp_path / "ingress-secret"
     secret.write_bytes(b"q" * 40)

@@ -27,12 +27,12 @@ import av
 import pytest
 import yaml
 
+from clients.webtransport import ResendingPublisher, open_webtransport
 from ingress import tokens
-from ingress.wt_client import ResendingPublisher, open_webtransport
 from realpulsar.distribution import cache_root
 from realpulsar.standalone import Standalone
-from schemas import framing
-from schemas.framing import Codec, Frame, Kind
+from schemas import framing_codec as framing
+from schemas.framing_codec import Codec, Frame, Kind
 from tests.broker_process import free_port
 from tests.realpulsar_support import (
     FUNCTIONS,
@@ -132,7 +132,7 @@ class Ingress:
 
 def video_frames(count: int, stream: str = "cam") -> list[Frame]:
     sys.path.insert(0, str(REPO / "functions"))
-    from media_synth import encode_chunks, pattern_frames
+    from tests.media_synth import encode_chunks, pattern_frames
 
     chunks = encode_chunks(pattern_frames(count, 1280, 720), "jpeg")
     return [Frame(Kind.VIDEO, Codec.JPEG, stream, seq, seq * 1_000_000 // VIDEO_FPS, 0.0, chunk.data, True, 1280, 720)
@@ -141,7 +141,7 @@ def video_frames(count: int, stream: str = "cam") -> list[Frame]:
 
 def audio_frames(count: int) -> list[Frame]:
     sys.path.insert(0, str(REPO / "functions"))
-    from media_synth import opus_packets
+    from tests.media_synth import opus_packets
 
     packets = opus_packets(count * 0.02 + 0.1)
     return [Frame(Kind.AUDIO, Codec.OPUS, "mic", seq, seq * 20_000, 0.0, packets[seq], True) for seq in range(count)]
@@ -201,7 +201,7 @@ async def publish_and_view(ingress: Ingress, room: str) -> tuple[ResendingPublis
 
 
 def decode(data: bytes) -> list[av.VideoFrame]:
-    with av.open(io.BytesIO(data), format="mp4") as container:
+    with av.open(io.BytesIO(data), mode="r", format="mp4") as container:
         return list(container.decode(video=0))
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ingress.record import chat_lines, chat_path, select_runs
+from clients.record import chat_lines, chat_path, select_runs
 from tests.hls_support import FakeTrack
 from wtpulsar.cli import main
 

@@ -19,7 +19,7 @@ ROOMS = f"persistent://{roles.ROOMS_NAMESPACE}/"
 
 
 @pytest.fixture
-def granted(broker_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
+def granted(broker_factory, tmp_path: Path):
     files = roles.ensure(tmp_path / "auth", FUNCTIONS)
     broker = broker_factory(extra_args=["--auth-token-secret", f"file://{files['secret']}",
                                         "--superuser-roles", roles.SUPERUSER])
@@ -28,7 +28,7 @@ def granted(broker_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
     return broker, lambda role: pulsar.AuthenticationToken(create_token(secret, role))
 
 
-def test_route_may_write_room_topics_but_not_the_inputs(granted) -> None:  # type: ignore[no-untyped-def]
+def test_route_may_write_room_topics_but_not_the_inputs(granted) -> None:
     broker, token = granted
     with client(broker.service_url, authentication=token(roles.function_role("route")), operation_timeout_seconds=5) as c:
         for topic in INPUTS:
@@ -45,7 +45,7 @@ def test_route_may_write_room_topics_but_not_the_inputs(granted) -> None:  # typ
             c.create_producer(ROOMS + "room-r1-chat")  # the ingress reads rooms, it never writes them
 
 
-def test_no_role_but_the_ingress_may_write_an_input_topic(granted) -> None:  # type: ignore[no-untyped-def]
+def test_no_role_but_the_ingress_may_write_an_input_topic(granted) -> None:
     broker, token = granted
     others = [roles.CLI, *(roles.function_role(name) for name in FUNCTIONS)]
     for role in others:

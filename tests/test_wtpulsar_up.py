@@ -160,7 +160,9 @@ def test_up_exits_nonzero_when_a_part_dies(tmp_path: Path) -> None:
     (tmp_path / "no-functions").mkdir()
     proc, log_path = _start_up(tmp_path, "state", _ports(), tmp_path / "no-functions")
     try:
-        ingress_pid = int(re.search(r"starting ingress \(pid (\d+)\)", log_path.read_text()).group(1))  # type: ignore[union-attr]
+        started = re.search(r"starting ingress \(pid (\d+)\)", log_path.read_text())
+        assert started is not None, "wtpulsar up logged no ingress start"
+        ingress_pid = int(started.group(1))
         os.kill(ingress_pid, signal.SIGKILL)
         proc.wait(60)
     finally:

@@ -2,7 +2,8 @@
 
 A subcommand module exposes ``add_parser(subparsers)``, which registers its parser and sets
 ``func`` (taking the parsed args, returning an exit code). Modules are listed here so that the
-data flow stays visible: broker and runtime underneath, ingress in front, deploy for clusters.
+data flow stays visible: broker and runtime underneath, ingress in front, the clients and the audit
+talking to it from outside, deploy for clusters.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import sys
 SUBCOMMAND_MODULES: list[str] = [
     "broker.cli",        # wtpulsar broker
     "localrun.cli",      # wtpulsar functions localrun|status
-    "ingress.cli",       # wtpulsar ingress, consume, token
-    "ingress.publish_cli",  # wtpulsar publish
-    "ingress.record",    # wtpulsar record
+    "ingress.cli",       # wtpulsar ingress, token
+    "clients.consume_cli",  # wtpulsar consume
+    "clients.publish_cli",  # wtpulsar publish
+    "clients.record",    # wtpulsar record
     "wtpulsar.up",       # wtpulsar up
     "deploy.cli",        # wtpulsar deploy, undeploy
     "realpulsar.cli",    # wtpulsar pulsar (Apache Pulsar standalone)
-    "wtpulsar.audit",    # wtpulsar audit
+    "audit.cli",         # wtpulsar audit
 ]
 
 

@@ -61,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=positive_int, default=1, metavar="N",
                    help="ingress processes sharing its ports (`wtpulsar ingress --workers`; default %(default)s)")
     p.add_argument("--quic-stack", choices=["aioquic", "qh3"], default=None,
-                   help="QUIC stack of the ingress's WebTransport side (`wtpulsar ingress --quic-stack`; default aioquic)")
+                   help="QUIC stack of the ingress's WebTransport side (`wtpulsar ingress --quic-stack`; default qh3)")
     p.add_argument("--room", default="demo", help="room of the printed development tokens (default %(default)s)")
     p.add_argument("--nack-delay-ms", type=int, default=1000, help="local redelivery delay for failed messages (default %(default)s; Pulsar's is 60000)")
     p.set_defaults(func=run)

@@ -1,4 +1,4 @@
-// The browser↔ingress records (schemas/FRAMING.md, version 1): the page's copy of schemas/framing.py.
+// The browser↔ingress records (schemas/FRAMING.md, version 1): the page's copy of schemas/framing_codec.py.
 // Pure: no DOM, no clock, no state. tests/test_browser_framing.py checks it against the Python codec.
 
 export const KIND = { video: 1, screen: 2, audio: 3, chat: 4, file: 5 };

@@ -1,5 +1,5 @@
 """`wtpulsar audit ROOM`: read a room's input and output topics from the start and report, per stream
-and rendition, frames in/out, gaps, duplicates, reorderings and per-hop latency (audit_core.py).
+and rendition, frames in/out, gaps, duplicates, reorderings and per-hop latency (room_audit.py).
 
 The raw input topics are shared by every room, so input messages are kept when their `room`
 property names ROOM (ENVELOPE.md "Properties"). Readers start at `MessageId.earliest` and stop once
@@ -21,10 +21,11 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from schemas.framing import Kind
+from audit.room_audit import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
+from clients.admin_topics import list_topics
+from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 from schemas.topics import INPUT_TOPIC
-from wtpulsar.audit_core import AuditReport, BadMessage, RoomAudit, input_frame, output_segment, render_text
 
 DEFAULT_BROKER = "pulsar://127.0.0.1:6650"
 # --kinds name -> input topic, for the kinds the audit follows (files are not frames of a track).
@@ -81,14 +82,6 @@ def output_topics(room: str, kinds: list[str], renditions: list[str], listed: li
         else:
             wanted.append(prefix)
     return wanted
-
-
-def list_topics(admin_url: str, tenant: str, namespace: str) -> list[str]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{admin_url.rstrip('/')}/admin/v2/persistent/{tenant}/{namespace}", timeout=10) as r:
-        names = json.loads(r.read().decode("utf-8"))
-    return [n.rsplit("/", 1)[-1] for n in names]
 
 
 def read_all(client: Any, topic: str) -> Iterator[Any]:

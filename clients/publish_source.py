@@ -4,10 +4,10 @@ The page encodes camera frames with WebCodecs as H.264 (Annex B, realtime, no B-
 sets with every keyframe) and microphone audio as 20 ms Opus packets at 48 kHz, and frames each as a
 FRAMING.md Frame. `VideoEncoder` and `AudioEncoder` do the same with PyAV (libx264 baseline
 zerolatency, libopus); `pattern_picture` draws the test pattern with its capture time burned in
-(ingress.capture_stamp) so what a viewer, HLS player or recording shows can be checked against the
+(clients.capture_stamp) so what a viewer, HLS player or recording shows can be checked against the
 moment it was captured. `FileSource` decodes any file PyAV reads and hands its pictures and sound
 to the same encoders: a file is always re-encoded, so what goes out is exactly what the page sends.
-No I/O here beyond reading the file: the caller paces and sends (ingress.publish_cli).
+No I/O here beyond reading the file: the caller paces and sends (clients.publish_cli).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ingress import capture_stamp
-from schemas.framing import Codec, Frame, Kind
+from clients import capture_stamp
+from schemas.framing_codec import Codec, Frame, Kind
 
 OPUS_RATE = 48_000
 OPUS_FRAME = 960  # samples: 20 ms, what a WebCodecs AudioEncoder emits for Opus

@@ -1,9 +1,9 @@
 """``wtpulsar publish``: a publisher without a browser, over WebTransport exactly like the page.
 
 Same session URL and token, same framing (FRAMING.md Frame records, one unidirectional stream per
-media stream id, capture times on the ingress's clock measured with CLOCK datagrams: publish_clock), same codecs (H.264 Annex B and Opus, ingress.publish_source) and the same
+media stream id, capture times on the ingress's clock measured with CLOCK datagrams: publish_clock), same codecs (H.264 Annex B and Opus, clients.publish_source) and the same
 at-least-once rules: every frame is kept until the ingress's Ack says the broker has it, and resent
-after a dropped session (ingress.wt_client.ResendingPublisher). Frames are sent at their capture
+after a dropped session (clients.webtransport.ResendingPublisher). Frames are sent at their capture
 pace, so HLS, DVR, recording and load can be tried from a terminal.
 """
 
@@ -143,10 +143,10 @@ class Result:
 
 async def publish(url: str, args: argparse.Namespace, stop: asyncio.Event | None = None) -> Result:
     """Send frames at capture pace until --seconds, the file's end or ``stop``; then wait for the acks."""
-    from ingress import publish_source as src
-    from ingress.publish_clock import measure_offset
-    from ingress.wt_client import ResendingPublisher
-    from schemas.framing import Codec, Frame, Kind
+    from clients import publish_source as src
+    from clients.publish_clock import measure_offset
+    from clients.webtransport import ResendingPublisher
+    from schemas.framing_codec import Codec, Frame, Kind
 
     stop = stop or asyncio.Event()
     offset_ms, result_replies = await measure_offset(url)  # capture times go out on the ingress's clock

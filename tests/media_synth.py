@@ -2,6 +2,8 @@
 
 Each frame carries its index (mod 256) as 8 black/white blocks along the top edge, which
 `marker_of()` reads back after lossy coding and scaling, so tests can check frame order end to end.
+It is test material, not a function module, so it is not packaged with the functions; it encodes with
+functions/media_encode.py, so functions/ must be on sys.path (test_functions_media_support.py puts it there).
 """
 
 from __future__ import annotations

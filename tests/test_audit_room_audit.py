@@ -1,10 +1,10 @@
-"""wtpulsar/audit_core.py: counting, gaps, duplicates, reorderings, hop latency, bad input."""
+"""audit/room_audit.py: counting, gaps, duplicates, reorderings, hop latency, bad input."""
 
 from __future__ import annotations
 
 import pytest
 
-from wtpulsar.audit_core import (
+from audit.room_audit import (
     HOPS,
     BadMessage,
     RoomAudit,
@@ -27,6 +27,20 @@ def seg(stream: str, first: int, last: int, rendition: str = "360p", **stamps: f
              "first_seq": str(first), "last_seq": str(last)}
     props.update({k: str(v) for k, v in stamps.items()})
     return props
+
+
+def add_frame(audit: RoomAudit, props: dict[str, str], publish_ms: float | None) -> None:
+    """Add the frame that `props` describe (input_frame gives None only for an end of stream)."""
+    frame = input_frame(props, publish_ms)
+    assert frame is not None
+    audit.add_input(frame)
+
+
+def add_segment(audit: RoomAudit, props: dict[str, str], publish_ms: float | None) -> None:
+    """Add the media segment that `props` describe (output_segment gives None for init and end)."""
+    segment = output_segment(props, publish_ms)
+    assert segment is not None
+    audit.add_output(segment)
 
 
 def test_ledger_counts_duplicates_reorderings_and_gaps() -> None:
@@ -53,11 +67,11 @@ def test_percentile_is_nearest_rank() -> None:
 def test_report_finds_missing_frames_and_output_duplicates() -> None:
     audit = RoomAudit("r1")
     for seq in range(10):
-        audit.add_input(input_frame(raw("cam", seq), publish_ms=1011.0))
-    audit.add_input(input_frame(raw("cam", 4), publish_ms=2000.0))  # resent after a fault
+        add_frame(audit, raw("cam", seq), publish_ms=1011.0)
+    add_frame(audit, raw("cam", 4), publish_ms=2000.0)  # resent after a fault
     for first, last in [(0, 2), (3, 3), (3, 3), (6, 9), (5, 5)]:
-        audit.add_output(output_segment(seg("cam", first, last), publish_ms=1100.0))
-    audit.add_output(output_segment(seg("cam", 0, 9, rendition="720p"), publish_ms=1100.0))
+        add_segment(audit, seg("cam", first, last), publish_ms=1100.0)
+    add_segment(audit, seg("cam", 0, 9, rendition="720p"), publish_ms=1100.0)
     report = audit.report()
     by = {(t.stream, t.rendition): t for t in report.tracks}
     low, high = by[("cam", "360p")], by[("cam", "720p")]
@@ -73,10 +87,9 @@ def test_report_finds_missing_frames_and_output_duplicates() -> None:
 
 def test_hop_latency_uses_every_stamp_pair() -> None:
     audit = RoomAudit("r1")
-    audit.add_input(input_frame(raw("cam", 0, capture=1000.0, ingress=1005.0), publish_ms=1006.0))
-    audit.add_output(output_segment(
-        seg("cam", 0, 0, capture_ts=1000.0, t_ingress=1005.0, t_transcode=1030.0, t_chunk=1032.0, t_route=1040.0),
-        publish_ms=1041.0))
+    add_frame(audit, raw("cam", 0, capture=1000.0, ingress=1005.0), publish_ms=1006.0)
+    add_segment(audit, seg("cam", 0, 0, capture_ts=1000.0, t_ingress=1005.0, t_transcode=1030.0, t_chunk=1032.0,
+                           t_route=1040.0), publish_ms=1041.0)
     lat = audit.report().tracks[0].latency
     assert list(lat) == list(HOPS)
     got = {hop: s.p50 for hop, s in lat.items() if s is not None}
@@ -86,7 +99,7 @@ def test_hop_latency_uses_every_stamp_pair() -> None:
 
 def test_hop_without_both_ends_is_not_timed() -> None:
     audit = RoomAudit("r1")
-    audit.add_output(output_segment(seg("cam", 0, 0, capture_ts=1000.0, t_route=1040.0), publish_ms=None))
+    add_segment(audit, seg("cam", 0, 0, capture_ts=1000.0, t_route=1040.0), publish_ms=None)
     lat = audit.report().tracks[0].latency
     assert all(s is None for s in lat.values())
 
@@ -118,15 +131,15 @@ def test_bad_output_range_is_refused() -> None:
 
 def test_key_stands_in_for_a_missing_stream_property() -> None:
     frame = input_frame({"seq": "4"}, None, key="cam")
-    assert (frame.stream, frame.seq) == ("cam", 4)
+    assert frame is not None and (frame.stream, frame.seq) == ("cam", 4)
 
 
 def test_confirmed_missing_checks_only_what_was_acknowledged() -> None:
     audit = RoomAudit("r1")
     for seq in range(6):
-        audit.add_input(input_frame(raw("cam", seq), None))
-    audit.add_output(output_segment(seg("cam", 0, 3), None))
-    audit.add_output(output_segment(seg("cam", 0, 5, rendition="720p"), None))
+        add_frame(audit, raw("cam", seq), None)
+    add_segment(audit, seg("cam", 0, 3), None)
+    add_segment(audit, seg("cam", 0, 5, rendition="720p"), None)
     assert audit.confirmed_missing({"cam": range(4)}) == {}
     assert audit.confirmed_missing({"cam": [0, 4, 5]}) == {("cam", "360p"): [(4, 5)]}
     assert audit.confirmed_missing({"mic": [0, 1, 3]}) == {("mic", "*"): [(0, 1), (3, 3)]}
@@ -136,7 +149,7 @@ def test_resume_delay_waits_for_a_frame_captured_after_the_event() -> None:
     audit = RoomAudit("r1")
     # in flight before the restart at t=1000 (captured 990, out at 1500), then new frames
     for captured, published in [(990.0, 1500.0), (1200.0, 2400.0), (1100.0, 2600.0)]:
-        audit.add_output(output_segment(seg("cam", 0, 0, capture_ts=captured), publish_ms=published))
+        add_segment(audit, seg("cam", 0, 0, capture_ts=captured), publish_ms=published)
     assert resume_delay(audit.output_times("cam"), 1000.0) == 1400.0
     assert resume_delay(audit.output_times("cam"), 5000.0) is None
 
@@ -145,7 +158,7 @@ def test_streams_with_no_output_are_listed_and_json_round_trips() -> None:
     import json
 
     audit = RoomAudit("r1")
-    audit.add_input(input_frame(raw("ghost", 0), None))
+    add_frame(audit, raw("ghost", 0), None)
     audit.add_bad("raw-video 1:2", BadMessage("property seq='x' is not a decimal sequence number"))
     report = audit.report()
     assert report.inputs_without_output == ["ghost"]
@@ -156,10 +169,10 @@ def test_streams_with_no_output_are_listed_and_json_round_trips() -> None:
 def test_trimmed_input_topics_are_named() -> None:
     audit = RoomAudit("r1")
     for seq in range(50, 60):  # the broker deleted 0..49 once transcode acked them
-        audit.add_input(input_frame(raw("cam", seq), None))
-    audit.add_input(input_frame(raw("mic", 0), None))
-    audit.add_output(output_segment(seg("cam", 0, 59), None))
-    audit.add_output(output_segment(seg("mic", 0, 0, rendition="audio"), None))
+        add_frame(audit, raw("cam", seq), None)
+    add_frame(audit, raw("mic", 0), None)
+    add_segment(audit, seg("cam", 0, 59), None)
+    add_segment(audit, seg("mic", 0, 0, rendition="audio"), None)
     report = audit.report()
     assert report.inputs_trimmed == ["cam"]
     assert "retention" in render_text(report)

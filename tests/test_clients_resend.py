@@ -1,4 +1,4 @@
-"""Publisher side of at-least-once: ingress/wt_client.py keeps frames until acked, resends
+"""Publisher side of at-least-once: clients/webtransport.py keeps frames until acked, resends
 them on a new session after a drop, and drops media (never chat) only at a keyframe boundary."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from clients.webtransport import BufferFull, ResendBuffer, ResendingPublisher
 from ingress.viewer import Item, ViewerSink, ViewerTracks
-from ingress.wt_client import BufferFull, ResendBuffer, ResendingPublisher
-from schemas import framing as f
-from schemas.framing import Ack, AckStatus, Codec, Frame, Kind
+from schemas import framing_codec as f
+from schemas.framing_codec import Ack, AckStatus, Codec, Frame, Kind
 
 
 def vid(seq: int, key: bool = False, stream: str = "cam", size: int = 10) -> Frame:
@@ -31,6 +31,13 @@ def seqs(buffer: ResendBuffer) -> list[tuple[str, int]]:
     return list(buffer.kept)
 
 
+def frame_of(record: bytes) -> Frame:
+    """The frame a kept record holds (the buffer keeps only frames)."""
+    frame = f.parse(record)
+    assert isinstance(frame, Frame), frame
+    return frame
+
+
 def test_media_acks_are_cumulative_chat_acks_exact_and_order_is_send_order() -> None:
     b = ResendBuffer()
     for frame in (vid(0, True), talk(0), vid(1), talk(1), vid(2)):
@@ -38,7 +45,7 @@ def test_media_acks_are_cumulative_chat_acks_exact_and_order_is_send_order() -> 
     b.on_ack(Ack("cam", 1))
     b.on_ack(Ack("chat", 1))
     assert seqs(b) == [("chat", 0), ("cam", 2)]
-    assert [f.parse(r).seq for r in b.unacked()] == [0, 2]  # type: ignore[union-attr]
+    assert [frame_of(r).seq for r in b.unacked()] == [0, 2]
     assert b.confirmed == 3
 
 
@@ -50,7 +57,7 @@ def test_rejected_frame_survives_a_later_cumulative_ack_and_is_sent_again() -> N
     b.on_ack(Ack("cam", 3))
     assert seqs(b) == [("cam", 1)]
     (again,) = b.take_rejected()
-    assert f.parse(again).seq == 1 and b.take_rejected() == []  # type: ignore[union-attr]
+    assert frame_of(again).seq == 1 and b.take_rejected() == []
     b.on_ack(Ack("cam", 1))  # session.py confirms a resend below the cumulative mark by its own seq
     assert not b.kept and b.nbytes == 0
 
@@ -86,18 +93,18 @@ def free_port(kind: int) -> int:
         return int(s.getsockname()[1])
 
 
-def test_session_dropped_mid_stream_is_resumed_and_everything_reaches_the_topic(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_session_dropped_mid_stream_is_resumed_and_everything_reaches_the_topic(broker, tmp_path) -> None:
     import pulsar
 
     room = "r" + uuid.uuid4().hex[:10]
-    ports = {"listen": f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", "http": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"}
+    listen, http = f"127.0.0.1:{free_port(socket.SOCK_DGRAM)}", f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
 
     async def start() -> Any:
         from ingress.config import IngressConfig
         from ingress.server import start_ingress
 
         config = IngressConfig(state_dir=tmp_path / "state", secret=b"s" * 64, page=tmp_path / "p.html",
-                               broker_service_url=broker.service_url, **ports)
+                               broker_service_url=broker.service_url, listen=listen, http=http)
         return await start_ingress(config)
 
     async def main() -> ResendingPublisher:
@@ -151,7 +158,8 @@ def test_session_dropped_mid_stream_is_resumed_and_everything_reaches_the_topic(
 
         def write(self, handle: object, data: bytes) -> None:
             d = f.parse(data)
-            self.got.append((d.properties["stream"], d.properties["seq"]))  # type: ignore[union-attr]
+            assert isinstance(d, f.Delivery), d
+            self.got.append((d.properties["stream"], d.properties["seq"]))
 
     sink = Sink()
     viewer = ViewerTracks(sink, queue_budget=1 << 30)

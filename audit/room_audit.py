@@ -7,7 +7,7 @@ name the frames they hold with `first_seq`/`last_seq` (ENVELOPE.md "Segments"). 
 (stream, rendition); audio has the rendition `audio`.
 
 Everything here takes decoded properties and publish times and returns plain dataclasses, so tests
-drive it with dicts and `wtpulsar audit` (audit.py) feeds it from pulsar-client readers.
+drive it with dicts and `wtpulsar audit` (cli.py) feeds it from pulsar-client readers.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Video/screen/audio: written to ``--out`` as one fragmented MP4 (init segment + fragments, which is a
 playable file), starting at the latest init segment and keyframe fragment like a viewer does, with
-the timeline moved to start at 0 (fmp4_timeline.py); the file is created with its first bytes, and
+the timeline moved to start at 0 (ingress/fmp4_timeline.py); the file is created with its first bytes, and
 consume finishes when the stream ends (ENVELOPE.md "End of stream"). A video rendition the room does
 not have is refused with the ones it has. Chat: printed as it arrives. At exit, the latency (receive
 time - capture_ts) of the messages that arrived live is summarised, or why there is none.
@@ -21,7 +21,7 @@ from typing import IO, Any
 from ingress.fmp4_timeline import TimelineRebase
 from ingress.names import room_topic, room_topic_url
 from ingress.viewer import DeliveryDedup, Item, JoinPoint
-from schemas.framing import Kind
+from schemas.framing_codec import Kind
 from schemas.names import rooms_namespace
 
 READ_TIMEOUT_MS = 200
@@ -235,8 +235,8 @@ def default_admin_url(service_url: str) -> str:
 def run(args: Any) -> int:
     import pulsar
 
+    from clients.admin_topics import list_topics
     from ingress.broker_auth import ENV, client_kwargs, resolve
-    from wtpulsar.audit import list_topics
 
     kind = Kind[args.kind.upper()]
     token = resolve(getattr(args, "broker_token", None))

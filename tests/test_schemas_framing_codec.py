@@ -1,15 +1,17 @@
-"""schemas/framing.py: round-trips and every refusal path, with fixed bytes and hypothesis."""
+"""schemas/framing_codec.py: round-trips and every refusal path, with fixed bytes and hypothesis."""
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import framing as f
-from schemas.framing import (
+from schemas import framing_codec as f
+from schemas.framing_codec import (
     Ack,
     AckStatus,
     Codec,
@@ -25,11 +27,10 @@ from schemas.framing import (
 NAMES = st.from_regex(r"^[A-Za-z0-9_-]{1,64}$", fullmatch=True)
 
 
-def video(seq: int = 0, payload: bytes = b"\x00\x00\x00\x01\x65abc", **kw: object) -> Frame:
-    base = dict(kind=Kind.VIDEO, codec=Codec.H264, stream="cam-1", seq=seq, pts=seq * 33_333,
-                capture_ts=1_700_000_000_123.5, payload=payload, keyframe=seq == 0, width=640, height=480)
-    base.update(kw)
-    return Frame(**base)  # type: ignore[arg-type]
+def video(seq: int = 0, payload: bytes = b"\x00\x00\x00\x01\x65abc", **kw: Any) -> Frame:
+    base = Frame(kind=Kind.VIDEO, codec=Codec.H264, stream="cam-1", seq=seq, pts=seq * 33_333,
+                 capture_ts=1_700_000_000_123.5, payload=payload, keyframe=seq == 0, width=640, height=480)
+    return dataclasses.replace(base, **kw)
 
 
 def test_frame_layout_is_the_documented_one() -> None:
@@ -108,7 +109,7 @@ def test_verdict_refusals_name_the_field() -> None:
     with pytest.raises(f.InvalidField, match="seq"):
         f.serialize(Verdict("chat", -1, VerdictAction.DROP))
     with pytest.raises(f.InvalidField, match="action"):
-        f.serialize(Verdict("chat", 1, 7))  # type: ignore[arg-type]
+        f.serialize(Verdict("chat", 1, 7))  # type: ignore[arg-type]  # an unknown action on purpose
 
 
 @settings(max_examples=100, deadline=None)
@@ -160,7 +161,7 @@ def _mutate(data: bytes, pos: int, value: bytes) -> bytes:
     (lambda d: d + b"x", f.InvalidField, "after the record"),
     (lambda d: d[:2], f.TruncatedRecord, "length prefix"),
 ])
-def test_invalid_frames_name_the_problem(mutation, error, words) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_frames_name_the_problem(mutation, error, words) -> None:
     bad = mutation(f.serialize(video()))
     with pytest.raises(error, match=words):
         f.parse(bad)
@@ -194,7 +195,7 @@ def test_serialize_refuses_bad_fields() -> None:
     with pytest.raises(f.InvalidField, match="reason"):
         f.serialize(Notice(1, "x" * 2000))
     with pytest.raises(TypeError):
-        f.serialize("not a record")  # type: ignore[arg-type]
+        f.serialize("not a record")  # type: ignore[arg-type]  # not a record on purpose
 
 
 def test_kind_codec_table_matches_envelope() -> None:

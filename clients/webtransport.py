@@ -2,7 +2,7 @@
 
 It opens one session, lets the caller open uni/bidi streams and send datagrams, and collects what the
 server sends back: records on server uni streams and on client bidi streams (parsed with
-schemas.framing), the close capsule, and stream resets.
+schemas.framing_codec), the close capsule, and stream resets.
 
 ``ResendBuffer`` (sans-I/O) and ``ResendingPublisher`` are the publisher side of at-least-once
 (nothing lost): every frame is kept until the ingress acknowledges it (FRAMING.md "Ack": OK means
@@ -30,7 +30,17 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamReset
 
 from ingress.capsules import CapsuleReader, SessionClosed
-from schemas.framing import Ack, AckStatus, Frame, FramingError, Kind, Record, RecordReader, parse, serialize
+from schemas.framing_codec import (
+    Ack,
+    AckStatus,
+    Frame,
+    FramingError,
+    Kind,
+    Record,
+    RecordReader,
+    parse,
+    serialize,
+)
 
 DATAGRAM = -1  # the "stream id" under which ClientState.records keeps records that came as datagrams
 

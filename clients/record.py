@@ -261,7 +261,7 @@ def run_record_cli(args: argparse.Namespace) -> int:
 
     from ingress.broker_auth import client_kwargs, resolve
     from ingress.names import BadName, check_name, check_rendition, room_topic, room_topic_url
-    from schemas.framing import Kind
+    from schemas.framing_codec import Kind
 
     try:
         check_name("room", args.room)

@@ -13,7 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from schemas.framing import Clock, serialize_clock
+from schemas.framing_codec import Clock, serialize_clock
 
 REQUESTS = 6
 SPACING_S = 0.05
@@ -39,7 +39,7 @@ def best_offset(samples: list[Sample]) -> float:
 
 async def measure_offset(url: str, timeout: float = 3.0) -> tuple[float, int]:
     """(offset ms, replies) from a short session at ``url`` (a publisher session URL)."""
-    from ingress.wt_client import open_webtransport
+    from clients.webtransport import open_webtransport
 
     samples: list[Sample] = []
     try:
