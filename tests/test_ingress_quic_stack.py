@@ -97,17 +97,17 @@ def test_unknown_stack_names_are_refused_with_the_choices(monkeypatch: pytest.Mo
     monkeypatch.setenv(quic_stack.ENV, "msquic")
     with pytest.raises(ValueError, match=r"\$WTPULSAR_QUIC_STACK 'msquic': use one of aioquic, qh3"):
         quic_stack.default_name()
-    monkeypatch.setenv(quic_stack.ENV, "qh3")
-    assert quic_stack.default_name() == "qh3"
-    monkeypatch.delenv(quic_stack.ENV)
+    monkeypatch.setenv(quic_stack.ENV, "aioquic")
     assert quic_stack.default_name() == "aioquic"
+    monkeypatch.delenv(quic_stack.ENV)
+    assert quic_stack.default_name() == "qh3"
 
 
 def test_cli_flag_sets_the_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(quic_stack.ENV, raising=False)
     parser = build_parser()
-    assert config_from_args(parser.parse_args(["ingress", "--secret", "s" * 40])).quic_stack == "aioquic"
-    assert config_from_args(parser.parse_args(["ingress", "--secret", "s" * 40, "--quic-stack", "qh3"])).quic_stack == "qh3"
+    assert config_from_args(parser.parse_args(["ingress", "--secret", "s" * 40])).quic_stack == "qh3"
+    assert config_from_args(parser.parse_args(["ingress", "--secret", "s" * 40, "--quic-stack", "aioquic"])).quic_stack == "aioquic"
     with pytest.raises(SystemExit):
         parser.parse_args(["ingress", "--quic-stack", "quiche"])
 
