@@ -108,7 +108,7 @@ def test_the_timer_is_rearmed_only_for_an_earlier_deadline_and_never_handled_ear
     quic, loop = FakeQuic(), FakeLoop()
     proto._quic, proto._loop = quic, loop  # type: ignore[assignment]  # fakes of the stack's types
     proto._timer, proto._timer_at, proto._transmit_task = None, None, None
-    proto.batch = FakeBatch()  # type: ignore[assignment]
+    proto.batch = FakeBatch()  # type: ignore[assignment]  # a fake of udp_batch.BatchSender
     quic.deadline = 1.0
     proto.transmit()
     assert loop.armed() == [1.0]
