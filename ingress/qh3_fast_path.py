@@ -1,4 +1,4 @@
-"""qh3's server connection with shorter Python paths for what a fan-out does per packet (docs/quic-stack.md §5).
+"""qh3's server connection with shorter Python paths for what a fan-out does per packet (docs/fanout.md §7).
 
 qh3 2.1.0 keeps the transport in its compiled core; its Python ``QuicConnection`` wraps each call. On the
 three calls an egress makes per packet or per frame, that wrapper does work the ingress does not need
@@ -8,13 +8,14 @@ once a connection is established and nothing is logging it (``quic_logger`` unse
   logger, which then does nothing. Here: the core's ``poll_transmit`` until it returns None, nothing else.
 - ``receive_datagram``: it splits a datagram into its coalesced packets by parsing each header, and
   checks for a Version Negotiation or Retry packet (client side only). A short-header packet runs to the
-  end of its datagram (RFC 9000 §12.2, §17.3), and only long-header packets carry those two. Here: a
+  end of its datagram, and only long-header packets carry those two (docs/fanout.md §7.1). Here: a
   datagram starting with a short header goes to the core whole.
 - ``send_stream_data``: it converts the buffer and records the stream as locally opened. Here: bytes on
   a stream already recorded go to the core as they are.
 
 Anything else (handshake, long headers, a logger, other buffers, a stream not yet recorded) takes qh3's
-own path. Errors of the core are raised as qh3 raises them (``QuicConnectionError``).
+own path. Errors of the core come out as on qh3's path: its RuntimeError as ``QuicConnectionError``, the
+rest (e.g. ValueError for a write after the stream's FIN) as raised (docs/fanout.md §7.2).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from qh3.quic.packet import QuicErrorCode
 
 from ingress.qh3_zero_cid import ZeroLengthCidConnection
 
-LONG_HEADER_BIT = 0x80  # the first bit of a packet: 1 for a long header, 0 for a short one (RFC 9000 §17.2, §17.3)
+LONG_HEADER_BIT = 0x80  # the first bit of a packet: 1 for a long header, 0 for a short one (docs/fanout.md §7.1)
 
 
 def is_short_header(data: bytes) -> bool:

@@ -238,10 +238,13 @@ class IngressProtocol(_ProtocolBase):
 
     def _batched_transmit(self, batch: BatchSender) -> None:
         """The stack's transmit(), except that the datagrams go out in runs, one sendmsg each (udp_batch.py):
-        a frame of n packets to a viewer is one system call instead of n. The timer is re-armed as the
-        stack's own transmit() does (aioquic 1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``, same fields)."""
+        a frame of n packets to a viewer is one system call instead of n. The timer (the stack's fields, aioquic
+        1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``) is re-armed only when the deadline comes earlier: the
+        stack re-arms it whenever it changes, which ACKs do on nearly every transmit (docs/fanout.md §7.3)."""
         self._transmit_task = None
-        batch.send(self._quic.datagrams_to_send(now=self._loop.time()))
+        datagrams = self._quic.datagrams_to_send(now=self._loop.time())
+        if datagrams:  # after a received ACK there is often nothing to send
+            batch.send(datagrams)
         timer_at = self._quic.get_timer()
         if timer_at is None:
             return  # an armed timer finds nothing due and stops (_handle_timer)
@@ -254,8 +257,8 @@ class IngressProtocol(_ProtocolBase):
 
     def _handle_timer(self) -> None:
         """The stack's timer handler, for a timer armed lazily by _batched_transmit: a deadline that moved
-        later since the timer was armed is waited for instead (the stack would handle it early, at the
-        armed time), and no deadline at all means nothing to do."""
+        later since the timer was armed is waited for instead (the stack's handler would run the connection's
+        timer at the armed time, early; docs/fanout.md §7.3), and no deadline at all means nothing to do."""
         timer_at = self._quic.get_timer()
         if timer_at is None:
             self._timer = self._timer_at = None
@@ -499,7 +502,7 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
     # BrokerPublisher only (tests may inject simpler publishers): handle receipts between datagrams
     drain = getattr(publisher, "drain_outcomes", None)
     # A short-header packet names its connection by the connection id right after its first byte, of the
-    # length this server issues (RFC 9000 §17.3); the server would parse the header to find the same id.
+    # length this server issues (docs/fanout.md §7.1); the server would parse the header to find the same id.
     route = getattr(server, "_protocols", None)
     cid_end = 1 + int(server._configuration.connection_id_length)
 
