@@ -145,7 +145,9 @@ class RoomFeed(TopicReader):
             self._flush()
 
     def _flush(self) -> None:
-        """Hand what this feed just wrote to its viewers' transports (not every viewer of the process)."""
+        """Hand what this feed just wrote to its viewers' transports (not every viewer of the process),
+        and count it in the metrics."""
+        self.hub.flush_counts()
         for viewer in self.fanout.viewers:
             viewer.sink.flush()
 
@@ -177,17 +179,29 @@ class VerdictFeed(TopicReader):
         """Nothing to replay: a session waits only for verdicts about frames it sent after following."""
 
 
-def _per_kind(child: Callable[[str], Any]) -> Callable[[Kind], None]:
-    """``inc(kind)`` for a counter labelled by kind, its label looked up once per kind, not per message."""
-    children: dict[Kind, Any] = {}
+class KindCounts:
+    """Counts for a counter labelled by kind, kept in a dict per frame and viewer (``count(kind)``) and added
+    to the counter once per batch (``flush``): a fan-out pass counts one frame for each of its viewers,
+    and the counter's own increment (a lock, a label lookup) then happens once per kind, not per viewer."""
 
-    def inc(kind: Kind) -> None:
-        counter = children.get(kind)
-        if counter is None:
-            counter = children[kind] = child(kind.name.lower())
-        counter.inc()
+    def __init__(self, child: Callable[[str], Any]) -> None:
+        self.child = child
+        self.children: dict[Kind, Any] = {}
+        self.pending: dict[Kind, int] = {}
 
-    return inc
+    def count(self, kind: Kind) -> None:
+        pending = self.pending
+        pending[kind] = pending.get(kind, 0) + 1
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, {}
+        for kind, n in pending.items():
+            counter = self.children.get(kind)
+            if counter is None:
+                counter = self.children[kind] = self.child(kind.name.lower())
+            counter.inc(n)
 
 
 class EgressHub:
@@ -203,13 +217,13 @@ class EgressHub:
         self.feeds: dict[str, RoomFeed] = {}
         self.verdict_feeds: dict[str, VerdictFeed] = {}  # by room
         self._sinks: set[ViewerSink] = set()
-        self._count_delivery = _per_kind(lambda k: metrics.delivered.labels(k))
-        self._count_skip = _per_kind(lambda k: metrics.skipped.labels(k))
+        self.delivered = KindCounts(lambda k: metrics.delivered.labels(k))
+        self.skipped = KindCounts(lambda k: metrics.skipped.labels(k))
 
     def subscribe(self, sink: ViewerSink, room: str, kinds: tuple[Kind, ...], rendition: str) -> ViewerTracks:
         # dedup=None: each RoomFeed drops repeats once for all its viewers before offering
-        viewer = ViewerTracks(sink, self.config.viewer_queue_bytes, on_skip=self._count_skip,
-                              on_deliver=self._count_delivery, dedup=None)
+        viewer = ViewerTracks(sink, self.config.viewer_queue_bytes, on_skip=self.skipped.count,
+                              on_deliver=self.delivered.count, dedup=None)
         loop = asyncio.get_running_loop()
         for kind in kinds:
             short = room_topic(room, kind, rendition if kind in GROUPED_KINDS else None)
@@ -218,9 +232,15 @@ class EgressHub:
                 feed = self.feeds[short] = RoomFeed(self, short, kind)
                 feed.start(loop, self._client.get())
             feed.add(viewer)
+        self.flush_counts()
         self._sinks.add(sink)
         sink.flush()
         return viewer
+
+    def flush_counts(self) -> None:
+        """Add what the fan-out counted since the last call to the delivered and skipped metrics."""
+        self.delivered.flush()
+        self.skipped.flush()
 
     def unsubscribe(self, viewer: ViewerTracks) -> None:
         self._sinks.discard(viewer.sink)

@@ -127,12 +127,13 @@ class QuicStack:
     def server_connection(self, connection: Any) -> Any:
         """The connection a new server-side protocol drives: aioquic's as its server built it; on qh3 the same
         connection as a ``ZeroLengthCidConnection`` (ingress/qh3_zero_cid.py), which also serves clients with
-        a zero-length connection id, as Chromium is (docs/quic-stack.md §2)."""
+        a zero-length connection id, as Chromium is (docs/quic-stack.md §2), with shorter Python paths for
+        what an established connection does per packet (``FastPathConnection``, ingress/qh3_fast_path.py)."""
         if self.name != "qh3":
             return connection
-        from ingress.qh3_zero_cid import ZeroLengthCidConnection
+        from ingress.qh3_fast_path import FastPathConnection
 
-        return ZeroLengthCidConnection.replacing(connection)
+        return FastPathConnection.replacing(connection)
 
     def close_event(self, quic: Any) -> Any:
         """The connection's ConnectionTerminated once it is closing (both keep it in ``_close_event``)."""

@@ -22,6 +22,7 @@ from ingress.datagram_hold import DatagramHold
 from ingress.publishing import PublishingShell
 from ingress.session import CONTROL, PublisherSession
 from ingress.tokens import Role
+from ingress.transmit_round import TransmitRound
 from ingress.udp_batch import BatchSender
 from ingress.viewer import ViewerSink, ViewerTracks
 from schemas.framing_codec import CloseCode, Kind, Notice, is_clock, serialize_notice
@@ -136,6 +137,8 @@ class IngressProtocol(_ProtocolBase):
 
     stack: quic_stack.QuicStack  # set by protocol_class()
     batch: BatchSender | None = None  # set by start_webtransport() when the socket takes UDP GSO (udp_batch.py)
+    # set by start_webtransport(): the connections of this server transmit from one callback per loop pass
+    transmit_round: TransmitRound | None = None
 
     def __init__(self, *args: Any, app: IngressApp, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -188,7 +191,7 @@ class IngressProtocol(_ProtocolBase):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         # aioquic transmits after every received datagram; a video frame is several datagrams, so
         # defer to one transmit per loop pass (ACKs are delayed anyway, see ack_delay).
-        if self.hold is not None:
+        if self.hold is not None and self.hold.paused:  # not paused, the hold hands every datagram straight back
             self._feed(self.hold.offer(data, addr, self._loop.time()))  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
             return
         self._quic.receive_datagram(data, addr, now=self._loop.time())  # type: ignore[arg-type]  # a UDP socket hands bytes, never str
@@ -235,17 +238,36 @@ class IngressProtocol(_ProtocolBase):
 
     def _batched_transmit(self, batch: BatchSender) -> None:
         """The stack's transmit(), except that the datagrams go out in runs, one sendmsg each (udp_batch.py):
-        a frame of n packets to a viewer is one system call instead of n. The timer is re-armed as the
-        stack's own transmit() does (aioquic 1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``, same fields)."""
+        a frame of n packets to a viewer is one system call instead of n. The timer (the stack's fields, aioquic
+        1.7.2 and qh3 2.1.0 ``asyncio/protocol.py``) is re-armed only when the deadline comes earlier: the
+        stack re-arms it whenever it changes, which ACKs do on nearly every transmit (docs/fanout.md §7.3)."""
         self._transmit_task = None
-        batch.send(self._quic.datagrams_to_send(now=self._loop.time()))
+        datagrams = self._quic.datagrams_to_send(now=self._loop.time())
+        if datagrams:  # after a received ACK there is often nothing to send
+            batch.send(datagrams)
         timer_at = self._quic.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
+        if timer_at is None:
+            return  # an armed timer finds nothing due and stops (_handle_timer)
+        if self._timer is not None:
+            if self._timer_at is not None and self._timer_at <= timer_at:
+                return  # the deadline moved later (ACKs push the loss timer on): _handle_timer re-arms then
             self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer = self._loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
+
+    def _handle_timer(self) -> None:
+        """The stack's timer handler, for a timer armed lazily by _batched_transmit: a deadline that moved
+        later since the timer was armed is waited for instead (the stack's handler would run the connection's
+        timer at the armed time, early; docs/fanout.md §7.3), and no deadline at all means nothing to do."""
+        timer_at = self._quic.get_timer()
+        if timer_at is None:
+            self._timer = self._timer_at = None
+            return
+        if self._timer_at is not None and timer_at > self._timer_at:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+            self._timer_at = timer_at
+            return
+        super()._handle_timer()
 
     def schedule_transmit(self) -> None:
         """One transmit() per loop pass for all writes (docs/media-and-webtransport.md §1.1: once per batch of writes). While aioquic
@@ -253,7 +275,10 @@ class IngressProtocol(_ProtocolBase):
         self._transmit_due = True
         if not self._transmit_scheduled:
             self._transmit_scheduled = True
-            self._loop.call_soon(self._scheduled_transmit)
+            if self.transmit_round is not None:
+                self.transmit_round.add(self, self._scheduled_transmit)  # one callback for all connections
+            else:
+                self._loop.call_soon(self._scheduled_transmit)
 
     def _scheduled_transmit(self) -> None:
         self._transmit_scheduled = False
@@ -476,6 +501,10 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
     publisher = app.publisher
     # BrokerPublisher only (tests may inject simpler publishers): handle receipts between datagrams
     drain = getattr(publisher, "drain_outcomes", None)
+    # A short-header packet names its connection by the connection id right after its first byte, of the
+    # length this server issues (docs/fanout.md §7.1); the server would parse the header to find the same id.
+    route = getattr(server, "_protocols", None)
+    cid_end = 1 + int(server._configuration.connection_id_length)
 
     def read_many() -> None:
         for _ in range(READ_BATCH):
@@ -486,7 +515,14 @@ def _read_in_batches(server: Any, app: IngressApp) -> None:
             except OSError as exc:  # e.g. ICMP port unreachable surfaced as ECONNREFUSED
                 log.debug("udp recv: %s", exc)
                 break
-            server.datagram_received(data, addr)
+            if route is not None and data and not data[0] & 0x80:
+                proto = route.get(data[1:cid_end])
+                if proto is not None:
+                    proto.datagram_received(data, addr)
+                else:
+                    server.datagram_received(data, addr)
+            else:
+                server.datagram_received(data, addr)
             if drain is not None and getattr(publisher, "outcomes_waiting", False):
                 drain()  # broker receipts need not wait for the rest of the batch
         if publisher.inflight:
@@ -547,6 +583,7 @@ async def start_webtransport(app: IngressApp, host: str, port: int) -> tuple[str
             pass
     bound_host, bound_port = sock.getsockname()[:2]
     _read_in_batches(server, app)
+    protocol.transmit_round = TransmitRound(asyncio.get_running_loop())
     raw = getattr(server._transport, "_sock", None)  # asyncio's selector transport (qh3's own has a GSO path)
     if app.config.udp_gso and raw is not None and hasattr(server._transport, "get_write_buffer_size"):
         batch = BatchSender(raw, server._transport)

@@ -249,6 +249,9 @@ class FakeHub:
     def flush(self) -> None:
         pass
 
+    def flush_counts(self) -> None:
+        pass
+
 
 def test_room_feed_primes_a_viewer_who_came_to_an_empty_room_when_a_stream_starts() -> None:
     import time
@@ -273,3 +276,61 @@ def test_room_feed_primes_a_viewer_who_came_to_an_empty_room_when_a_stream_start
     other = FakeSink()
     feed.add(ViewerTracks(other, queue_budget=100))
     assert other.streams == {}  # joined after the end: nothing to replay
+
+
+def test_deliveries_and_skips_reach_the_metrics_once_per_feed_pass() -> None:
+    import time
+
+    from ingress.egress import KindCounts, RoomFeed
+    from ingress.metrics import IngressMetrics
+
+    metrics = IngressMetrics()
+
+    def value(name: str, kind: str) -> float | None:
+        return metrics.registry.get_sample_value(name, {"kind": kind})
+
+    class CountingHub(FakeHub):
+        delivered = KindCounts(lambda k: metrics.delivered.labels(k))
+        skipped = KindCounts(lambda k: metrics.skipped.labels(k))
+
+        def flush_counts(self) -> None:
+            self.delivered.flush()
+            self.skipped.flush()
+
+    hub = CountingHub()
+    now_ms = time.time() * 1000
+    feed = RoomFeed(hub, "room-r-video-360p", Kind.VIDEO)  # type: ignore[arg-type]  # EgressHub stand-in
+    feed._caught_up()
+    sinks = [FakeSink() for _ in range(3)]
+    for sink in sinks:
+        feed.add(ViewerTracks(sink, queue_budget=100, on_deliver=hub.delivered.count, on_skip=hub.skipped.count))
+    feed._on_item(sseg("i", "cam", init=True, at=now_ms))
+    assert hub.delivered.pending == {} and value("wtpulsar_egress_delivered_total", "video") == 3
+    sinks[0].backlog[1] = 1000  # the first viewer falls behind: its next delta is skipped
+    feed._on_item(sseg("k", "cam", key=True, at=now_ms))
+    feed._on_item(sseg("d", "cam", key=False, at=now_ms))
+    assert value("wtpulsar_egress_delivered_total", "video") == 3 + 3 + 2
+    assert value("wtpulsar_egress_skipped_total", "video") == 1
+
+
+def test_kind_counts_add_to_each_kinds_counter_once_per_flush() -> None:
+    from ingress.egress import KindCounts
+
+    children: dict[str, list[float]] = {}
+
+    class Child:
+        def __init__(self, label: str) -> None:
+            self.label = label
+
+        def inc(self, n: float = 1) -> None:
+            children.setdefault(self.label, []).append(n)
+
+    counts = KindCounts(Child)
+    for kind in (Kind.VIDEO, Kind.AUDIO, Kind.VIDEO, Kind.VIDEO):
+        counts.count(kind)
+    assert children == {}
+    counts.flush()
+    counts.flush()  # nothing new: no increments
+    counts.count(Kind.CHAT)
+    counts.flush()
+    assert children == {"video": [3], "audio": [1], "chat": [1]}
