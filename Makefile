@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/wtpulsar up
 
+# Three pytest-xdist workers: the real-Pulsar tier on one (one standalone), the browser tests in order on
+# one, the rest spread over all three (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 3
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 # The real-Pulsar tier alone: Apache Pulsar standalone (fetched once into ~/.cache/wtpulsar) started by the tests.
 test-pulsar: $(STAMP)

@@ -33,8 +33,8 @@ ROOM_TOPIC = "persistent://public/wtpulsar-rooms/room-room1-video-360p"
 def media_path(real_pulsar: Standalone, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone]:
     pulsar_ = real_pulsar
     archives = build_archives(tmp_path_factory.mktemp("archives-unbatched"))
-    pulsar_.admin("namespaces", "create", "public/wtpulsar")  # may exist already
-    pulsar_.admin("namespaces", "create", "public/wtpulsar-rooms")  # route's per-room outputs
+    rest(pulsar_, "PUT", "/admin/v2/namespaces/public/wtpulsar")  # may exist already (409)
+    rest(pulsar_, "PUT", "/admin/v2/namespaces/public/wtpulsar-rooms")  # route's per-room outputs
     for name in NAMES:
         pulsar_.admin("functions", "create", "--function-config-file",
                       str(REPO / "deploy" / "functions" / f"{name}.yaml"), "--py", str(archives[name]), check=True)
@@ -42,8 +42,13 @@ def media_path(real_pulsar: Standalone, tmp_path_factory: pytest.TempPathFactory
         wait_running(pulsar_, name)
     wait_subscribed(pulsar_, ["raw-video", "encoded", "segments"])
     yield pulsar_
+    delete_functions(pulsar_)
+
+
+def delete_functions(standalone: Standalone) -> None:
+    """Through the admin REST: each `pulsar-admin` call starts a JVM (seconds)."""
     for name in NAMES:
-        pulsar_.admin("functions", "delete", "--tenant", "public", "--namespace", "wtpulsar", "--name", name)
+        rest(standalone, "DELETE", f"/admin/v3/functions/public/wtpulsar/{name}")  # 404 once gone
 
 
 def backlog(standalone: Standalone, topic: str) -> int:
@@ -101,11 +106,13 @@ def test_media_outputs_leave_unbatched_on_apache_pulsar(media_path: Standalone) 
 
 def test_zz_cleanup_namespace(media_path: Standalone) -> None:
     """Leave the namespace as test_realpulsar_zz_deploy.py expects to find it: absent."""
-    for name in NAMES:
-        media_path.admin("functions", "delete", "--tenant", "public", "--namespace", "wtpulsar", "--name", name)
+    delete_functions(media_path)
     deadline = time.monotonic() + 60
+    answer: tuple[int, object] = (0, None)
     while time.monotonic() < deadline:
-        if media_path.admin("namespaces", "delete", "public/wtpulsar", "--force").returncode == 0:
-            media_path.admin("namespaces", "delete", "public/wtpulsar-rooms", "--force")
+        answer = rest(media_path, "DELETE", "/admin/v2/namespaces/public/wtpulsar?force=true")
+        if answer[0] == 204:
+            rest(media_path, "DELETE", "/admin/v2/namespaces/public/wtpulsar-rooms?force=true")
             return
         time.sleep(2)
+    pytest.fail(f"public/wtpulsar could not be deleted in 60 s: last answer {answer}")
