@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from broker.storage import DEFAULT_CACHE_BYTES, DEFAULT_LEDGER_MAX_BYTES
 from broker.wire import DEFAULT_MAX_MESSAGE_SIZE
@@ -11,6 +12,9 @@ from schemas.names import rooms_namespace
 
 DEFAULT_NAMESPACES = ("public/default", "public/functions", "public/wtpulsar", "public/" + rooms_namespace("wtpulsar"),
                       "pulsar/system")
+
+
+SyncMode = Literal["write", "fsync"]
 
 
 @dataclass
@@ -36,7 +40,7 @@ class BrokerConfig:
     namespaces: tuple[str, ...] = DEFAULT_NAMESPACES
     # "write": receipts once the entry is written to the OS (survives kill -9 of the broker, not a
     # machine crash); "fsync": fdatasync (group commit) before receipts, surviving power loss too.
-    sync_mode: str = "write"
+    sync_mode: SyncMode = "write"
     housekeeping_interval: float = 0.1  # s: cursor persistence, delayed delivery, TTL, trimming
     # s a non-persistent topic may sit without producers and subscriptions before it is dropped
     # (Pulsar: brokerDeleteInactiveTopicsFrequencySeconds=60 in conf/standalone.conf)

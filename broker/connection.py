@@ -31,6 +31,7 @@ from broker.subscription import (
     Consumer,
     Delivery,
     Subscription,
+    SubType,
 )
 from broker.topic import Producer, Topic
 from broker.wire import (
@@ -54,7 +55,7 @@ E = pb  # ServerError values live at module level of the generated code
 _MESSAGE_ID_MAX = (1 << 63) - 1
 
 
-def busy_reason(sub: Subscription | None, sub_name: str, sub_type: int) -> str | None:
+def busy_reason(sub: Subscription | None, sub_name: str, sub_type: SubType) -> str | None:
     """Why a consumer of `sub_type` cannot join a subscription that has consumers, or None."""
     if sub is None or not sub.consumers:
         return None
@@ -463,7 +464,7 @@ class ServerConnection:
             except IncompatibleSchema as exc:
                 self.error(request_id, pb.IncompatibleSchema, str(exc))
                 return
-        sub_type = body.subType
+        sub_type = SubType(body.subType)  # proto2: an unknown number parses as the default, Exclusive
         durable = body.durable
         sub_name = body.subscription
         if not name.persistent:

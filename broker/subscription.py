@@ -22,6 +22,7 @@ import base64
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Protocol
 
 import mmh3
@@ -31,10 +32,17 @@ from broker.entries import EntryMeta
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 
-EXCLUSIVE = pb.CommandSubscribe.Exclusive
-SHARED = pb.CommandSubscribe.Shared
-FAILOVER = pb.CommandSubscribe.Failover
-KEY_SHARED = pb.CommandSubscribe.Key_Shared
+
+class SubType(IntEnum):
+    """A subscription's type, numbered as on the wire (`CommandSubscribe.SubType`, docs/pulsar-wire-protocol.md)."""
+
+    EXCLUSIVE = pb.CommandSubscribe.Exclusive
+    SHARED = pb.CommandSubscribe.Shared
+    FAILOVER = pb.CommandSubscribe.Failover
+    KEY_SHARED = pb.CommandSubscribe.Key_Shared
+
+
+EXCLUSIVE, SHARED, FAILOVER, KEY_SHARED = SubType.EXCLUSIVE, SubType.SHARED, SubType.FAILOVER, SubType.KEY_SHARED
 SUB_TYPE_NAMES = {EXCLUSIVE: "Exclusive", SHARED: "Shared", FAILOVER: "Failover", KEY_SHARED: "Key_Shared"}
 HASH_RANGE = 65536  # Key_Shared slots (docs/pulsar-wire-protocol.md §8)
 MAX_REPLAY_LOOKAHEAD = 10_000  # Key_Shared entries parked for busy consumers before reading stops
@@ -103,7 +111,7 @@ class Delivery:
 class Consumer:
     consumer_id: int
     name: str
-    sub_type: int
+    sub_type: SubType
     priority: int
     deliver: Callable[[Delivery], None]
     notify_active: Callable[[Consumer, bool], None] | None = None
@@ -118,7 +126,7 @@ class Consumer:
 
 
 class Subscription:
-    def __init__(self, topic: EntrySource, name: str, sub_type: int, durable: bool, mark_delete: int) -> None:
+    def __init__(self, topic: EntrySource, name: str, sub_type: SubType, durable: bool, mark_delete: int) -> None:
         self.topic = topic
         self.name = name
         self.sub_type = sub_type

@@ -26,7 +26,7 @@ from broker.entries import EntryIndex, EntryMeta
 from broker.names import TopicName
 from broker.proto import pulsar_wire_pb2 as pb
 from broker.storage import TopicStores
-from broker.subscription import Consumer, Delivery, Subscription, sticky_slot
+from broker.subscription import Consumer, Delivery, Subscription, SubType, sticky_slot
 from broker.wire import parse_entry_metadata
 
 log = logging.getLogger("wtpulsar.broker.topic")
@@ -144,7 +144,7 @@ class Topic:
 
     def _load_cursors(self) -> None:
         for saved in self.cursor_store.load():
-            sub = Subscription(self, saved.name, int(saved.snapshot.get("type", 0)), True, self.log.start_offset - 1)
+            sub = Subscription(self, saved.name, SubType(int(saved.snapshot.get("type", 0))), True, self.log.start_offset - 1)
             sub.load_json(saved.snapshot)
             sub.replay_journal(saved.journal)
             if sub.mark_delete < self.log.start_offset - 1:
@@ -287,7 +287,7 @@ class Topic:
         self._pending_producers.add(producer)
         self.service.mark_dirty(self)
 
-    def open_non_persistent(self, name: str, sub_type: int) -> Subscription:
+    def open_non_persistent(self, name: str, sub_type: SubType) -> Subscription:
         """A non-persistent topic's subscription: no cursor, gone when its last consumer leaves."""
         sub = Subscription(self, name, sub_type, False, -1)
         self.subscriptions[name] = sub
@@ -324,7 +324,7 @@ class Topic:
             sub.dispatch(now_ms)
 
     # ------------------------------------------------------------------ subscriptions
-    def create_subscription(self, name: str, sub_type: int, durable: bool, initial_earliest: bool) -> Subscription:
+    def create_subscription(self, name: str, sub_type: SubType, durable: bool, initial_earliest: bool) -> Subscription:
         start = self.log.start_offset - 1 if initial_earliest else self.log_end - 1
         sub = Subscription(self, name, sub_type, durable, start)
         if durable:

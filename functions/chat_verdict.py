@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from chat_config import Action
 from chat_message import ENCODER
 
 VERDICT_SCHEMA_VERSION = 1
@@ -19,7 +20,7 @@ def verdict_json(
     msg_id: str | None,
     room: str | None,
     user: str | None,
-    action: str,
+    action: Action,
     rules: tuple[str, ...] | list[str],
     reason: str,
     decided_at: int,

@@ -10,12 +10,21 @@ from broker.entries import EntryMeta
 from broker.names import TopicName
 from broker.non_persistent import Drop, Handoff, route
 from broker.service import BrokerService
-from broker.subscription import EXCLUSIVE, FAILOVER, HASH_RANGE, KEY_SHARED, SHARED, Consumer, Subscription
+from broker.subscription import (
+    EXCLUSIVE,
+    FAILOVER,
+    HASH_RANGE,
+    KEY_SHARED,
+    SHARED,
+    Consumer,
+    Subscription,
+    SubType,
+)
 
 TOPIC = SimpleNamespace(name=SimpleNamespace(partition_index=-1))
 
 
-def sub(name: str, sub_type: int, *permits: int) -> tuple[Subscription, list[Consumer]]:
+def sub(name: str, sub_type: SubType, *permits: int) -> tuple[Subscription, list[Consumer]]:
     s = Subscription(TOPIC, name, sub_type, False, -1)
     consumers = [Consumer(i, f"c{i}", sub_type, 0, deliver=lambda *a: None, permits=p) for i, p in enumerate(permits)]
     for c in consumers:

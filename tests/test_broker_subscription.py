@@ -29,6 +29,7 @@ from broker.subscription import (
     Consumer,
     Delivery,
     Subscription,
+    SubType,
     sticky_slot,
 )
 from broker.topic import Producer, Topic
@@ -73,7 +74,7 @@ class Log:
 class Sub:
     """A subscription over a Log with its consumers' deliveries and active-consumer notices."""
 
-    def __init__(self, sub_type: int, log: Log | None = None, durable: bool = True) -> None:
+    def __init__(self, sub_type: SubType, log: Log | None = None, durable: bool = True) -> None:
         self.log = log or Log()
         self.sub = Subscription(self.log, "s", sub_type, durable, -1)
         self.sub_type = sub_type
@@ -208,7 +209,7 @@ def test_partly_acked_batch_is_redelivered_with_its_ack_set() -> None:
 
 
 @pytest.mark.parametrize("sub_type", [SHARED, KEY_SHARED])
-def test_delayed_entries_wait_until_now_passes_their_time(sub_type: int) -> None:
+def test_delayed_entries_wait_until_now_passes_their_time(sub_type: SubType) -> None:
     s = Sub(sub_type)
     soon, late, plain = s.log.append(deliver_at=5_000), s.log.append(deliver_at=9_000), s.log.append()
     a = s.join("a", permits=10)
@@ -359,7 +360,7 @@ def cursor_after_acks(store: MemoryCursorStore | FileCursorStore) -> Subscriptio
     s.sub.ack_cumulative(3)
     store.append_journal("s", s.sub.journal_ops)
     (saved,) = store.load()
-    again = Subscription(s.log, saved.name, int(saved.snapshot["type"]), True, -1)
+    again = Subscription(s.log, saved.name, SubType(saved.snapshot["type"]), True, -1)
     again.load_json(saved.snapshot)
     again.replay_journal(saved.journal)
     return again
