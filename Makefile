@@ -18,13 +18,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/wtpulsar up
 
-# Three pytest-xdist workers: the real-Pulsar tier on one (one standalone), the browser tests in order on
-# one, the rest spread over all three (tests/conftest.py); TEST_WORKERS=0 runs everything in one process.
-TEST_WORKERS ?= 3
+# Two pytest processes side by side: the real-Pulsar tier (mostly waiting on Pulsar's JVM and its
+# function worker) and everything else; the tier's output is printed after the others' and the
+# target fails if either does. TIERS=serial runs them one after the other.
+PULSAR_LOG := .pytest-pulsar-tier.log
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
+ifeq ($(TIERS),serial)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+else
+	@echo "make test: the real-Pulsar tier runs beside the other tests; its output follows theirs ($(PULSAR_LOG))"
+	@$(BIN)/python -m pytest -q -p no:cacheprovider -m 'pulsar and not slow' > $(PULSAR_LOG) 2>&1 & tier=$$!; \
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m 'not pulsar and not slow'; rest=$$?; \
+	wait $$tier; pulsar=$$?; echo "== the real-Pulsar tier ($(PULSAR_LOG)):"; cat $(PULSAR_LOG); \
+	echo "make test: other tests exit $$rest, real-Pulsar tier exit $$pulsar"; \
+	test $$rest -eq 0 -a $$pulsar -eq 0
+endif
 
 # The real-Pulsar tier alone: Apache Pulsar standalone (fetched once into ~/.cache/wtpulsar) started by the tests.
 test-pulsar: $(STAMP)

@@ -14,19 +14,6 @@ from tests.broker_process import BrokerProcess
 _session_status: int | None = None
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist (`make test` runs `-n 3 --dist loadgroup`): every real-Pulsar test in one group,
-    so one worker starts the one Apache Pulsar standalone and runs the tier in order, and every browser
-    test in another, so no two Chromiums share the 2 cores; the other tests spread over the workers.
-    Without xdist the marker does nothing."""
-    for item in items:
-        if item.get_closest_marker("pulsar"):
-            item.add_marker(pytest.mark.xdist_group("pulsar"))
-        elif item.get_closest_marker("browser"):
-            item.add_marker(pytest.mark.xdist_group("browser"))
-
-
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     global _session_status
     _session_status = int(exitstatus)
