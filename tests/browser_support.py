@@ -25,8 +25,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+def browser_tier(timeout: float) -> list[pytest.MarkDecorator]:
+    """The marks of a browser test module: `browser`, its timeout, and a skip where Debian's chromium is
+    missing (CI installs it, so there it never skips)."""
+    return [
+        pytest.mark.browser,
+        pytest.mark.timeout(timeout),
+        pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                         "(apt-get install chromium; CI installs it)"),
+    ]
 
 
 def chromium_args(fps: int = 30, grant_media: bool = True) -> list[str]:

@@ -15,14 +15,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.browser_support import CHROMIUM, REPO, collect_console, launch_browser, start_pipeline, stats
+from tests.browser_support import (
+    REPO,
+    browser_tier,
+    collect_console,
+    launch_browser,
+    start_pipeline,
+    stats,
+)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(150),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install chromium; CI installs it)"),
-]
+pytestmark = browser_tier(150)
 
 PUBLISH_SECONDS = 10.0
 

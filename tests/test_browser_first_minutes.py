@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from tests.browser_support import (
-    CHROMIUM,
     Pipeline,
+    browser_tier,
     collect_console,
     import_page_modules,
     launch_browser,
@@ -29,12 +29,7 @@ from tests.browser_support import (
     stats,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install chromium; CI installs it)"),
-]
+pytestmark = browser_tier(240)
 
 
 @pytest.fixture(scope="module")

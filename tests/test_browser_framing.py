@@ -30,15 +30,15 @@ from schemas.framing_codec import (
     serialize_notice,
     serialize_verdict,
 )
-from tests.browser_support import CHROMIUM, import_page_modules, ingress_in_thread, launch_browser
+from tests.browser_support import (
+    browser_tier,
+    import_page_modules,
+    ingress_in_thread,
+    launch_browser,
+)
 from tests.test_functions_media_support import media_fmp4
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(60),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install chromium; CI installs it)"),
-]
+pytestmark = browser_tier(60)
 
 
 @pytest.fixture(scope="module")

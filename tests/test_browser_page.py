@@ -19,9 +19,9 @@ import pytest
 
 from ingress import tokens
 from tests.browser_support import (
-    CHROMIUM,
     REPO,
     IngressProcess,
+    browser_tier,
     free_port,
     import_page_modules,
     ingress_in_thread,
@@ -31,12 +31,7 @@ from tests.browser_support import (
     stats,
 )
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(90),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install chromium; CI installs it)"),
-]
+pytestmark = browser_tier(90)
 
 PAGE_FILE = (REPO / "live_client.html").as_uri()
 

@@ -12,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from ingress import quic_stack
-from tests.browser_support import CHROMIUM, collect_console, launch_browser, start_pipeline, stats
+from tests.browser_support import (
+    browser_tier,
+    collect_console,
+    launch_browser,
+    start_pipeline,
+    stats,
+)
 from tests.chromium_first_flight import load
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.timeout(150),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                     "(apt-get install chromium; CI installs it)"),
-]
+pytestmark = browser_tier(150)
 
 PUBLISH_SECONDS = 6.0
 
