@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import shutil
-import site
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_deploy_image_layout import build_image_layout, dockerfile_copies
+from tests.test_deploy_image_layout import dockerfile_copies, install_image_layout
 from wtpulsar.cli import SUBCOMMAND_MODULES
 
 pytestmark = pytest.mark.timeout(240)
@@ -40,18 +37,7 @@ def test_the_image_has_every_subcommand_of_the_packages_it_copies(tmp_path: Path
     expected = subcommands_of([m for m in SUBCOMMAND_MODULES if m.split(".")[0] in copied])
     assert {"ingress", "consume", "publish", "record", "audit", "deploy"} <= expected
 
-    app = tmp_path / "app"
-    build_image_layout(app)
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    scratch_site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                                  check=True, capture_output=True, text=True).stdout.strip()
-    (Path(scratch_site) / "checkout-deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--ignore-installed", "--disable-pip-version-check", str(app)],
-                   check=True, cwd=tmp_path, capture_output=True)
-    shutil.rmtree(app)  # only the installed package from here on
+    python, _ = install_image_layout(tmp_path)
     listed = subprocess.run([str(python), "-c", LIST_SUBCOMMANDS], capture_output=True, text=True, cwd=tmp_path,
                             env={"PATH": "/usr/bin:/bin"})
     assert listed.returncode == 0, listed.stderr

@@ -61,19 +61,13 @@ def build_image_layout(app: Path) -> None:
                     shutil.copy2(src, target)
 
 
-def get(url: str) -> tuple[int, str, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as r:
-            return r.status, r.headers.get_content_type(), r.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers.get_content_type(), err.read()
-
-
-def test_the_installed_ingress_serves_the_page_and_its_modules(broker: Any, tmp_path: Path) -> None:
+def install_image_layout(tmp_path: Path) -> tuple[Path, str]:
+    """What the image's RUN line does: `pip install .` of the Dockerfile's copies, into a scratch venv
+    (the checkout's dependencies on its path, not our packages), then the copies removed, so only the
+    installed package is left. Returns the venv's python and its site-packages."""
     app = tmp_path / "app"
     build_image_layout(app)
     assert (app / "ingress" / "static" / "live_client.html").is_file(), "the Dockerfile copies no page"
-
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -84,6 +78,19 @@ def test_the_installed_ingress_serves_the_page_and_its_modules(broker: Any, tmp_
                     "--ignore-installed", "--disable-pip-version-check", str(app)],
                    check=True, cwd=tmp_path, capture_output=True)
     shutil.rmtree(app)  # from here on only the installed package exists: no source tree to fall back on
+    return python, scratch_site
+
+
+def get(url: str) -> tuple[int, str, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.headers.get_content_type(), r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get_content_type(), err.read()
+
+
+def test_the_installed_ingress_serves_the_page_and_its_modules(broker: Any, tmp_path: Path) -> None:
+    python, scratch_site = install_image_layout(tmp_path)
     where = subprocess.run([str(python), "-c", "import ingress; print(ingress.__file__)"], check=True,
                            capture_output=True, text=True, cwd=tmp_path).stdout.strip()
     assert where.startswith(scratch_site), where
@@ -93,7 +100,7 @@ def test_the_installed_ingress_serves_the_page_and_its_modules(broker: Any, tmp_
     env = {**os.environ, "WTPULSAR_INGRESS_SECRET": new_secret().decode()}
     env.pop("PYTHONPATH", None)
     with log_path.open("wb") as log:  # the image's ENTRYPOINT and CMD, on loopback and free ports
-        proc = subprocess.Popen([str(venv / "bin" / "wtpulsar"), "ingress", "--listen", f"127.0.0.1:{wt}",
+        proc = subprocess.Popen([str(python.parent / "wtpulsar"), "ingress", "--listen", f"127.0.0.1:{wt}",
                                  "--http", f"127.0.0.1:{http}", "--state-dir", str(tmp_path / "state"),
                                  "--broker-service-url", broker.service_url],
                                 cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, env=env)
